@@ -1,0 +1,1383 @@
+/**
+ * Consume user-login events from an AWS SQS queue, validate them, mask their PII
+ * (`ip`, `device_id`) with a pluggable strategy and load them into Postgres
+ * (`user_logins`) through Slonik.
+ *
+ * ```sh
+ * MASK_HMAC_KEY=$(openssl rand -hex 32) AWS_REGION=us-east-1 \
+ *   npx tsx mod.ts --queue-url https://sqs.us-east-1.amazonaws.com/123456789012/login-queue \
+ *                  --dlq-url https://sqs.us-east-1.amazonaws.com/123456789012/login-dlq \
+ *                  --database-url postgres://loader@db/analytics --drain
+ * ```
+ *
+ * Data flows one way: receive -> decode + validate -> mask -> batch -> insert (one
+ * transaction, with the SQS message ids) -> delete from SQS. A message leaves the queue
+ * only after its row is committed or it has been written to the dead-letter queue.
+ *
+ * The file reads in that order: configuration, schema, strategies, logging, the Postgres
+ * sink, the SQS source, the pipeline, and the command line last.
+ *
+ * @module
+ */
+import { isIP } from "node:net";
+import { parseArgs } from "node:util";
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  GetQueueAttributesCommand,
+  type Message,
+  ReceiveMessageCommand,
+  SendMessageBatchCommand,
+  SQSClient,
+} from "@aws-sdk/client-sqs";
+import { FormatRegistry, type Static, type TSchema, Type } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import {
+  createPool,
+  type DatabasePool,
+  type DatabaseTransactionConnection,
+  type Interceptor,
+  SchemaValidationError,
+  sql,
+} from "slonik";
+import type { StandardSchemaV1 } from "@standard-schema/spec";
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------
+
+/** Exit code for a usage or configuration error (wrong flag, missing key). */
+export const EXIT_USAGE = 2;
+/** Exit code for a runtime failure (unreachable service, missing permission). */
+export const EXIT_FAILURE = 1;
+
+export const DEFAULT_STRATEGY = "hmac";
+export const DEFAULT_BATCH_SIZE = 500;
+export const DEFAULT_CONCURRENCY = 8;
+/** SQS hands out at most 10 messages per receive and takes at most 10 entries per batch call. */
+export const SQS_MAX_BATCH = 10;
+
+/** A mistake in how the tool was invoked: the message says what is wrong and how to fix it. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** A failure the tool cannot recover from by waiting: the message says what to do about it. */
+export class FatalError extends Error {
+  override name = "FatalError";
+}
+
+/** Everything the tool needs to run, after flags, environment and defaults are applied. */
+export interface Config {
+  queueUrl: string;
+  dlqUrl: string | undefined;
+  databaseUrl: string;
+  strategy: string;
+  drain: boolean;
+  batchSize: number;
+  concurrency: number;
+  logLevel: LogLevel;
+  help: boolean;
+}
+
+const FLAGS = {
+  "queue-url": { type: "string" },
+  "dlq-url": { type: "string" },
+  "database-url": { type: "string" },
+  strategy: { type: "string" },
+  drain: { type: "boolean" },
+  "batch-size": { type: "string" },
+  concurrency: { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/**
+ * Apply flags > environment > defaults and check everything up front.
+ *
+ * @param argv the command-line arguments after the script name
+ * @param env the environment (`process.env`)
+ * @returns the complete configuration
+ * @throws {ConfigError} naming the flag or variable and how to fix it
+ * @example
+ * ```ts
+ * const config = parseConfig(["--drain"], { QUEUE_URL: "...", DATABASE_URL: "..." });
+ * ```
+ */
+export function parseConfig(argv: readonly string[], env: Record<string, string | undefined>): Config {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (error) {
+    // node's messages are long and mention internals; keep the part the user acts on.
+    const message = error instanceof Error ? error.message.split("\n")[0]!.replace(/\.$/, "") : String(error);
+    throw new ConfigError(`${message}; run with --help to see the flags`);
+  }
+  const help = values.help === true;
+  const pick = (flag: string, variable: string) => {
+    const value = (values[flag] as string | undefined) ?? env[variable];
+    return value === undefined || value.trim() === "" ? undefined : value.trim();
+  };
+  const queueUrl = pick("queue-url", "QUEUE_URL");
+  const databaseUrl = pick("database-url", "DATABASE_URL");
+  const config: Config = {
+    queueUrl: queueUrl ?? "",
+    dlqUrl: pick("dlq-url", "DLQ_URL"),
+    databaseUrl: databaseUrl ?? "",
+    strategy: pick("strategy", "MASK_STRATEGY") ?? DEFAULT_STRATEGY,
+    drain: values.drain === true,
+    batchSize: parseCount(values["batch-size"] as string | undefined, "--batch-size", DEFAULT_BATCH_SIZE, 1, 10_000),
+    concurrency: parseCount(values.concurrency as string | undefined, "--concurrency", DEFAULT_CONCURRENCY, 1, 64),
+    logLevel: parseLogLevel(pick("log-level", "LOG_LEVEL")),
+    help,
+  };
+  if (help) return config;
+  if (!queueUrl) throw new ConfigError("No queue given: pass --queue-url URL or set QUEUE_URL");
+  checkUrl(queueUrl, "--queue-url", ["http:", "https:"]);
+  if (config.dlqUrl) checkUrl(config.dlqUrl, "--dlq-url", ["http:", "https:"]);
+  if (config.dlqUrl === queueUrl) {
+    throw new ConfigError("--dlq-url is the same queue as --queue-url: invalid messages would come straight back");
+  }
+  if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
+  checkUrl(databaseUrl, "--database-url", ["postgres:", "postgresql:"]);
+  return config;
+}
+
+function parseCount(raw: string | undefined, flag: string, fallback: number, min: number, max: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {
+    throw new ConfigError(`${flag} must be a whole number from ${min} to ${max}, got "${raw}"`);
+  }
+  return value;
+}
+
+function checkUrl(raw: string, flag: string, protocols: readonly string[]): void {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new ConfigError(`${flag} is not a URL: expected ${protocols[0]}//...`);
+  }
+  if (!protocols.includes(url.protocol)) {
+    throw new ConfigError(`${flag} must start with ${protocols.join(" or ")}//, got ${url.protocol}//`);
+  }
+}
+
+/** The URL without its password, safe to print. */
+export function redactUrl(raw: string): string {
+  try {
+    const url = new URL(raw);
+    if (url.password) url.password = "***";
+    return url.toString();
+  } catch {
+    return "(unparseable URL)";
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Schema: one TypeBox schema for the message, one for the row, built from the same parts
+// ---------------------------------------------------------------------------------------
+
+FormatRegistry.Set("ip", (value) => isIP(value) !== 0);
+
+/** `user_logins` column limits: the table is a contract, the schema enforces it. */
+const UserId = Type.String({ minLength: 1, maxLength: 128 });
+const DeviceType = Type.String({ minLength: 1, maxLength: 32 });
+const Locale = Type.Union([Type.String({ maxLength: 32 }), Type.Null()]);
+const APP_VERSION_PATTERN = "^\\d{1,2}\\.\\d{1,2}\\.\\d{1,2}$";
+
+/** A login event as it arrives on the queue. Unknown extra fields are ignored. */
+export const LoginMessage = Type.Object({
+  user_id: UserId,
+  app_version: Type.String({ pattern: APP_VERSION_PATTERN, description: '"M.m.p", each part 0-99' }),
+  device_type: DeviceType,
+  ip: Type.String({ format: "ip", maxLength: 64 }),
+  locale: Type.Optional(Locale),
+  device_id: Type.String({ minLength: 1, maxLength: 256 }),
+});
+export type LoginMessage = Static<typeof LoginMessage>;
+
+/** A row of `user_logins`, as written and as read back. */
+export const UserLoginRow = Type.Object({
+  user_id: UserId,
+  device_type: DeviceType,
+  masked_ip: Type.String({ minLength: 1, maxLength: 256 }),
+  masked_device_id: Type.String({ minLength: 1, maxLength: 256 }),
+  locale: Locale,
+  app_version: Type.Integer({ minimum: 0, maximum: 999_999 }),
+  create_date: Type.String({ pattern: "^\\d{4}-\\d{2}-\\d{2}$" }),
+});
+export type UserLoginRow = Static<typeof UserLoginRow>;
+
+const ProcessedMessageRow = Type.Object({ message_id: Type.String() });
+
+const checkLoginMessage = TypeCompiler.Compile(LoginMessage);
+
+/**
+ * Adapt a TypeBox schema to Standard Schema, which Slonik's `sql.type` takes.
+ * Issues carry the path and rule, never the offending value.
+ *
+ * @param schema a TypeBox schema
+ * @returns a Standard Schema validating the same shape
+ */
+export function toStandardSchema<T extends TSchema>(schema: T): StandardSchemaV1<Static<T>, Static<T>> {
+  const check = TypeCompiler.Compile(schema);
+  return {
+    "~standard": {
+      version: 1,
+      vendor: "typebox",
+      validate(value) {
+        if (check.Check(value)) return { value: value as Static<T> };
+        return {
+          issues: [...check.Errors(value)].map((error) => ({
+            message: error.message,
+            path: error.path.split("/").filter(Boolean),
+          })),
+        };
+      },
+    },
+  };
+}
+
+/** Typed SQL: Slonik checks every row these queries return against the schema. */
+export const sqlUserLoginRow = sql.type(toStandardSchema(UserLoginRow));
+const sqlProcessedMessageRow = sql.type(toStandardSchema(ProcessedMessageRow));
+
+/**
+ * Encode "M.m.p" (each part 0-99) as M*10000 + m*100 + p, which sorts like the version.
+ *
+ * @param version e.g. "2.3.4"
+ * @returns e.g. 20304, or `undefined` if the version is not "M.m.p" with parts 0-99
+ */
+export function encodeAppVersion(version: string): number | undefined {
+  const match = /^(\d{1,2})\.(\d{1,2})\.(\d{1,2})$/.exec(version);
+  if (!match) return undefined;
+  return Number(match[1]) * 10_000 + Number(match[2]) * 100 + Number(match[3]);
+}
+
+/**
+ * Read back an encoded app version.
+ *
+ * @param encoded e.g. 20304
+ * @returns e.g. "2.3.4"
+ */
+export function decodeAppVersion(encoded: number): string {
+  return `${Math.floor(encoded / 10_000)}.${Math.floor(encoded / 100) % 100}.${encoded % 100}`;
+}
+
+/** A validated login, with the SQS facts the row needs. Holds raw PII: never log it. */
+export interface LoginRecord {
+  messageId: string;
+  message: LoginMessage;
+  appVersion: number;
+  createDate: string;
+}
+
+/** Decoding's outcome is data: a record, or the reason the message can never be loaded. */
+export type Decoded = { ok: true; record: LoginRecord } | { ok: false; reason: string };
+
+/**
+ * Decode and validate one SQS message. Reasons name the field and the rule, never a value.
+ *
+ * @param message an SQS message received with the `SentTimestamp` attribute
+ * @returns the record, or why it is invalid
+ */
+export function decodeMessage(message: Message): Decoded {
+  const sentTimestamp = Number(message.Attributes?.SentTimestamp);
+  if (!message.MessageId) return { ok: false, reason: "message has no MessageId" };
+  if (!Number.isFinite(sentTimestamp)) return { ok: false, reason: "message has no SentTimestamp attribute" };
+  let body: unknown;
+  try {
+    body = JSON.parse(message.Body ?? "");
+  } catch {
+    // V8's parse errors quote the body, so the reason must not include them.
+    return { ok: false, reason: "body is not valid JSON" };
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    return { ok: false, reason: "body is not a JSON object" };
+  }
+  if (!checkLoginMessage.Check(body)) {
+    return { ok: false, reason: describeSchemaErrors(body) };
+  }
+  return {
+    ok: true,
+    record: {
+      messageId: message.MessageId,
+      message: body,
+      appVersion: encodeAppVersion(body.app_version)!,
+      createDate: new Date(sentTimestamp).toISOString().slice(0, 10),
+    },
+  };
+}
+
+function describeSchemaErrors(body: unknown): string {
+  const seen = new Set<string>();
+  for (const error of checkLoginMessage.Errors(body)) {
+    const field = error.path.replace(/^\//, "") || "(body)";
+    const rule = error.schema.description ?? error.message;
+    const missing = error.value === undefined;
+    seen.add(missing ? `${field}: required` : `${field}: ${rule}`);
+    if (seen.size === 3) break;
+  }
+  return [...seen].join("; ");
+}
+
+// ---------------------------------------------------------------------------------------
+// Masking strategies
+// ---------------------------------------------------------------------------------------
+
+/** The PII fields of a login message. */
+export const PII_FIELDS = ["ip", "device_id"] as const;
+export type PiiField = (typeof PII_FIELDS)[number];
+
+/** One PII value with its mask, handed to a strategy that keeps something beside the rows. */
+export interface MaskedValue {
+  field: PiiField;
+  value: string;
+  masked: string;
+}
+
+/**
+ * A masking strategy. `mask` must be deterministic (equal inputs give equal outputs) and
+ * its output must not reveal the input.
+ */
+export interface MaskStrategy {
+  readonly name: string;
+  mask(value: string, field: PiiField): string | Promise<string>;
+  /** Create what the strategy keeps in Postgres (run once at start, may be run again). */
+  setup?(pool: DatabasePool): Promise<void>;
+  /** Write what the strategy keeps beside the rows, inside the batch's own transaction. */
+  persist?(tx: DatabaseTransactionConnection, values: readonly MaskedValue[]): Promise<void>;
+}
+
+/** What a strategy receives when it is created; it checks its options once, here. */
+export interface StrategyOptions {
+  env: Record<string, string | undefined>;
+}
+
+/** A strategy plugin: the shape of `strategies/*.ts` and of a user's own module. */
+export interface StrategyModule {
+  create(options: StrategyOptions): MaskStrategy | Promise<MaskStrategy>;
+}
+
+const BUILT_IN_STRATEGIES: Record<string, () => Promise<StrategyModule>> = {
+  hmac: () => import("./strategies/hmac.ts"),
+  sha256: () => import("./strategies/sha256.ts"),
+  vault: () => import("./strategies/vault.ts"),
+};
+
+/** Names of the built-in strategies, for help and error text. */
+export const STRATEGY_NAMES = Object.keys(BUILT_IN_STRATEGIES);
+
+/**
+ * Load a strategy by built-in name or by module path, and create it.
+ *
+ * @param nameOrPath "hmac", "sha256", "vault", or a path to a module exporting `create`
+ * @param options passed to the strategy's `create`
+ * @returns the ready strategy
+ * @throws {ConfigError} for an unknown name, a module without `create`, or bad options
+ */
+export async function loadStrategy(nameOrPath: string, options: StrategyOptions): Promise<MaskStrategy> {
+  const isPath = /[\\/]|\.[cm]?[jt]s$/.test(nameOrPath);
+  let module: Partial<StrategyModule> & { default?: Partial<StrategyModule> };
+  if (!isPath) {
+    const load = BUILT_IN_STRATEGIES[nameOrPath];
+    if (!load) {
+      throw new ConfigError(
+        `Unknown strategy "${nameOrPath}": use one of ${STRATEGY_NAMES.join(", ")}, or a path to your own module`,
+      );
+    }
+    module = await load();
+  } else {
+    const { pathToFileURL } = await import("node:url");
+    const { resolve } = await import("node:path");
+    try {
+      module = await import(pathToFileURL(resolve(nameOrPath)).href);
+    } catch (error) {
+      const reason = error instanceof Error ? error.message.split("\n")[0] : String(error);
+      throw new ConfigError(`Cannot load strategy module ${nameOrPath}: ${reason}`);
+    }
+  }
+  const create = module.create ?? module.default?.create;
+  if (typeof create !== "function") {
+    throw new ConfigError(
+      `Strategy module ${nameOrPath} does not export create(options): see strategies/hmac.ts for the interface`,
+    );
+  }
+  let strategy: MaskStrategy;
+  try {
+    strategy = await create({ env: options.env });
+  } catch (error) {
+    throw new ConfigError(error instanceof Error ? error.message : String(error));
+  }
+  if (!strategy || typeof strategy.mask !== "function" || typeof strategy.name !== "string") {
+    throw new ConfigError(`Strategy module ${nameOrPath}: create() must return { name, mask(value, field) }`);
+  }
+  return strategy;
+}
+
+/**
+ * Mask one value and refuse output that would leak it: a strategy that returns the input,
+ * or something containing it, or nothing that fits the column, is a broken strategy.
+ */
+async function maskValue(strategy: MaskStrategy, value: string, field: PiiField): Promise<string> {
+  const masked = await strategy.mask(value, field);
+  if (typeof masked !== "string" || masked.length === 0 || masked.length > 256) {
+    throw new FatalError(`Strategy ${strategy.name} returned no string of 1-256 characters for ${field}`);
+  }
+  // Short inputs can occur inside a hex digest by chance; long ones cannot.
+  if (masked === value || (value.length >= 8 && masked.includes(value))) {
+    throw new FatalError(`Strategy ${strategy.name} returned output containing the raw ${field}: refusing to write it`);
+  }
+  return masked;
+}
+
+// ---------------------------------------------------------------------------------------
+// Logging: JSON lines, or readable lines in a terminal. Never a message body or raw PII.
+// ---------------------------------------------------------------------------------------
+
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+const LOG_LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
+
+function parseLogLevel(raw: string | undefined): LogLevel {
+  if (raw === undefined) return "info";
+  if (!(raw in LOG_LEVELS)) {
+    throw new ConfigError(`--log-level must be one of ${Object.keys(LOG_LEVELS).join(", ")}, got "${raw}"`);
+  }
+  return raw as LogLevel;
+}
+
+export type LogFields = Record<string, string | number | boolean | undefined>;
+export interface Logger {
+  debug(message: string, fields?: LogFields): void;
+  info(message: string, fields?: LogFields): void;
+  warn(message: string, fields?: LogFields): void;
+  error(message: string, fields?: LogFields): void;
+}
+
+/**
+ * A logger writing one line per event: JSON when `pretty` is false (for machines), or
+ * `time LEVEL message key=value` when true (for a terminal).
+ */
+export function createLogger(
+  level: LogLevel = "info",
+  write: (line: string) => void = (line) => process.stderr.write(line + "\n"),
+  pretty = false,
+): Logger {
+  const threshold = LOG_LEVELS[level];
+  const emit = (lvl: Exclude<LogLevel, "silent">, message: string, fields: LogFields = {}) => {
+    if (LOG_LEVELS[lvl] < threshold) return;
+    const time = new Date().toISOString();
+    if (pretty) {
+      const extras = Object.entries(fields)
+        .filter(([, v]) => v !== undefined)
+        .map(([k, v]) => `${k}=${typeof v === "string" && /\s/.test(v) ? JSON.stringify(v) : v}`)
+        .join(" ");
+      write(`${time.slice(11, 23)} ${lvl.toUpperCase().padEnd(5)} ${message}${extras ? " " + extras : ""}`);
+    } else {
+      write(JSON.stringify({ time, level: lvl, msg: message, ...fields }));
+    }
+  };
+  return {
+    debug: (m, f) => emit("debug", m, f),
+    info: (m, f) => emit("info", m, f),
+    warn: (m, f) => emit("warn", m, f),
+    error: (m, f) => emit("error", m, f),
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Postgres sink
+// ---------------------------------------------------------------------------------------
+
+/** The table this tool fills: a contract, created exactly so when absent, never altered. */
+export const USER_LOGINS_DDL = sql.unsafe`
+  CREATE TABLE IF NOT EXISTS user_logins(
+    user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+    masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`;
+const USER_LOGINS_COLUMNS = [
+  "user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version", "create_date",
+] as const;
+
+/** The tool's own table: which SQS messages already have their row, so redelivery adds none. */
+export const PROCESSED_TABLE = "user_logins_sqs_messages";
+/** SQS keeps a message at most 14 days, so an id older than that can never come back. */
+const PROCESSED_RETENTION_DAYS = 15;
+
+/** Checks returned rows against the `sql.type` schema, since Slonik leaves that to interceptors. */
+const resultParserInterceptor: Interceptor = {
+  name: "standard-schema-result-parser",
+  transformRowAsync: async (context, query, row) => {
+    if (!context.resultParser) return row;
+    const result = await context.resultParser["~standard"].validate(row);
+    if (result.issues) throw new SchemaValidationError(query, row, result.issues);
+    return result.value as typeof row;
+  },
+};
+
+/**
+ * Create the Slonik pool. Connecting is lazy; `ensureSchema` makes the first connection.
+ *
+ * @param databaseUrl postgres://user:password@host:port/database
+ * @param maxPoolSize connections at most
+ */
+export async function createDatabasePool(databaseUrl: string, maxPoolSize = 4): Promise<DatabasePool> {
+  return await createPool(databaseUrl, {
+    interceptors: [resultParserInterceptor],
+    maxPoolSize,
+    connectionTimeout: 5_000,
+    // Our own retry loop decides what is transient; Slonik's would retry inside it.
+    connectionRetryLimit: 0,
+    captureStackTrace: false,
+  });
+}
+
+/**
+ * Create `user_logins` if absent (never alter it) and the tool's own table, then check the
+ * current role may insert. Safe to run from many consumers at once.
+ *
+ * @throws {FatalError} with a fix when a table or permission is missing
+ */
+export async function ensureSchema(pool: DatabasePool): Promise<void> {
+  await pool.transaction(async (tx) => {
+    // Concurrent CREATE TABLE IF NOT EXISTS can still collide in pg_type; serialise starters.
+    await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtext('sqs-login-masker schema'))`);
+    const existing = await tx.maybeOneFirst(sql.unsafe`SELECT to_regclass('user_logins')::text`);
+    if (existing === null) await tx.query(USER_LOGINS_DDL);
+    const columns = await tx.anyFirst(sql.unsafe`
+      SELECT attname::text FROM pg_attribute
+      WHERE attrelid = 'user_logins'::regclass AND attnum > 0 AND NOT attisdropped`);
+    const missing = USER_LOGINS_COLUMNS.filter((column) => !columns.includes(column));
+    if (missing.length > 0) {
+      throw new FatalError(`Table user_logins lacks column(s) ${missing.join(", ")}: it is not the user_logins this tool loads`);
+    }
+    // Create only what is missing: CREATE ... IF NOT EXISTS still needs CREATE on the
+    // schema, which a loading role that was handed existing tables need not have.
+    if (await tx.maybeOneFirst(sql.unsafe`SELECT to_regclass(${PROCESSED_TABLE})::text`) === null) {
+      await tx.query(sql.unsafe`
+        CREATE TABLE ${sql.identifier([PROCESSED_TABLE])}(
+          message_id varchar(128) PRIMARY KEY,
+          processed_at timestamptz NOT NULL DEFAULT now())`);
+      await tx.query(sql.unsafe`
+        CREATE INDEX ${sql.identifier([PROCESSED_TABLE + "_processed_at"])}
+        ON ${sql.identifier([PROCESSED_TABLE])} (processed_at)`);
+    }
+    const canInsert = await tx.oneFirst(sql.unsafe`
+      SELECT has_table_privilege('user_logins', 'INSERT')
+         AND has_table_privilege(${PROCESSED_TABLE}, 'INSERT,SELECT')`);
+    if (!canInsert) {
+      const role = await tx.oneFirst(sql.unsafe`SELECT current_user::text`);
+      throw new FatalError(
+        `Role ${role} may not write user_logins or ${PROCESSED_TABLE}: GRANT INSERT ON user_logins TO ${role}; GRANT INSERT, SELECT, DELETE ON ${PROCESSED_TABLE} TO ${role}`,
+      );
+    }
+    if (await tx.oneFirst(sql.unsafe`SELECT has_table_privilege(${PROCESSED_TABLE}, 'DELETE')`)) {
+      await tx.query(sql.unsafe`
+        DELETE FROM ${sql.identifier([PROCESSED_TABLE])}
+        WHERE processed_at < now() - make_interval(days => ${PROCESSED_RETENTION_DAYS})`);
+    }
+  });
+}
+
+/** How a failed database call should be handled: wait and retry, isolate the row, or stop. */
+export type DatabaseErrorKind = "transient" | "row" | "fatal";
+
+const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "40", "55P03", "58"];
+const ROW_CODE_PREFIXES = ["22", "23", "54"];
+const TRANSIENT_NETWORK_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ENOTFOUND"]);
+const TRANSIENT_ERROR_NAMES = new Set(["ConnectionError", "BackendTerminatedError", "BackendTerminatedUnexpectedlyError", "StatementTimeoutError", "IdleTransactionTimeoutError"]);
+
+function errorChain(error: unknown): Array<Error & { code?: string }> {
+  const chain: Array<Error & { code?: string }> = [];
+  for (let e = error; e instanceof Error && chain.length < 8; e = (e as Error).cause) chain.push(e);
+  return chain;
+}
+
+/**
+ * The one place that decides what a database error means.
+ *
+ * @returns "transient" (connection, shutdown, contention: wait and retry), "row" (the data
+ *   of some row was rejected: isolate it), or "fatal" (permission, missing table: stop)
+ */
+export function classifyDatabaseError(error: unknown): DatabaseErrorKind {
+  for (const e of errorChain(error)) {
+    const code = typeof e.code === "string" ? e.code : undefined;
+    if (code && TRANSIENT_NETWORK_CODES.has(code)) return "transient";
+    if (code && TRANSIENT_CODE_PREFIXES.some((p) => code.startsWith(p))) return "transient";
+    if (code && ROW_CODE_PREFIXES.some((p) => code.startsWith(p))) return "row";
+    if (TRANSIENT_ERROR_NAMES.has(e.name)) return "transient";
+    if (e.name === "InvalidInputError") return "row";
+    if (/connection terminated|timeout exceeded when trying to connect|connect ECONNREFUSED|Connection refused/i.test(e.message)) {
+      return "transient";
+    }
+  }
+  return "fatal";
+}
+
+/**
+ * A database error as one line that holds no data: Postgres quotes values in its messages
+ * and puts them in DETAIL, so quoted text is elided and DETAIL is never read.
+ */
+export function describeDatabaseError(error: unknown): string {
+  const chain = errorChain(error);
+  const withCode = chain.find((e) => typeof e.code === "string") as (Error & { code: string; constraint?: string; column?: string }) | undefined;
+  const source = withCode ?? chain[0];
+  if (!source) return String(error);
+  const message = scrubQuoted(source.message.split("\n")[0]!);
+  const parts = [withCode ? `${withCode.code} ${message}` : message];
+  if (withCode?.constraint) parts.push(`constraint ${withCode.constraint}`);
+  if (withCode?.column) parts.push(`column ${withCode.column}`);
+  return parts.join(", ");
+}
+
+function scrubQuoted(text: string): string {
+  return text.replace(/"[^"]*"/g, '"…"').replace(/'[^']*'/g, "'…'");
+}
+
+/** Remove every occurrence of the given raw values from a text bound for a log or the DLQ. */
+export function redactValues(text: string, rawValues: readonly string[]): string {
+  let result = text;
+  for (const value of rawValues) {
+    if (value.length > 0) result = result.split(value).join("[redacted]");
+  }
+  return result;
+}
+
+/** A record masked and ready for its row. */
+export interface MaskedRecord {
+  record: LoginRecord;
+  row: UserLoginRow;
+  values: MaskedValue[];
+}
+
+/**
+ * Mask a record with the strategy.
+ *
+ * @returns the row for `user_logins` and the masked values (for strategies that persist)
+ */
+export async function maskRecord(strategy: MaskStrategy, record: LoginRecord): Promise<MaskedRecord> {
+  const { message } = record;
+  const maskedIp = await maskValue(strategy, message.ip, "ip");
+  const maskedDeviceId = await maskValue(strategy, message.device_id, "device_id");
+  return {
+    record,
+    row: {
+      user_id: message.user_id,
+      device_type: message.device_type,
+      masked_ip: maskedIp,
+      masked_device_id: maskedDeviceId,
+      locale: message.locale ?? null,
+      app_version: record.appVersion,
+      create_date: record.createDate,
+    },
+    values: [
+      { field: "ip", value: message.ip, masked: maskedIp },
+      { field: "device_id", value: message.device_id, masked: maskedDeviceId },
+    ],
+  };
+}
+
+/**
+ * Insert the rows of messages not processed before, and record their ids, in the given
+ * transaction: one statement for the ids, one for the rows.
+ *
+ * @returns how many rows were inserted (the rest were already loaded)
+ */
+export async function insertRows(
+  tx: DatabaseTransactionConnection,
+  strategy: MaskStrategy,
+  batch: readonly MaskedRecord[],
+): Promise<number> {
+  if (batch.length === 0) return 0;
+  const fresh = await tx.anyFirst(sqlProcessedMessageRow`
+    INSERT INTO ${sql.identifier([PROCESSED_TABLE])} (message_id)
+    SELECT * FROM ${sql.unnest(batch.map((m) => [m.record.messageId]), ["text"])}
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id`);
+  if (fresh.length === 0) return 0;
+  const freshIds = new Set(fresh);
+  const toInsert = batch.filter((m) => freshIds.has(m.record.messageId));
+  if (strategy.persist) await strategy.persist(tx, toInsert.flatMap((m) => m.values));
+  const tuples = toInsert.map(({ row }) => [
+    row.user_id, row.device_type, row.masked_ip, row.masked_device_id, row.locale, row.app_version, row.create_date,
+  ]);
+  await tx.query(sql.unsafe`
+    INSERT INTO user_logins (${sql.join(USER_LOGINS_COLUMNS.map((c) => sql.identifier([c])), sql.fragment`, `)})
+    SELECT * FROM ${sql.unnest(tuples, ["text", "text", "text", "text", "text", "int4", "date"])}`);
+  return toInsert.length;
+}
+
+/** The outcome of writing one batch: what committed, and what Postgres refused and why. */
+export interface WriteOutcome {
+  inserted: number;
+  duplicates: number;
+  committed: MaskedRecord[];
+  rejected: Array<{ masked: MaskedRecord; reason: string }>;
+}
+
+/**
+ * Write a batch in one transaction. If Postgres rejects the data of some row, write each
+ * row in its own transaction so that only the bad ones are left out; already-committed
+ * rows are skipped on any retry by the processed-id table.
+ *
+ * @throws transient and fatal database errors, for the caller to wait on or stop for
+ */
+export async function writeBatch(
+  pool: DatabasePool,
+  strategy: MaskStrategy,
+  batch: readonly MaskedRecord[],
+): Promise<WriteOutcome> {
+  const unique = [...new Map(batch.map((m) => [m.record.messageId, m])).values()];
+  try {
+    const inserted = await pool.transaction((tx) => insertRows(tx, strategy, unique));
+    return { inserted, duplicates: batch.length - inserted, committed: [...batch], rejected: [] };
+  } catch (error) {
+    if (classifyDatabaseError(error) !== "row") throw error;
+  }
+  const outcome: WriteOutcome = { inserted: 0, duplicates: 0, committed: [], rejected: [] };
+  const rejectedIds = new Map<string, string>();
+  for (const masked of unique) {
+    try {
+      outcome.inserted += await pool.transaction((tx) => insertRows(tx, strategy, [masked]));
+    } catch (error) {
+      if (classifyDatabaseError(error) !== "row") throw error;
+      const { ip, device_id } = masked.record.message;
+      rejectedIds.set(masked.record.messageId, redactValues(describeDatabaseError(error), [ip, device_id]));
+    }
+  }
+  for (const masked of batch) {
+    const reason = rejectedIds.get(masked.record.messageId);
+    if (reason === undefined) outcome.committed.push(masked);
+    else outcome.rejected.push({ masked, reason: `rejected by Postgres: ${reason}` });
+  }
+  outcome.duplicates = outcome.committed.length - outcome.inserted;
+  return outcome;
+}
+
+// ---------------------------------------------------------------------------------------
+// SQS source
+// ---------------------------------------------------------------------------------------
+
+/**
+ * The SQS client. Region, credentials and endpoint (`AWS_ENDPOINT_URL`) come from the
+ * SDK's default chain; nothing is invented here.
+ */
+export function createSqsClient(logger: Logger = createLogger("silent")): SQSClient {
+  return new SQSClient({
+    // The SDK's info log carries request inputs, message bodies included: never pass it on.
+    // Its warnings (e.g. that the queue URL's host is used as the endpoint) go to debug.
+    logger: {
+      debug: () => {},
+      info: () => {},
+      warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
+      // Its error entries hold the request input too: keep only which command failed.
+      error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
+    },
+  });
+}
+
+/** What the tool needs to know about a queue before it starts. */
+export interface QueueInfo {
+  visibilityTimeoutSeconds: number;
+}
+
+/**
+ * Check that a queue is reachable and read its visibility timeout.
+ *
+ * @throws {FatalError} with the fix: region, credentials, endpoint or queue name
+ */
+export async function inspectQueue(client: SQSClient, queueUrl: string, flag: string): Promise<QueueInfo> {
+  try {
+    await client.config.region();
+  } catch {
+    throw new ConfigError("AWS region is not set: set AWS_REGION (or a region in your AWS profile)");
+  }
+  try {
+    const { Attributes } = await client.send(
+      new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["VisibilityTimeout"] }),
+    );
+    return { visibilityTimeoutSeconds: Number(Attributes?.VisibilityTimeout ?? 30) };
+  } catch (error) {
+    throw new FatalError(`Cannot use ${flag} ${queueUrl}: ${describeSqsError(error)}`);
+  }
+}
+
+/** An SQS error as one line with what to check. */
+export function describeSqsError(error: unknown): string {
+  const e = error as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const name = e?.name ?? "";
+  const causeCode = errorChain(error).map((x) => x.code).find((c) => typeof c === "string");
+  if (/NonExistentQueue|QueueDoesNotExist/.test(name)) return "queue does not exist (check the URL and region)";
+  if (/CredentialsProviderError|InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch/.test(name)) {
+    return `AWS credentials rejected or missing (${name}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`;
+  }
+  if (/AccessDenied/.test(name)) return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
+  if (causeCode && TRANSIENT_NETWORK_CODES.has(causeCode)) {
+    return `endpoint unreachable (${causeCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${process.env.AWS_ENDPOINT_URL ?? "unset"})`;
+  }
+  return `${name || "error"}: ${(e?.message ?? String(error)).split("\n")[0]}`;
+}
+
+/** Whether an SQS error is worth waiting out (network, throttling, 5xx). */
+export function isTransientSqsError(error: unknown): boolean {
+  const e = error as Error & { $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
+  const status = e?.$metadata?.httpStatusCode;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  if (e?.$retryable) return true;
+  if (/Throttl|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
+  return errorChain(error).some(
+    (x) => (typeof x.code === "string" && TRANSIENT_NETWORK_CODES.has(x.code)) || /socket hang up|ECONNREFUSED/.test(x.message),
+  );
+}
+
+function chunk<T>(items: readonly T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
+  return chunks;
+}
+
+// ---------------------------------------------------------------------------------------
+// Pipeline
+// ---------------------------------------------------------------------------------------
+
+/** Counters the consumer keeps; the summary at the end of a run. */
+export interface ConsumerStats {
+  received: number;
+  loaded: number;
+  duplicates: number;
+  deadLettered: number;
+  /** Invalid messages left in the queue because no DLQ is configured. */
+  leftInQueue: number;
+  retries: number;
+  startedAt: number;
+  finishedAt?: number;
+}
+
+export interface ConsumerOptions {
+  sqs: SQSClient;
+  pool: DatabasePool;
+  strategy: MaskStrategy;
+  queueUrl: string;
+  dlqUrl?: string | undefined;
+  /** Stop when the queue holds nothing, neither visible nor in flight. */
+  drain?: boolean;
+  batchSize?: number;
+  /** Receives in flight at once. */
+  concurrency?: number;
+  /** The queue's visibility timeout, for the heartbeat that keeps slow work invisible. */
+  visibilityTimeoutSeconds?: number;
+  /** Long-poll wait per receive. */
+  waitTimeSeconds?: number;
+  /** How long a stop may wait for in-flight work before releasing it to the queue. */
+  shutdownGraceMs?: number;
+  logger?: Logger;
+}
+
+export interface Consumer {
+  /** Run until drained or stopped; resolves with the final counters. */
+  run(): Promise<ConsumerStats>;
+  /** Stop receiving, finish and commit what is in flight, release what cannot finish. */
+  stop(): void;
+  readonly stats: ConsumerStats;
+}
+
+interface InFlight {
+  message: Message;
+  receiptHandle: string;
+  extendedAt: number;
+}
+
+const BACKOFF_START_MS = 200;
+const BACKOFF_MAX_MS = 10_000;
+const LINGER_MS = 20;
+const MAX_PARALLEL_WRITES = 2;
+
+function backoffDelay(attempt: number): number {
+  const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
+  return ceiling / 2 + Math.random() * (ceiling / 2);
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    }
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
+
+/**
+ * Create a consumer: receives in parallel, batches valid messages into one transaction,
+ * dead-letters invalid ones, deletes in batches of 10, keeps slow work invisible, and
+ * waits out transient faults.
+ *
+ * @example
+ * ```ts
+ * const consumer = createConsumer({ sqs, pool, strategy, queueUrl, dlqUrl, drain: true });
+ * const stats = await consumer.run();
+ * ```
+ */
+export function createConsumer(options: ConsumerOptions): Consumer {
+  const {
+    sqs, pool, strategy, queueUrl, dlqUrl,
+    drain = false,
+    batchSize = DEFAULT_BATCH_SIZE,
+    concurrency = DEFAULT_CONCURRENCY,
+    visibilityTimeoutSeconds = 30,
+    waitTimeSeconds = drain ? 1 : 20,
+    shutdownGraceMs = 20_000,
+    logger = createLogger("silent"),
+  } = options;
+  const stats: ConsumerStats = {
+    received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, retries: 0, startedAt: Date.now(),
+  };
+  // Backpressure: receive no more while this many messages await their commit and delete.
+  const maxInFlight = Math.max(batchSize * (MAX_PARALLEL_WRITES + 1), concurrency * SQS_MAX_BATCH * 2);
+
+  const receiving = new AbortController(); // aborts parked receives on stop
+  const abandoning = new AbortController(); // aborts retries once the grace period ends
+  const inFlight = new Map<string, InFlight>();
+  const leftInQueue = new Set<string>();
+  const work = new Set<Promise<void>>();
+  let pending: Array<{ entry: InFlight; record: LoginRecord }> = [];
+  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  let activeWrites = 0;
+  const writeWaiters: Array<() => void> = [];
+  let capacityWaiter: (() => void) | undefined;
+  let stopping = false;
+  let fatal: Error | undefined;
+  let lastEmptyReceiveAt = 0;
+
+  function track(promise: Promise<void>): void {
+    const tracked = promise.catch((error) => fail(error)).finally(() => work.delete(tracked));
+    work.add(tracked);
+  }
+
+  function fail(error: unknown): void {
+    if (!fatal) {
+      fatal = error instanceof FatalError ? error : new FatalError(
+        classifyDatabaseError(error) === "fatal" && errorChain(error).some((e) => typeof e.code === "string")
+          ? `Postgres refused the write: ${describeDatabaseError(error)}`
+          : `Unexpected failure: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`,
+      );
+      logger.error("stopping after a failure that waiting cannot fix", { reason: fatal.message });
+    }
+    stop();
+  }
+
+  function settle(entries: readonly InFlight[]): void {
+    for (const entry of entries) inFlight.delete(entry.receiptHandle);
+    if (capacityWaiter && inFlight.size < maxInFlight) {
+      const wake = capacityWaiter;
+      capacityWaiter = undefined;
+      wake();
+    }
+  }
+
+  async function waitForCapacity(): Promise<void> {
+    while (inFlight.size + SQS_MAX_BATCH > maxInFlight && !stopping) {
+      await new Promise<void>((resolve) => (capacityWaiter = resolve));
+    }
+  }
+
+  /** Run an SQS call until it succeeds, waiting out transient faults; false if abandoned. */
+  async function withSqsRetry<T>(what: string, call: () => Promise<T>): Promise<T | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (!isTransientSqsError(error)) throw new FatalError(`SQS ${what} failed: ${describeSqsError(error)}`);
+        if (abandoning.signal.aborted) return undefined;
+        stats.retries++;
+        logger.warn(`SQS ${what} failed, retrying`, { reason: describeSqsError(error), attempt: attempt + 1 });
+        await sleep(backoffDelay(attempt), abandoning.signal);
+      }
+    }
+  }
+
+  async function deleteMessages(entries: readonly InFlight[]): Promise<void> {
+    await Promise.all(chunk(entries, SQS_MAX_BATCH).map(async (group) => {
+      let remaining = group;
+      for (let attempt = 0; remaining.length > 0 && attempt < 5; attempt++) {
+        const result = await withSqsRetry("delete", () => sqs.send(new DeleteMessageBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: remaining.map((entry, i) => ({ Id: String(i), ReceiptHandle: entry.receiptHandle })),
+        })));
+        if (!result) break;
+        const failed = result.Failed ?? [];
+        // A stale handle means the message was received again elsewhere; that delivery
+        // finds its id already processed and deletes it then. Other failures: try again.
+        for (const f of failed) {
+          logger.warn("SQS did not delete a message", {
+            message_id: remaining[Number(f.Id)]?.message.MessageId, code: f.Code, sender_fault: f.SenderFault,
+          });
+        }
+        remaining = failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid").map((f) => remaining[Number(f.Id)]!);
+        if (remaining.length > 0) await sleep(backoffDelay(attempt), abandoning.signal);
+      }
+    }));
+    settle(entries);
+  }
+
+  /** Send invalid messages to the DLQ with their reason, then delete them from the queue. */
+  async function deadLetter(items: ReadonlyArray<{ entry: InFlight; reason: string }>): Promise<void> {
+    if (items.length === 0) return;
+    if (!dlqUrl) {
+      for (const { entry, reason } of items) {
+        const id = entry.message.MessageId ?? "";
+        if (!leftInQueue.has(id)) stats.leftInQueue++;
+        leftInQueue.add(id);
+        logger.warn("invalid message left in the queue (no --dlq-url)", { message_id: id, reason });
+      }
+      settle(items.map((i) => i.entry));
+      return;
+    }
+    const sent: InFlight[] = [];
+    for (const group of chunk(items, SQS_MAX_BATCH)) {
+      const result = await withSqsRetry("send to DLQ", () => sqs.send(new SendMessageBatchCommand({
+        QueueUrl: dlqUrl,
+        Entries: group.map(({ entry, reason }, i) => ({
+          Id: String(i),
+          MessageBody: entry.message.Body || "(empty body)",
+          MessageAttributes: {
+            invalid_reason: { DataType: "String", StringValue: reason.slice(0, 1000) },
+            source_message_id: { DataType: "String", StringValue: entry.message.MessageId ?? "" },
+            source_sent_timestamp: { DataType: "Number", StringValue: entry.message.Attributes?.SentTimestamp ?? "0" },
+          },
+        })),
+      })));
+      if (!result) continue;
+      for (const ok of result.Successful ?? []) {
+        const item = group[Number(ok.Id)]!;
+        sent.push(item.entry);
+        logger.warn("invalid message sent to the DLQ", { message_id: item.entry.message.MessageId, reason: item.reason });
+      }
+      for (const f of result.Failed ?? []) {
+        // Not deleted: it stays in the queue and is tried again after its visibility timeout.
+        logger.error("DLQ refused a message; it stays in the queue", { message_id: group[Number(f.Id)]?.entry.message.MessageId, code: f.Code });
+      }
+    }
+    stats.deadLettered += sent.length;
+    const unsent = items.map((i) => i.entry).filter((e) => !sent.includes(e));
+    settle(unsent);
+    await deleteMessages(sent);
+  }
+
+  /** Write one batch, waiting out transient database faults, then acknowledge it. */
+  async function processBatch(batch: Array<{ entry: InFlight; record: LoginRecord }>): Promise<void> {
+    const masked: MaskedRecord[] = [];
+    for (const { record } of batch) masked.push(await maskRecord(strategy, record));
+    let outcome: WriteOutcome | undefined;
+    for (let attempt = 0; !outcome; attempt++) {
+      try {
+        outcome = await writeBatch(pool, strategy, masked);
+      } catch (error) {
+        if (classifyDatabaseError(error) !== "transient") throw error;
+        if (abandoning.signal.aborted) {
+          logger.warn("giving up on a batch at shutdown; its messages return to the queue", { size: batch.length });
+          return;
+        }
+        stats.retries++;
+        logger.warn("Postgres unavailable, retrying the batch", { reason: describeDatabaseError(error), attempt: attempt + 1, size: batch.length });
+        await sleep(backoffDelay(attempt), abandoning.signal);
+      }
+    }
+    stats.loaded += outcome.inserted;
+    stats.duplicates += outcome.duplicates;
+    const entryOf = new Map(batch.map((b) => [b.record, b.entry]));
+    const committed = outcome.committed.map((m) => entryOf.get(m.record)!);
+    logger.debug("batch committed", { rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length });
+    await Promise.all([
+      deleteMessages(committed),
+      deadLetter(outcome.rejected.map((r) => ({ entry: entryOf.get(r.masked.record)!, reason: r.reason }))),
+    ]);
+  }
+
+  async function acquireWriter(): Promise<void> {
+    while (activeWrites >= MAX_PARALLEL_WRITES) await new Promise<void>((resolve) => writeWaiters.push(resolve));
+    activeWrites++;
+  }
+
+  function releaseWriter(): void {
+    activeWrites--;
+    writeWaiters.shift()?.();
+  }
+
+  function flush(): void {
+    clearTimeout(lingerTimer);
+    lingerTimer = undefined;
+    while (pending.length > 0) {
+      const batch = pending.slice(0, batchSize);
+      pending = pending.slice(batchSize);
+      track((async () => {
+        await acquireWriter();
+        try {
+          await processBatch(batch);
+        } finally {
+          releaseWriter();
+        }
+      })());
+    }
+  }
+
+  function accept(messages: readonly Message[]): void {
+    const invalid: Array<{ entry: InFlight; reason: string }> = [];
+    for (const message of messages) {
+      if (!message.ReceiptHandle) continue;
+      const entry: InFlight = { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now() };
+      inFlight.set(entry.receiptHandle, entry);
+      const decoded = decodeMessage(message);
+      if (decoded.ok) pending.push({ entry, record: decoded.record });
+      else invalid.push({ entry, reason: decoded.reason });
+    }
+    if (invalid.length > 0) track(deadLetter(invalid));
+    if (pending.length >= batchSize) flush();
+    else if (pending.length > 0 && !lingerTimer) lingerTimer = setTimeout(flush, LINGER_MS);
+  }
+
+  async function poll(): Promise<void> {
+    for (let attempt = 0; !stopping;) {
+      await waitForCapacity();
+      if (stopping) break;
+      try {
+        const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: SQS_MAX_BATCH,
+          WaitTimeSeconds: waitTimeSeconds,
+          MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
+        }), { abortSignal: receiving.signal });
+        attempt = 0;
+        stats.received += Messages.length;
+        if (Messages.length === 0) lastEmptyReceiveAt = Date.now();
+        else accept(Messages);
+      } catch (error) {
+        if (stopping) break;
+        if (!isTransientSqsError(error)) throw new FatalError(`SQS receive failed: ${describeSqsError(error)}`);
+        stats.retries++;
+        logger.warn("SQS receive failed, retrying", { reason: describeSqsError(error), attempt: attempt + 1 });
+        await sleep(backoffDelay(attempt++), receiving.signal);
+      }
+    }
+  }
+
+  /** Keep in-flight messages invisible while they wait, at the queue's own timeout. */
+  async function heartbeat(): Promise<void> {
+    const halfTimeoutMs = (visibilityTimeoutSeconds * 1000) / 2;
+    const due = [...inFlight.values()].filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
+    await Promise.all(chunk(due, SQS_MAX_BATCH).map(async (group) => {
+      try {
+        const result = await sqs.send(new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: visibilityTimeoutSeconds })),
+        }));
+        const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
+        group.forEach((e, i) => { if (!failedIds.has(String(i))) e.extendedAt = Date.now(); });
+        if (failedIds.size > 0) logger.warn("SQS did not extend visibility", { count: failedIds.size });
+      } catch (error) {
+        logger.warn("SQS visibility extension failed", { reason: describeSqsError(error) });
+      }
+    }));
+  }
+
+  /** Return messages that cannot finish to the queue at once, instead of after their timeout. */
+  async function release(): Promise<void> {
+    const entries = [...inFlight.values()];
+    if (entries.length === 0) return;
+    logger.warn("releasing unfinished messages to the queue", { count: entries.length });
+    await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => sqs.send(new ChangeMessageVisibilityBatchCommand({
+      QueueUrl: queueUrl,
+      Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: 0 })),
+    })).catch((error) => logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) }))));
+    inFlight.clear();
+  }
+
+  /** In drain mode: done when nothing is ours and the queue holds only what we left in it. */
+  async function watchDrain(): Promise<void> {
+    while (!stopping) {
+      await sleep(250, receiving.signal);
+      if (stopping || inFlight.size > 0 || pending.length > 0 || work.size > 0) continue;
+      if (Date.now() - lastEmptyReceiveAt > 1_000) continue;
+      try {
+        const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+          QueueUrl: queueUrl,
+          AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+        }));
+        const total = Number(Attributes.ApproximateNumberOfMessages ?? 0) +
+          Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0) +
+          Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0);
+        if (total <= leftInQueue.size && inFlight.size === 0 && work.size === 0) {
+          logger.debug("queue drained", { left_in_queue: leftInQueue.size });
+          stop();
+        }
+      } catch (error) {
+        logger.warn("could not read queue depth", { reason: describeSqsError(error) });
+      }
+    }
+  }
+
+  function stop(): void {
+    if (stopping) return;
+    stopping = true;
+    receiving.abort();
+    capacityWaiter?.();
+  }
+
+  async function run(): Promise<ConsumerStats> {
+    const heartbeatTimer = setInterval(() => void heartbeat(), Math.max(1_000, (visibilityTimeoutSeconds * 1000) / 4));
+    try {
+      const pollers = Array.from({ length: concurrency }, () => poll().catch(fail));
+      if (drain) void watchDrain();
+      await Promise.all(pollers);
+      flush();
+      const grace = setTimeout(() => abandoning.abort(), shutdownGraceMs);
+      while (work.size > 0) await Promise.all([...work]);
+      clearTimeout(grace);
+      await release();
+    } finally {
+      clearInterval(heartbeatTimer);
+      clearTimeout(lingerTimer);
+      stats.finishedAt = Date.now();
+    }
+    if (fatal) throw fatal;
+    return stats;
+  }
+
+  return { run, stop, stats };
+}
+
+// ---------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------
+
+export const HELP = `Usage: npx tsx mod.ts [options]      (or: deno run -A mod.ts [options])
+
+Consume login events from SQS, mask ip and device_id, load them into Postgres (user_logins).
+
+Options (flags > environment > defaults):
+  --queue-url URL        source queue                               [env QUEUE_URL]
+  --dlq-url URL          dead-letter queue for invalid messages      [env DLQ_URL]
+                         (without it, invalid messages stay in the queue for SQS's
+                         own redrive policy, and are counted and logged)
+  --database-url URL     postgres://user:password@host:port/db       [env DATABASE_URL]
+  --strategy NAME|PATH   hmac (default), sha256, vault, or a path to your own module
+                                                                     [env MASK_STRATEGY]
+  --drain                stop when the queue is empty (nothing visible or in flight);
+                         without it, run until SIGINT/SIGTERM
+  --batch-size N         rows per insert transaction (default ${DEFAULT_BATCH_SIZE})
+  --concurrency N        receives in flight (default ${DEFAULT_CONCURRENCY})
+  --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
+  -h, --help             show this help
+
+Strategies:
+  hmac     HMAC-SHA-256 under MASK_HMAC_KEY (at least 32 bytes). Recommended.
+  sha256   plain SHA-256 hex, identical to Python's hashlib.sha256(v.encode()).hexdigest(),
+           kept only to stay joinable with data masked by the old Python tool. It is WEAK:
+           an unsalted hash of an IPv4 address is reversed by hashing all 2^32 addresses,
+           about an hour on one core.
+  vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
+           vault table, recoverable with scripts/recover.ts by an authorised role.
+
+AWS region, credentials and endpoint come from the SDK's default chain
+(AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).
+
+Exit codes: 0 done or stopped cleanly, 1 runtime failure, 2 usage or configuration error.
+`;
+
+/** Print the one-line summary of a run to stdout. */
+export function formatSummary(stats: ConsumerStats): string {
+  const seconds = ((stats.finishedAt ?? Date.now()) - stats.startedAt) / 1000;
+  const rate = seconds > 0 ? Math.round(stats.loaded / seconds) : 0;
+  return `loaded=${stats.loaded} duplicates=${stats.duplicates} dead_lettered=${stats.deadLettered} ` +
+    `left_in_queue=${stats.leftInQueue} retries=${stats.retries} seconds=${seconds.toFixed(2)} rate=${rate}/s`;
+}
+
+/** Describe any error thrown at start-up as one line, without a stack trace. */
+export function describeStartupError(error: unknown, databaseUrl: string): string {
+  if (error instanceof ConfigError || error instanceof FatalError) return error.message;
+  if (errorChain(error).some((e) => e.name === "SchemaValidationError")) return `Unexpected row shape: ${describeDatabaseError(error)}`;
+  const kind = classifyDatabaseError(error);
+  const where = redactUrl(databaseUrl);
+  const text = describeDatabaseError(error);
+  if (kind === "transient") return `Cannot reach Postgres at ${where}: ${text} (is it running? check --database-url)`;
+  if (/^28/.test(text)) return `Postgres refused the login at ${where}: ${text} (check the user and password)`;
+  if (/^3D000/.test(text)) return `Database does not exist at ${where}: ${text}`;
+  if (/^42501/.test(text)) return `Permission denied at ${where}: ${text} (grant CREATE on the schema or create user_logins first)`;
+  return `Postgres error at ${where}: ${text}`;
+}
+
+async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  let config: Config;
+  try {
+    config = parseConfig(argv, env);
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  if (config.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const logger = createLogger(config.logLevel, undefined, process.stderr.isTTY === true);
+  let strategy: MaskStrategy;
+  try {
+    strategy = await loadStrategy(config.strategy, { env });
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  const sqs = createSqsClient(logger);
+  let pool: DatabasePool | undefined;
+  try {
+    const queue = await inspectQueue(sqs, config.queueUrl, "--queue-url");
+    if (config.dlqUrl) await inspectQueue(sqs, config.dlqUrl, "--dlq-url");
+    pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
+    await ensureSchema(pool);
+    await strategy.setup?.(pool);
+    const consumer = createConsumer({
+      sqs, pool, strategy, logger,
+      queueUrl: config.queueUrl,
+      dlqUrl: config.dlqUrl,
+      drain: config.drain,
+      batchSize: config.batchSize,
+      concurrency: config.concurrency,
+      visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
+    });
+    let signals = 0;
+    const onSignal = (signal: string) => {
+      signals++;
+      if (signals === 1) {
+        logger.info("stopping: finishing what is in flight", { signal });
+        consumer.stop();
+      } else {
+        // Nothing is lost: unacknowledged messages return to the queue after their timeout.
+        logger.warn("second signal: exiting now", { signal });
+        process.exit(130);
+      }
+    };
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    logger.info("consuming", {
+      queue: config.queueUrl, dlq: config.dlqUrl ?? "none", strategy: strategy.name, drain: config.drain,
+      batch_size: config.batchSize, concurrency: config.concurrency,
+    });
+    const stats = await consumer.run();
+    process.stdout.write(formatSummary(stats) + "\n");
+    return 0;
+  } catch (error) {
+    const isConfig = error instanceof ConfigError;
+    process.stderr.write(`error: ${describeStartupError(error, config.databaseUrl)}\n`);
+    return isConfig ? EXIT_USAGE : EXIT_FAILURE;
+  } finally {
+    await pool?.end().catch(() => {});
+    sqs.destroy();
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2), process.env);
+}

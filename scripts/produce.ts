@@ -1,0 +1,142 @@
+/**
+ * Sample login messages, and a producer that sends them to a queue.
+ *
+ * ```sh
+ * AWS_ENDPOINT_URL=http://localhost:4566 AWS_REGION=us-east-1 \
+ *   npx tsx scripts/produce.ts --queue-url http://localhost:4566/000000000000/login-queue --count 1000 --invalid 0.05
+ * ```
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
+
+/** A small seeded PRNG (mulberry32), so samples are the same from run to run. */
+export function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const DEVICE_TYPES = ["android", "ios", "web", "windows", "macos"];
+const LOCALES = ["RU", "US", "DE", "FR", "JP", "BR", "IN", null];
+
+/** One valid login event, as a JSON-able object. */
+export function sampleLogin(random: () => number): Record<string, unknown> {
+  const int = (n: number) => Math.floor(random() * n);
+  const hex = (n: number) => Array.from({ length: n }, () => int(16).toString(16)).join("");
+  return {
+    user_id: `${hex(8)}-${hex(4)}-4${hex(3)}-${hex(4)}-${hex(12)}`,
+    app_version: `${int(10)}.${int(20)}.${int(100)}`,
+    device_type: DEVICE_TYPES[int(DEVICE_TYPES.length)],
+    ip: `${1 + int(223)}.${int(256)}.${int(256)}.${1 + int(254)}`,
+    locale: LOCALES[int(LOCALES.length)],
+    device_id: `${100 + int(900)}-${10 + int(90)}-${1000 + int(9000)}`,
+  };
+}
+
+/** Valid messages at the edges of the contract: each must load. */
+export const EDGE_CASE_BODIES: readonly string[] = [
+  JSON.stringify({ user_id: "edge-locale-missing", app_version: "0.0.0", device_type: "ios", ip: "10.0.0.1", device_id: "edge-device-0001" }),
+  JSON.stringify({ user_id: "edge-max-version", app_version: "99.99.99", device_type: "android", ip: "::1", locale: null, device_id: "edge-device-0002" }),
+  JSON.stringify({ user_id: "edge-ipv6", app_version: "1.2.3", device_type: "web", ip: "2001:db8::8a2e:370:7334", locale: "PT-BR", device_id: "edge-device-0003" }),
+  JSON.stringify({ user_id: "edge-unicode", app_version: "2.0.1", device_type: "android", ip: "8.8.8.8", locale: "日本", device_id: "устройство-ü-✓" }),
+  JSON.stringify({ user_id: "edge-extra-fields", app_version: "3.4.5", device_type: "ios", ip: "1.1.1.1", locale: "US", device_id: "edge-device-0005", foo: 1, nested: { a: [1] } }),
+  JSON.stringify({ user_id: "u".repeat(128), app_version: "10.20.30", device_type: "t".repeat(32), ip: "192.168.1.1", locale: "l".repeat(32), device_id: "x".repeat(256) }),
+];
+
+/** Invalid messages, each with the part of the reason the tool must give. */
+export const INVALID_BODIES: ReadonlyArray<{ body: string; reason: string }> = [
+  { body: "not json at all", reason: "body is not valid JSON" },
+  { body: "", reason: "body is not valid JSON" },
+  { body: "[1,2,3]", reason: "body is not a JSON object" },
+  { body: JSON.stringify({ foo: "oops_wrong_msg_was_sent" }), reason: "user_id: required" },
+  { body: JSON.stringify({ user_id: "bad-ip", app_version: "1.0.0", device_type: "ios", ip: "999.1.1.1", locale: "US", device_id: "d" }), reason: "ip:" },
+  { body: JSON.stringify({ user_id: "bad-version", app_version: "2.3", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "app_version:" },
+  { body: JSON.stringify({ user_id: "big-version", app_version: "100.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "app_version:" },
+  { body: JSON.stringify({ user_id: "no-device", app_version: "1.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US" }), reason: "device_id: required" },
+  { body: JSON.stringify({ user_id: "long-type", app_version: "1.0.0", device_type: "x".repeat(33), ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "device_type:" },
+  { body: JSON.stringify({ user_id: 42, app_version: "1.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "user_id:" },
+];
+
+/**
+ * A mix of valid, edge-case and invalid message bodies.
+ *
+ * @param count how many in all
+ * @param invalidRatio share of invalid ones (0-1), cycling through `INVALID_BODIES`
+ * @param seed for the PRNG
+ */
+export function sampleBodies(count: number, invalidRatio = 0, seed = 42): string[] {
+  const random = seededRandom(seed);
+  const bodies: string[] = [];
+  let invalid = 0;
+  let edge = 0;
+  for (let i = 0; i < count; i++) {
+    if (random() < invalidRatio) bodies.push(INVALID_BODIES[invalid++ % INVALID_BODIES.length]!.body);
+    else if (invalidRatio > 0 && edge < EDGE_CASE_BODIES.length && random() < 0.1) bodies.push(EDGE_CASE_BODIES[edge++]!);
+    else bodies.push(JSON.stringify(sampleLogin(random)));
+  }
+  return bodies;
+}
+
+/**
+ * Send bodies in batches of 10, several batches in flight.
+ *
+ * @returns how many were sent
+ */
+export async function sendBodies(sqs: SQSClient, queueUrl: string, bodies: readonly string[], parallel = 16): Promise<number> {
+  const groups: string[][] = [];
+  for (let i = 0; i < bodies.length; i += 10) groups.push(bodies.slice(i, i + 10));
+  let next = 0;
+  let sent = 0;
+  async function worker() {
+    while (next < groups.length) {
+      const group = groups[next++]!;
+      const result = await sqs.send(new SendMessageBatchCommand({
+        QueueUrl: queueUrl,
+        // SQS refuses an empty body; a single space stands in for "nothing".
+        Entries: group.map((body, i) => ({ Id: String(i), MessageBody: body === "" ? " " : body })),
+      }));
+      if (result.Failed?.length) throw new Error(`SendMessageBatch failed for ${result.Failed.length} entries: ${result.Failed[0]!.Code}`);
+      sent += group.length;
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(parallel, groups.length) }, worker));
+  return sent;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      "queue-url": { type: "string" },
+      count: { type: "string", default: "100" },
+      invalid: { type: "string", default: "0.1" },
+      seed: { type: "string", default: String(Date.now() % 100_000) },
+    },
+  });
+  const queueUrl = values["queue-url"] ?? process.env.QUEUE_URL;
+  if (!queueUrl) {
+    process.stderr.write("error: pass --queue-url URL or set QUEUE_URL\n");
+    return 2;
+  }
+  const { SQSClient } = await import("@aws-sdk/client-sqs");
+  const sqs = new SQSClient({});
+  try {
+    const sent = await sendBodies(sqs, queueUrl, sampleBodies(Number(values.count), Number(values.invalid), Number(values.seed)));
+    process.stdout.write(`sent ${sent} messages to ${queueUrl}\n`);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
+    return 1;
+  } finally {
+    sqs.destroy();
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -1,0 +1,29 @@
+/**
+ * `sha256`: plain SHA-256 hex of the UTF-8 value, byte for byte what Python's
+ * `hashlib.sha256(v.encode()).hexdigest()` gives, so data masked by the old Python tool
+ * stays joinable.
+ *
+ * Weak, and kept only for that compatibility: with no secret, anyone can hash every
+ * candidate value. All 2^32 IPv4 addresses hash in about an hour on one core. Prefer `hmac`.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import type { MaskStrategy } from "../mod.ts";
+
+/**
+ * SHA-256 of a string's UTF-8 bytes, as lowercase hex.
+ *
+ * @example
+ * ```ts
+ * sha256Hex("abc"); // "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+ * ```
+ */
+export function sha256Hex(value: string): string {
+  return createHash("sha256").update(value, "utf8").digest("hex");
+}
+
+/** Create the strategy; it takes no options. */
+export function create(): MaskStrategy {
+  return { name: "sha256", mask: (value) => sha256Hex(value) };
+}

@@ -1,0 +1,100 @@
+/**
+ * Shared test plumbing: a fresh queue pair and database per test, the tool as a child
+ * process, and readers for what landed where.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes, randomUUID } from "node:crypto";
+import { fileURLToPath } from "node:url";
+import { ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
+import { sql, type DatabasePool } from "slonik";
+import { inject } from "vitest";
+import { createDatabasePool, type UserLoginRow, sqlUserLoginRow } from "../mod.ts";
+import { attachEmulator, emulatorClient, emulatorEnv, usePostgres } from "../scripts/embedded.ts";
+
+export const ROOT = fileURLToPath(new URL("..", import.meta.url));
+export const TEST_HMAC_KEY = "k".repeat(32) + "-test-only-key";
+
+/** A fresh source queue, DLQ and database for one test. */
+export interface Fixture {
+  sqs: SQSClient;
+  endpoint: string;
+  queueUrl: string;
+  dlqUrl: string;
+  databaseUrl: string;
+  pool: DatabasePool;
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export async function createFixture(options: { visibilityTimeout?: number } = {}): Promise<Fixture> {
+  const endpoint = inject("sqsEndpoint");
+  const id = randomBytes(4).toString("hex");
+  const emulator = attachEmulator(endpoint, "us-east-1", async () => {});
+  const attributes = { VisibilityTimeout: String(options.visibilityTimeout ?? 30) };
+  const queueUrl = await emulator.createQueue(`login-${id}`, attributes);
+  const dlqUrl = await emulator.createQueue(`login-${id}-dlq`);
+  const server = await usePostgres({ DATABASE_URL: inject("postgresUrl") });
+  const databaseUrl = await server.createDatabase(`t_${id}`);
+  const pool = await createDatabasePool(databaseUrl);
+  const sqs = emulatorClient(endpoint);
+  return {
+    sqs, endpoint, queueUrl, dlqUrl, databaseUrl, pool,
+    env: { ...emulatorEnv(endpoint), QUEUE_URL: queueUrl, DLQ_URL: dlqUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: TEST_HMAC_KEY },
+    async close() {
+      await pool.end();
+      sqs.destroy();
+      await emulator.stop();
+    },
+  };
+}
+
+/** Every row of user_logins, typed by the row schema. */
+export async function readRows(pool: DatabasePool): Promise<readonly UserLoginRow[]> {
+  return await pool.any(sqlUserLoginRow`
+    SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date::text
+    FROM user_logins ORDER BY user_id`);
+}
+
+export async function countRows(pool: DatabasePool): Promise<number> {
+  return await pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM user_logins`) as number;
+}
+
+/** Receive everything visible on a queue (deleting nothing; it becomes invisible). */
+export async function receiveAll(sqs: SQSClient, queueUrl: string): Promise<Message[]> {
+  const all: Message[] = [];
+  for (;;) {
+    const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
+      QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, MessageAttributeNames: ["All"],
+      MessageSystemAttributeNames: ["All"], VisibilityTimeout: 600,
+    }));
+    if (Messages.length === 0) return all;
+    all.push(...Messages);
+  }
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run `mod.ts` (or another script) with Node 24 through tsx, as a user would. */
+export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts"): Promise<RunResult> & { child: ReturnType<typeof spawn> } {
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const done = new Promise<RunResult>((resolve) => {
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  }) as Promise<RunResult> & { child: ReturnType<typeof spawn> };
+  done.child = child;
+  return done;
+}
+
+export const uniqueId = () => randomUUID();

@@ -1,0 +1,102 @@
+/** Validation, table-driven: what loads, what is refused and why, and app_version encoding. */
+import type { Message } from "@aws-sdk/client-sqs";
+import { describe, expect, it } from "vitest";
+import { decodeAppVersion, decodeMessage, encodeAppVersion } from "../mod.ts";
+import { EDGE_CASE_BODIES, INVALID_BODIES } from "../scripts/produce.ts";
+
+const SENT = Date.UTC(2024, 0, 31, 23, 59, 59);
+const message = (body: string, sentTimestamp: number | null = SENT): Message => ({
+  MessageId: "m-1",
+  ReceiptHandle: "r-1",
+  Body: body,
+  Attributes: sentTimestamp === null ? {} : { SentTimestamp: String(sentTimestamp) },
+});
+const valid = {
+  user_id: "424cdd21-063a-43a7-b91b-7ca1a833afae", app_version: "2.3.0", device_type: "android",
+  ip: "199.172.111.135", locale: "RU", device_id: "593-47-5928",
+};
+
+describe("app_version encoding", () => {
+  it.each([
+    ["0.0.0", 0], ["2.3.4", 20304], ["2.3.0", 20300], ["99.99.99", 999999], ["1.10.0", 11000], ["10.0.1", 100001],
+  ])("encodes %s as %i and reads it back", (version, encoded) => {
+    expect(encodeAppVersion(version)).toBe(encoded);
+    expect(decodeAppVersion(encoded)).toBe(version);
+  });
+
+  it.each(["2.3", "2.3.4.5", "100.0.0", "1.100.0", "1.0.100", "-1.0.0", "a.b.c", "", " 1.2.3", "1.2.3 "])(
+    "refuses %j", (version) => expect(encodeAppVersion(version)).toBeUndefined(),
+  );
+
+  it("sorts like the version", () => {
+    const versions = ["1.10.0", "1.9.9", "10.0.0", "2.0.0", "1.2.10", "1.2.9"];
+    const byCode = [...versions].sort((a, b) => encodeAppVersion(a)! - encodeAppVersion(b)!);
+    expect(byCode).toEqual(["1.2.9", "1.2.10", "1.9.9", "1.10.0", "2.0.0", "10.0.0"]);
+  });
+});
+
+describe("decodeMessage", () => {
+  it("decodes the example from the design brief", () => {
+    const decoded = decodeMessage(message(JSON.stringify(valid)));
+    expect(decoded).toEqual({
+      ok: true,
+      record: { messageId: "m-1", message: valid, appVersion: 20300, createDate: "2024-01-31" },
+    });
+  });
+
+  it("takes create_date from SentTimestamp as a UTC date", () => {
+    const decoded = decodeMessage(message(JSON.stringify(valid), Date.UTC(2024, 1, 29, 0, 0, 0)));
+    expect(decoded.ok && decoded.record.createDate).toBe("2024-02-29");
+  });
+
+  it.each(EDGE_CASE_BODIES.map((body) => [JSON.parse(body).user_id.slice(0, 20), body]))("accepts the edge case %s", (_name, body) => {
+    expect(decodeMessage(message(body)).ok).toBe(true);
+  });
+
+  it.each(INVALID_BODIES.map(({ body, reason }) => [body.slice(0, 40), body, reason]))("refuses %j", (_name, body, reason) => {
+    const decoded = decodeMessage(message(body));
+    expect(decoded.ok).toBe(false);
+    expect(!decoded.ok && decoded.reason).toContain(reason);
+  });
+
+  it.each([
+    ["locale too long", { ...valid, locale: "x".repeat(33) }, "locale:"],
+    ["user_id empty", { ...valid, user_id: "" }, "user_id:"],
+    ["user_id too long", { ...valid, user_id: "u".repeat(129) }, "user_id:"],
+    ["ip not a string", { ...valid, ip: 3232235777 }, "ip:"],
+    ["ip with a port", { ...valid, ip: "1.2.3.4:80" }, "ip:"],
+    ["device_id empty", { ...valid, device_id: "" }, "device_id:"],
+    ["device_id too long", { ...valid, device_id: "d".repeat(257) }, "device_id:"],
+    ["app_version a number", { ...valid, app_version: 2.3 }, "app_version:"],
+    ["device_type null", { ...valid, device_type: null }, "device_type:"],
+    ["locale a number", { ...valid, locale: 7 }, "locale:"],
+  ])("refuses %s", (_name, body, reason) => {
+    const decoded = decodeMessage(message(JSON.stringify(body)));
+    expect(!decoded.ok && decoded.reason).toContain(reason);
+  });
+
+  it("accepts a null or missing locale as null", () => {
+    for (const body of [{ ...valid, locale: null }, { ...valid, locale: undefined }]) {
+      expect(decodeMessage(message(JSON.stringify(body))).ok).toBe(true);
+    }
+  });
+
+  it("refuses a message without SentTimestamp", () => {
+    expect(decodeMessage(message(JSON.stringify(valid), null))).toEqual({ ok: false, reason: "message has no SentTimestamp attribute" });
+  });
+
+  it("never puts a value in a reason", () => {
+    const secretIp = "203.0.113.77";
+    const secretDevice = "SECRET-DEVICE-123";
+    const bodies = [
+      `{"ip": "${secretIp}", "device_id": "${secretDevice}"`, // truncated JSON: V8's message would quote it
+      JSON.stringify({ ...valid, ip: secretIp + "x", device_id: secretDevice, app_version: "bad" }),
+      JSON.stringify({ ...valid, ip: secretIp, device_id: secretDevice.repeat(30) }),
+    ];
+    for (const body of bodies) {
+      const decoded = decodeMessage(message(body));
+      expect(decoded.ok).toBe(false);
+      expect(!decoded.ok && decoded.reason).not.toMatch(/203\.0\.113|SECRET-DEVICE/);
+    }
+  });
+});
