@@ -2,7 +2,8 @@
  * Shared test plumbing: a fresh queue pair and database per test, the tool as a child
  * process, and readers for what landed where.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
@@ -79,9 +80,9 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Run `mod.ts` (or another script) with Node 24 through tsx, as a user would. */
-export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts"): Promise<RunResult> & { child: ReturnType<typeof spawn> } {
-  const child = spawn(process.execPath, ["--import", "tsx", script, ...args], {
+/** Run a command from the project root with only the given environment (plus PATH and HOME). */
+export function runCommand(command: string, args: readonly string[], env: Record<string, string | undefined>): Promise<RunResult> & { child: ChildProcess } {
+  const child = spawn(command, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -92,9 +93,19 @@ export function runTool(args: readonly string[], env: Record<string, string | un
   child.stderr!.on("data", (d) => (stderr += d));
   const done = new Promise<RunResult>((resolve) => {
     child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  }) as Promise<RunResult> & { child: ReturnType<typeof spawn> };
+  }) as Promise<RunResult> & { child: ChildProcess };
   done.child = child;
   return done;
+}
+
+/** Run `mod.ts` (or another script) with Node 24 through tsx, as a user would. */
+export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts") {
+  return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
+}
+
+/** Run `mod.ts` under Deno, from the npm registry's `deno` package. */
+export function runDeno(args: readonly string[], env: Record<string, string | undefined>) {
+  return runCommand(join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", "mod.ts", ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
 }
 
 export const uniqueId = () => randomUUID();
