@@ -1379,5 +1379,7 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
 }
 
 if (import.meta.main) {
-  process.exitCode = await main(process.argv.slice(2), process.env);
+  // Not a top-level await: a strategy module that imports this file (strategies/vault.ts
+  // does) would wait for this module to finish evaluating while main() waits for it.
+  void main(process.argv.slice(2), process.env).then((code) => (process.exitCode = code));
 }
