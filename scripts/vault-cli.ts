@@ -1,0 +1,143 @@
+/**
+ * What the vault's commands (`recover.ts`, `forget.ts`, `rotate-vault-key.ts`) share:
+ * flag parsing with `--database-url` and `--reason`, the audit row, and one-line errors
+ * with the tool's exit codes.
+ *
+ * @module
+ */
+import { userInfo } from "node:os";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
+import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
+import {
+  classifyDatabaseError, ConfigError, createDatabasePool, describeDatabaseError, describeStartupError, EXIT_FAILURE,
+  EXIT_USAGE, redactUrl,
+} from "../mod.ts";
+
+/** A vault operation that could not be done as asked; the message says why and names no value. */
+export class VaultError extends Error {
+  override name = "VaultError";
+}
+
+/** Flags every vault command takes, after flags > environment are applied. */
+export interface VaultArgs {
+  databaseUrl: string;
+  reason: string;
+  help: boolean;
+  values: Record<string, string | boolean | undefined>;
+  positionals: string[];
+}
+
+/**
+ * Parse a vault command's flags: `--database-url` (or `DATABASE_URL`), `--reason` (required
+ * unless `reasonOptional`), `--help`, and the command's own.
+ *
+ * @throws {ConfigError} naming the flag and how to fix it
+ */
+export function parseVaultArgs(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+  options: { flags?: ParseArgsOptionsConfig; positionals?: boolean; reasonOptional?: boolean } = {},
+): VaultArgs {
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      options: {
+        "database-url": { type: "string" }, reason: { type: "string" }, help: { type: "boolean", short: "h" },
+        ...options.flags,
+      },
+      strict: true,
+      allowPositionals: options.positionals === true,
+    });
+  } catch (error) {
+    const message = error instanceof Error ? error.message.split("\n")[0]!.replace(/\.$/, "") : String(error);
+    throw new ConfigError(`${message}; run with --help to see the flags`);
+  }
+  const values = parsed.values as Record<string, string | boolean | undefined>;
+  const help = values.help === true;
+  const databaseUrl = ((values["database-url"] as string | undefined) ?? env.DATABASE_URL ?? "").trim();
+  const reason = ((values.reason as string | undefined) ?? "").trim();
+  const args = { databaseUrl, reason, help, values, positionals: parsed.positionals };
+  if (help) return args;
+  if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new ConfigError("--database-url must start with postgres:// or postgresql://");
+  if (!reason && !options.reasonOptional) {
+    throw new ConfigError('No reason given: pass --reason "TEXT" (e.g. the ticket number); it goes into the audit log');
+  }
+  return args;
+}
+
+/** The operating-system user running the command, for the audit row. */
+export function osUserName(env: Record<string, string | undefined> = process.env): string {
+  try {
+    return userInfo().username;
+  } catch {
+    // Containers may run under a uid with no passwd entry.
+    return env.USER ?? env.USERNAME ?? `uid ${process.getuid?.() ?? "unknown"}`;
+  }
+}
+
+/** One row of `pii_vault.audit`; the database fills in when, who and from where. */
+export interface AuditEntry {
+  action: "recover" | "forget" | "rotate";
+  reason: string;
+  osUser: string;
+  tokens?: readonly string[];
+  userId?: string;
+  detail?: string;
+}
+
+/** Append an audit row in the caller's transaction, so it commits exactly when the act does. */
+export async function writeAudit(tx: DatabaseTransactionConnection, entry: AuditEntry): Promise<void> {
+  await tx.query(sql.unsafe`
+    INSERT INTO pii_vault.audit (action, reason, os_user, tokens, user_id, detail)
+    VALUES (${entry.action}, ${entry.reason}, ${entry.osUser}, ${sql.array([...entry.tokens ?? []], "text")},
+            ${entry.userId ?? null}, ${entry.detail ?? null})`);
+}
+
+/** Describe any failure of a vault command as one line that holds no value. */
+export function describeVaultError(error: unknown, databaseUrl: string): string {
+  if (error instanceof VaultError) return error.message;
+  if (/^42501/.test(describeDatabaseError(error)) && classifyDatabaseError(error) === "fatal") {
+    return `Permission denied at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (this role needs the grants in scripts/vault-roles.sql; see docs/vault.md)`;
+  }
+  if (/^42P01/.test(describeDatabaseError(error))) {
+    return `The vault tables are missing at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (run the tool once with --strategy vault)`;
+  }
+  return describeStartupError(error, databaseUrl);
+}
+
+/**
+ * Run a vault command: parse, open the pool, run, and map failures to one line on stderr
+ * and an exit code (2 configuration, 1 runtime).
+ */
+export async function runVaultCommand(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+  help: string,
+  parse: (argv: readonly string[], env: Record<string, string | undefined>) => VaultArgs,
+  run: (pool: DatabasePool, args: VaultArgs) => Promise<void>,
+): Promise<number> {
+  let args: VaultArgs;
+  try {
+    args = parse(argv, env);
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  if (args.help) {
+    process.stdout.write(help);
+    return 0;
+  }
+  let pool: DatabasePool | undefined;
+  try {
+    pool = await createDatabasePool(args.databaseUrl, 2);
+    await run(pool, args);
+    return 0;
+  } catch (error) {
+    process.stderr.write(`error: ${describeVaultError(error, args.databaseUrl)}\n`);
+    return error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
+  } finally {
+    await pool?.end().catch(() => {});
+  }
+}

@@ -1,0 +1,389 @@
+/**
+ * The vault strategy against the real Postgres and SQS emulator: tokens, encryption,
+ * recovery and its audit, the roles, erasure, key rotation, and the CLI end to end.
+ */
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { type DatabasePool, sql } from "slonik";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import {
+  ConfigError, createDatabasePool, decodeMessage, ensureSchema, loadStrategy, type LoginRecord, maskRecord, type MaskStrategy,
+  writeBatch,
+} from "../mod.ts";
+import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
+import { forgetUser } from "../scripts/forget.ts";
+import { recoverValues } from "../scripts/recover.ts";
+import { osUserName, VaultError } from "../scripts/vault-cli.ts";
+import { ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
+import { createFixture, type Fixture, readRows, ROOT, runTool } from "./helpers.ts";
+
+const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
+const OTHER_VAULT_KEY = "w".repeat(32) + "-another-test-only-key";
+
+let f: Fixture;
+let env: Record<string, string>;
+const extraRoles: string[] = [];
+beforeEach(async () => {
+  f = await createFixture();
+  env = { ...f.env, VAULT_KEY: TEST_VAULT_KEY };
+});
+afterEach(async () => {
+  for (const role of extraRoles.splice(0)) {
+    await f.pool.query(sql.unsafe`DROP OWNED BY ${sql.identifier([role])}`);
+    await f.pool.query(sql.unsafe`DROP ROLE ${sql.identifier([role])}`);
+  }
+  await f.close();
+});
+
+const login = (user_id: string, ip: string, device_id: string) =>
+  JSON.stringify({ user_id, app_version: "1.2.3", device_type: "ios", ip, locale: "US", device_id });
+
+async function createVault(pool: DatabasePool, vaultEnv: Record<string, string> = env): Promise<MaskStrategy> {
+  await ensureSchema(pool);
+  const strategy = await loadStrategy("vault", { env: vaultEnv });
+  await strategy.setup!(pool);
+  return strategy;
+}
+
+/** Load bodies straight through the sink, as the consumer would. */
+async function load(pool: DatabasePool, strategy: MaskStrategy, bodies: readonly string[]): Promise<void> {
+  const records = bodies.map((body, i) => (decodeMessage({
+    MessageId: `m-${randomBytes(4).toString("hex")}-${i}`, ReceiptHandle: "r", Body: body,
+    Attributes: { SentTimestamp: String(Date.now()) },
+  }) as { record: LoginRecord }).record);
+  await writeBatch(pool, strategy, await Promise.all(records.map((r) => maskRecord(strategy, r))));
+}
+
+async function tokensOf(pool: DatabasePool, userId: string): Promise<{ ip: string; device_id: string }> {
+  const row = (await readRows(pool)).find((r) => r.user_id === userId)!;
+  return { ip: row.masked_ip, device_id: row.masked_device_id };
+}
+
+/**
+ * Run a file of SQL as `psql -f` would. Slonik takes one statement per query, so split at
+ * semicolons that end a line outside `$$` bodies; BEGIN/COMMIT become one Slonik transaction.
+ */
+async function runSqlFile(pool: DatabasePool, path: string): Promise<void> {
+  const statements: string[] = [];
+  let current = "";
+  for (const line of (await readFile(join(ROOT, path), "utf8")).split("\n")) {
+    if (/^\s*--/.test(line) || line.trim() === "") continue;
+    current += line + "\n";
+    if ((current.match(/\$\$/g) ?? []).length % 2 === 0 && /;\s*$/.test(line)) {
+      statements.push(current.trim().replace(/;$/, ""));
+      current = "";
+    }
+  }
+  await pool.transaction(async (tx) => {
+    for (const text of statements.filter((s) => !/^(BEGIN|COMMIT)$/i.test(s))) {
+      const parts = Object.freeze(Object.assign([text], { raw: Object.freeze([text]) }));
+      await tx.query(sql.unsafe(parts as unknown as TemplateStringsArray));
+    }
+  });
+}
+
+/** A login role in the given group roles, and a URL that connects as it. */
+async function createLoginRole(prefix: string, grants: string): Promise<string> {
+  const name = `${prefix}_${randomBytes(3).toString("hex")}`;
+  const password = randomBytes(12).toString("hex");
+  extraRoles.push(name);
+  await f.pool.query(sql.unsafe`CREATE ROLE ${sql.identifier([name])} LOGIN PASSWORD ${sql.literalValue(password)}`);
+  for (const group of grants.split(",").filter(Boolean)) {
+    await f.pool.query(sql.unsafe`GRANT ${sql.identifier([group.trim()])} TO ${sql.identifier([name])}`);
+  }
+  const url = new URL(f.databaseUrl);
+  url.username = name;
+  url.password = password;
+  return url.toString();
+}
+
+async function sqlState(pool: DatabasePool, query: ReturnType<typeof sql.unsafe>): Promise<string> {
+  try {
+    await pool.query(query);
+    return "ok";
+  } catch (error) {
+    for (let e: unknown = error; e instanceof Error; e = e.cause) if ("code" in e && typeof e.code === "string") return e.code;
+    return (error as Error).message;
+  }
+}
+
+const auditCount = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit`) as number;
+const oneLine = (text: string) => text.trim().split("\n").length === 1;
+const recover = (args: string[], extra: Record<string, string | undefined> = {}) =>
+  runTool(["--reason", "test ticket", ...args], { ...env, ...extra }, "scripts/recover.ts");
+
+describe("vault tokens and entries", () => {
+  it("round-trips values through the vault, with one stable token per (field, value)", async () => {
+    const strategy = await createVault(f.pool);
+    const token = await strategy.mask("199.172.111.135", "ip");
+    expect(isToken(token)).toBe(true);
+    expect(token).toHaveLength(48);
+    expect(await strategy.mask("199.172.111.135", "ip")).toBe(token);
+    expect(await strategy.mask("199.172.111.135", "device_id")).not.toBe(token);
+    expect(await strategy.mask("199.172.111.136", "ip")).not.toBe(token);
+    // A second loader on the same database unwraps the same token key.
+    expect(await (await createVault(f.pool)).mask("199.172.111.135", "ip")).toBe(token);
+
+    await load(f.pool, strategy, [login("a", "199.172.111.135", "dev-aaaa-1"), login("b", "199.172.111.135", "dev-bbbb-2")]);
+    await load(f.pool, strategy, [login("c", "199.172.111.135", "dev-aaaa-1")]);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
+    const a = await tokensOf(f.pool, "a");
+    expect(await tokensOf(f.pool, "c")).toEqual(a);
+    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", tokens: [a.ip, a.device_id] });
+    expect(recovered).toEqual([
+      { field: "ip", token: a.ip, value: "199.172.111.135" },
+      { field: "device_id", token: a.device_id, value: "dev-aaaa-1" },
+    ]);
+    const versions = await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`);
+    expect(versions).toEqual([1]);
+  });
+
+  it.each([
+    [{}, /^VAULT_KEY is not set/],
+    [{ VAULT_KEY: "short" }, /^VAULT_KEY is 5 bytes; it must be at least 32/],
+    [{ VAULT_KEY: TEST_VAULT_KEY, VAULT_KEY_VERSION: "zero" }, /^VAULT_KEY_VERSION must be a whole number/],
+  ])("refuses a bad key setting %j with one line", async (vaultEnv, message) => {
+    await expect(loadStrategy("vault", { env: vaultEnv })).rejects.toThrow(message);
+    await expect(loadStrategy("vault", { env: vaultEnv })).rejects.toBeInstanceOf(ConfigError);
+  });
+});
+
+describe("recovery", () => {
+  it("refuses a wrong key, at load and at recovery, printing nothing", async () => {
+    const strategy = await createVault(f.pool);
+    await load(f.pool, strategy, [login("a", "10.20.30.40", "device-wrong-key")]);
+    const other = await loadStrategy("vault", { env: { VAULT_KEY: OTHER_VAULT_KEY } });
+    await expect(other.setup!(f.pool)).rejects.toThrow("VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION");
+
+    const before = await auditCount();
+    const run = await recover([(await tokensOf(f.pool, "a")).ip], { VAULT_KEY: OTHER_VAULT_KEY });
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toBe("error: VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION\n");
+    expect(await auditCount()).toBe(before);
+  });
+
+  it("refuses a tampered or swapped ciphertext with one line, printing nothing", async () => {
+    const strategy = await createVault(f.pool);
+    await load(f.pool, strategy, [login("a", "10.20.30.41", "device-tamper-a"), login("b", "10.20.30.42", "device-tamper-b")]);
+    const a = await tokensOf(f.pool, "a");
+    const b = await tokensOf(f.pool, "b");
+    await f.pool.query(sql.unsafe`UPDATE pii_vault.entries SET sealed = set_byte(sealed, 14, get_byte(sealed, 14) # 1) WHERE token = ${a.ip}`);
+    const run = await recover([b.ip, a.ip]);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).toMatch(new RegExp(`^error: The vault entry for ${a.ip} does not authenticate under key version 1: it was changed or moved`));
+    expect(oneLine(run.stderr)).toBe(true);
+    expect(run.stderr).not.toMatch(/10\.20\.30\.4/);
+
+    // A valid ciphertext moved to another entry fails too: the token is associated data.
+    await f.pool.query(sql.unsafe`
+      UPDATE pii_vault.entries SET sealed = (SELECT sealed FROM pii_vault.entries WHERE token = ${b.device_id})
+      WHERE token = ${a.device_id}`);
+    await expect(recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", tokens: [a.device_id] }))
+      .rejects.toBeInstanceOf(VaultError);
+  });
+
+  it("audits every recovery in its transaction, refuses to run without a reason, and keeps the log append-only", async () => {
+    const strategy = await createVault(f.pool);
+    await load(f.pool, strategy, [login("a", "10.20.30.43", "device-audit-a")]);
+    const a = await tokensOf(f.pool, "a");
+
+    const noReason = await runTool([a.ip], env, "scripts/recover.ts");
+    expect(noReason.code).toBe(2);
+    expect(noReason.stdout).toBe("");
+    expect(noReason.stderr).toMatch(/^error: No reason given: pass --reason "TEXT"/);
+    expect(await auditCount()).toBe(0);
+
+    const run = await runTool(["--reason", "ticket SEC-1", a.ip, a.device_id], env, "scripts/recover.ts");
+    expect(run.code).toBe(0);
+    const audit = await f.pool.any(sql.unsafe`SELECT action, reason, db_user, os_user, tokens, user_id FROM pii_vault.audit`);
+    expect(audit).toEqual([{
+      action: "recover", reason: "ticket SEC-1", db_user: "postgres", os_user: osUserName(), tokens: [a.ip, a.device_id], user_id: null,
+    }]);
+    // Not even the owner rewrites history.
+    for (const statement of [sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`, sql.unsafe`DELETE FROM pii_vault.audit`, sql.unsafe`TRUNCATE pii_vault.audit`]) {
+      expect(await sqlState(f.pool, statement)).toBe("42501");
+    }
+    expect(await auditCount()).toBe(1);
+  });
+});
+
+describe("roles from scripts/vault-roles.sql", () => {
+  it("lets the loader add to the vault but not read it, gives PUBLIC nothing, and audits recovery by its role", async () => {
+    const strategy = await createVault(f.pool);
+    await runSqlFile(f.pool, "scripts/vault-roles.sql");
+    await runSqlFile(f.pool, "scripts/vault-roles.sql");
+    const loaderUrl = await createLoginRole("loader", "login_loader");
+    const recoveryUrl = await createLoginRole("recovery", "pii_recovery");
+    const nobodyUrl = await createLoginRole("nobody", "");
+    const sneakyUrl = await createLoginRole("sneaky", "");
+    const sneaky = sneakyUrl.match(/\/\/([^:]+):/)![1]!;
+    // Read access without the audit grant: the tool must refuse rather than recover unaudited.
+    await f.pool.query(sql.unsafe`GRANT USAGE ON SCHEMA pii_vault TO ${sql.identifier([sneaky])}`);
+    await f.pool.query(sql.unsafe`GRANT SELECT ON pii_vault.entries, pii_vault.keyring TO ${sql.identifier([sneaky])}`);
+
+    // Values already in the vault: the loader's ON CONFLICT DO NOTHING must work without SELECT.
+    await load(f.pool, strategy, [login("z", "10.1.1.1", "device-role-a")]);
+    await sendBodies(f.sqs, f.queueUrl, [login("a", "10.1.1.1", "device-role-a"), login("b", "10.1.1.1", "device-role-b")]);
+    const drain = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: loaderUrl });
+    expect(drain.stderr).not.toMatch(/^error/m);
+    expect(drain.stdout).toMatch(/^loaded=2 /);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
+
+    const loader = await createDatabasePool(loaderUrl, 1);
+    const nobody = await createDatabasePool(nobodyUrl, 1);
+    const recovery = await createDatabasePool(recoveryUrl, 1);
+    try {
+      expect(await sqlState(loader, sql.unsafe`SELECT * FROM pii_vault.entries`)).toBe("42501");
+      expect(await sqlState(loader, sql.unsafe`SELECT count(*) FROM pii_vault.entries`)).toBe("42501");
+      expect(await sqlState(loader, sql.unsafe`SELECT * FROM pii_vault.audit`)).toBe("42501");
+      expect(await sqlState(loader, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
+      for (const table of ["entries", "keyring", "audit"]) {
+        expect(await sqlState(nobody, sql.unsafe`SELECT * FROM ${sql.identifier(["pii_vault", table])}`)).toBe("42501");
+      }
+      expect(await sqlState(recovery, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
+      expect(await sqlState(recovery, sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`)).toBe("42501");
+      expect(await sqlState(recovery, sql.unsafe`INSERT INTO pii_vault.audit (action, reason, os_user, db_user) VALUES ('recover', 'x', 'x', 'someone')`)).toBe("42501");
+    } finally {
+      await Promise.all([loader.end(), nobody.end(), recovery.end()]);
+    }
+
+    const a = await tokensOf(f.pool, "a");
+    const sneakyRun = await recover([a.ip], { DATABASE_URL: sneakyUrl });
+    expect(sneakyRun.code).toBe(1);
+    expect(sneakyRun.stdout).toBe("");
+    expect(sneakyRun.stderr).toMatch(/^error: Permission denied at .*scripts\/vault-roles\.sql/);
+
+    const run = await recover(["--user-id", "a"], { DATABASE_URL: recoveryUrl });
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toBe(`ip\t${a.ip}\t10.1.1.1\ndevice_id\t${a.device_id}\tdevice-role-a\n`);
+    const audit = await f.pool.one(sql.unsafe`SELECT db_user, user_id, tokens FROM pii_vault.audit`);
+    expect(audit).toEqual({ db_user: new URL(recoveryUrl).username, user_id: "a", tokens: [a.device_id, a.ip].sort() });
+  });
+});
+
+describe("erasure", () => {
+  it("deletes entries only the user referenced, unlinks shared ones, and recovery then fails clearly", async () => {
+    const strategy = await createVault(f.pool);
+    await load(f.pool, strategy, [
+      login("gone", "172.16.0.9", "device-gone-1"), login("gone", "172.16.0.10", "device-gone-1"),
+      login("housemate", "172.16.0.9", "device-housemate"),
+    ]);
+    const gone = await tokensOf(f.pool, "gone");
+    const goneDevice = gone.device_id;
+    const housemate = await tokensOf(f.pool, "housemate");
+
+    const run = await runTool(["--user-id", "gone", "--reason", "GDPR request 7"], env, "scripts/forget.ts");
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toBe("forgotten: rows=2 vault_entries_deleted=2 shared_entries_kept_for_other_users=1\n");
+    const rows = (await readRows(f.pool)).filter((r) => r.user_id === "gone");
+    expect(rows.map((r) => [r.masked_ip, r.masked_device_id])).toEqual([[ERASED_MARKER, ERASED_MARKER], [ERASED_MARKER, ERASED_MARKER]]);
+
+    const byUser = await recover(["--user-id", "gone"]);
+    expect(byUser.code).toBe(1);
+    expect(byUser.stdout).toBe("");
+    expect(byUser.stderr).toBe('error: User "gone" has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy\n');
+    const byToken = await recover([goneDevice]);
+    expect(byToken.code).toBe(1);
+    expect(byToken.stdout).toBe("");
+    expect(byToken.stderr).toBe(`error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${goneDevice}\n`);
+
+    // The housemate's own data stays recoverable.
+    expect((await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", userId: "housemate" })).map((v) => v.value))
+      .toEqual(["172.16.0.9", "device-housemate"]);
+    expect(housemate.ip).toBe(gone.ip);
+    const audit = await f.pool.one(sql.unsafe`SELECT action, reason, user_id, tokens, detail FROM pii_vault.audit WHERE action = 'forget'`);
+    expect(audit).toEqual({ action: "forget", reason: "GDPR request 7", user_id: "gone", tokens: [], detail: "rows=2 entries_deleted=2 shared_kept=1" });
+
+    await expect(forgetUser(f.pool, { userId: "nobody", reason: "t", osUser: "t" })).rejects.toThrow('No rows for user_id "nobody" in user_logins: nothing to forget');
+  });
+});
+
+describe("key rotation", () => {
+  it("re-encrypts every entry under the new key, keeps the tokens, and retires the old version", async () => {
+    const strategy = await createVault(f.pool);
+    const bodies = [login("a", "192.0.2.1", "device-rotate-a"), login("b", "192.0.2.2", "device-rotate-b")];
+    await load(f.pool, strategy, bodies);
+    const before = await readRows(f.pool);
+    const rotateEnv = { ...env, VAULT_PREVIOUS_KEY: TEST_VAULT_KEY, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
+
+    const run = await runTool(["--reason", "yearly", "--batch-size", "3"], rotateEnv, "scripts/rotate-vault-key.ts");
+    expect(run.stderr).toBe("");
+    expect(run.stdout).toBe("rotated: reencrypted=4 from_version=1 to_version=2 previous_version_retired\n");
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`)).toEqual([2]);
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring`)).toEqual([2]);
+
+    const newKeyEnv = { ...env, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
+    const rotated = await createVault(f.pool, newKeyEnv);
+    expect(await rotated.mask("192.0.2.1", "ip")).toBe(before.find((r) => r.user_id === "a")!.masked_ip);
+    const recovered = await recover(["--user-id", "b"], newKeyEnv);
+    expect(recovered.stdout).toContain("\t192.0.2.2\n");
+    expect(recovered.stdout).toContain("\tdevice-rotate-b\n");
+
+    await expect(createVault(f.pool, env)).rejects.toThrow("VAULT_KEY_VERSION=1 is not in the vault keyring (it holds version 2)");
+    const oldKey = await recover(["--user-id", "b"]);
+    expect(oldKey.code).toBe(2);
+    expect(oldKey.stderr).toMatch(/^error: Token vlt1:\S+ was encrypted with key version 2, but VAULT_KEY is version 1/);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT detail FROM pii_vault.audit WHERE action = 'rotate'`))
+      .toBe("from=1 to=2 reencrypted=4 retired=true");
+  });
+});
+
+describe("a mixed batch drained by the CLI with --strategy vault", () => {
+  it("loads tokens, keeps no raw value anywhere in the database, and recover.ts prints the originals", async () => {
+    const valid = [...sampleBodies(40, 0, 21), ...EDGE_CASE_BODIES];
+    await sendBodies(f.sqs, f.queueUrl, [...valid, ...INVALID_BODIES.map((i) => i.body)]);
+    const drain = await runTool(["--drain", "--strategy", "vault", "--log-level", "debug"], env);
+    expect(drain.stderr).not.toMatch(/^error/m);
+    expect(drain.code).toBe(0);
+    expect(drain.stdout).toMatch(/^loaded=46 duplicates=0 dead_lettered=10 left_in_queue=0/);
+
+    const messages = valid.map((b) => JSON.parse(b) as { user_id: string; ip: string; device_id: string });
+    const rows = await readRows(f.pool);
+    expect(rows).toHaveLength(messages.length);
+    for (const row of rows) expect(isToken(row.masked_ip) && isToken(row.masked_device_id)).toBe(true);
+
+    // Every text-like column of every user table, in every schema.
+    const raw = [...new Set(messages.flatMap((m) => [m.ip, m.device_id]))];
+    const columns = await f.pool.any(sql.unsafe`
+      SELECT table_schema, table_name, column_name FROM information_schema.columns
+      WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema NOT LIKE 'pg_toast%'
+        AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY', 'USER-DEFINED', 'bytea')`);
+    expect(columns.map((c) => `${(c as { table_schema: string }).table_schema}.${(c as { table_name: string }).table_name}`)).toEqual(expect.arrayContaining(["pii_vault.entries", "public.user_logins"]));
+    for (const { table_schema, table_name, column_name } of columns as Array<Record<string, string>>) {
+      const cells = await f.pool.anyFirst(sql.unsafe`
+        SELECT ${sql.identifier([column_name!])}::text FROM ${sql.identifier([table_schema!, table_name!])}`);
+      for (const cell of cells) {
+        if (cell === null) continue;
+        for (const value of raw) {
+          if (cell === value || (value.length >= 6 && (cell as string).includes(value))) {
+            throw new Error(`${table_schema}.${table_name}.${column_name} holds a raw value`);
+          }
+        }
+      }
+    }
+    const printed = drain.stdout + drain.stderr;
+    for (const value of raw.filter((v) => v.length >= 6)) expect(printed).not.toContain(value);
+
+    const tokens = [...new Set(rows.flatMap((r) => [r.masked_ip, r.masked_device_id]))];
+    const run = await recover(tokens);
+    expect(run.stderr).toBe("");
+    const recovered = new Map(run.stdout.trim().split("\n").map((line) => {
+      const [, token, value] = line.split("\t");
+      return [token!, value!] as const;
+    }));
+    expect(recovered.size).toBe(tokens.length);
+    for (const m of messages) {
+      const row = rows.find((r) => r.user_id === m.user_id)!;
+      expect(recovered.get(row.masked_ip)).toBe(m.ip);
+      expect(recovered.get(row.masked_device_id)).toBe(m.device_id);
+    }
+
+    const byUser = await recover(["--user-id", "edge-unicode"]);
+    const edge = rows.find((r) => r.user_id === "edge-unicode")!;
+    expect(byUser.stdout).toBe(`ip\t${edge.masked_ip}\t8.8.8.8\ndevice_id\t${edge.masked_device_id}\tустройство-ü-✓\n`);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE action = 'recover'`)).toBe(2);
+  });
+});
