@@ -1281,6 +1281,7 @@ Strategies:
            about an hour on one core.
   vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
            vault table, recoverable with scripts/recover.ts by an authorised role.
+           VAULT_KEY is at least 32 bytes; roles, rotation, erasure: docs/vault.md
 
 AWS region, credentials and endpoint come from the SDK's default chain
 (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).

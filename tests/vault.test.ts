@@ -15,7 +15,7 @@ import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../s
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
 import { osUserName, VaultError } from "../scripts/vault-cli.ts";
-import { ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
+import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
 import { createFixture, type Fixture, readRows, ROOT, runTool } from "./helpers.ts";
 
 const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
@@ -137,6 +137,15 @@ describe("vault tokens and entries", () => {
     ]);
     const versions = await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`);
     expect(versions).toEqual([1]);
+  });
+
+  // python3 -c "import hmac,hashlib,base64; print(base64.urlsafe_b64encode(hmac.new(bytes(range(32)),
+  //   b'ip\x00199.172.111.135', hashlib.sha256).digest()).decode().rstrip('='))"
+  it.each([
+    ["ip", "199.172.111.135", "vlt1:YaryXIL5Fi_7Cyun-8PjuUYM75wcNq6lRBryyWe-otM"],
+    ["device_id", "593-47-5928", "vlt1:tZ0O9u1UnHzARsMb8RIenI0ZxUvMHUmeGDQuWbwOugo"],
+  ] as const)("pins the token of a %s to HMAC-SHA-256 of field NUL value, as Python computes it", (field, value, token) => {
+    expect(createToken(Uint8Array.from({ length: 32 }, (_, i) => i), field, value)).toBe(token);
   });
 
   it.each([
