@@ -27,7 +27,7 @@ import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } f
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
 import {
-  ConfigError, FatalError, type MaskedValue, type MaskStrategy, type PiiField, type StrategyOptions, toStandardSchema,
+  ConfigError, describeDatabaseError, FatalError, type MaskedValue, type MaskStrategy, type PiiField, type StrategyOptions, toStandardSchema,
 } from "../mod.ts";
 
 /** At least as many key bytes as AES-256 and HMAC-SHA-256 want. */
@@ -331,6 +331,12 @@ export async function insertEntries(tx: DatabaseTransactionConnection, key: Vaul
     ON CONFLICT DO NOTHING`);
 }
 
+/** The one line a loading role without the vault's grants gets, with the fix. */
+async function createGrantError(pool: DatabasePool, reason: string): Promise<FatalError> {
+  const role = await pool.oneFirst(sql.unsafe`SELECT current_user::text`);
+  return new FatalError(`Role ${role} may not use the vault (${reason}): GRANT login_loader TO ${role}; see scripts/vault-roles.sql`);
+}
+
 /**
  * Create the strategy from `VAULT_KEY` (see {@link parseVaultKeys}). `setup(pool)` must run
  * before `mask`: it creates the vault when absent and loads the token key.
@@ -343,12 +349,15 @@ export function create({ env }: StrategyOptions): MaskStrategy {
   return {
     name: "vault",
     async setup(pool) {
-      await ensureVaultTables(pool);
-      tokenKey = await loadTokenKey(pool, keys);
-      const canInsert = await pool.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.entries', 'INSERT')`);
-      if (!canInsert) {
-        const role = await pool.oneFirst(sql.unsafe`SELECT current_user::text`);
-        throw new FatalError(`Role ${role} may not add to the vault: GRANT login_loader TO ${role} (scripts/vault-roles.sql)`);
+      try {
+        await ensureVaultTables(pool);
+        tokenKey = await loadTokenKey(pool, keys);
+      } catch (error) {
+        if (!/^42501/.test(describeDatabaseError(error))) throw error;
+        throw await createGrantError(pool, describeDatabaseError(error));
+      }
+      if (!await pool.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.entries', 'INSERT')`)) {
+        throw await createGrantError(pool, "no INSERT on pii_vault.entries");
       }
     },
     mask(value, field) {

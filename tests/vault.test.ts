@@ -16,7 +16,7 @@ import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
 import { osUserName, VaultError } from "../scripts/vault-cli.ts";
 import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
-import { createFixture, type Fixture, readRows, ROOT, runTool } from "./helpers.ts";
+import { createFixture, type Fixture, readRows, ROOT, runDeno, runTool } from "./helpers.ts";
 
 const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
 const OTHER_VAULT_KEY = "w".repeat(32) + "-another-test-only-key";
@@ -241,6 +241,15 @@ describe("roles from scripts/vault-roles.sql", () => {
     expect(drain.stdout).toMatch(/^loaded=2 /);
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
 
+    // A role that may load rows but was not given login_loader: one line with the fix.
+    const outsiderUrl = await createLoginRole("outsider", "");
+    const outsider = new URL(outsiderUrl).username;
+    await f.pool.query(sql.unsafe`GRANT INSERT ON user_logins TO ${sql.identifier([outsider])}`);
+    await f.pool.query(sql.unsafe`GRANT SELECT, INSERT, DELETE ON user_logins_sqs_messages TO ${sql.identifier([outsider])}`);
+    const refused = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: outsiderUrl });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(new RegExp(`^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see scripts/vault-roles.sql\n$`, "m"));
+
     const loader = await createDatabasePool(loaderUrl, 1);
     const nobody = await createDatabasePool(nobodyUrl, 1);
     const recovery = await createDatabasePool(recoveryUrl, 1);
@@ -327,9 +336,8 @@ describe("key rotation", () => {
     const newKeyEnv = { ...env, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
     const rotated = await createVault(f.pool, newKeyEnv);
     expect(await rotated.mask("192.0.2.1", "ip")).toBe(before.find((r) => r.user_id === "a")!.masked_ip);
-    const recovered = await recover(["--user-id", "b"], newKeyEnv);
-    expect(recovered.stdout).toContain("\t192.0.2.2\n");
-    expect(recovered.stdout).toContain("\tdevice-rotate-b\n");
+    const recovered = await recoverValues(f.pool, parseVaultKeys(newKeyEnv), { reason: "t", osUser: "t", userId: "b" });
+    expect(recovered.map((v) => v.value)).toEqual(["192.0.2.2", "device-rotate-b"]);
 
     await expect(createVault(f.pool, env)).rejects.toThrow("VAULT_KEY_VERSION=1 is not in the vault keyring (it holds version 2)");
     const oldKey = await recover(["--user-id", "b"]);
@@ -394,5 +402,20 @@ describe("a mixed batch drained by the CLI with --strategy vault", () => {
     const edge = rows.find((r) => r.user_id === "edge-unicode")!;
     expect(byUser.stdout).toBe(`ip\t${edge.masked_ip}\t8.8.8.8\ndevice_id\t${edge.masked_device_id}\tустройство-ü-✓\n`);
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE action = 'recover'`)).toBe(2);
+  });
+});
+
+describe("deno run -A mod.ts --strategy vault", () => {
+  it("writes the same tokens and recoverable entries as under Node", async () => {
+    const strategy = await createVault(f.pool);
+    const bodies = [login("deno-a", "203.0.113.7", "device-deno-a"), login("deno-b", "203.0.113.8", "device-deno-b")];
+    await sendBodies(f.sqs, f.queueUrl, bodies);
+    const run = await runDeno(["--drain", "--strategy", "vault"], env);
+    expect(run.stderr).not.toMatch(/^error/m);
+    expect(run.stdout).toMatch(/^loaded=2 /);
+    const a = await tokensOf(f.pool, "deno-a");
+    expect(a.ip).toBe(await strategy.mask("203.0.113.7", "ip"));
+    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", userId: "deno-b" });
+    expect(recovered.map((v) => v.value)).toEqual(["203.0.113.8", "device-deno-b"]);
   });
 });
