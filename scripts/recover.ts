@@ -58,6 +58,7 @@ const EntryRow = Type.Object({
   key_version: Type.Integer(), sealed: Type.String(),
 });
 const sqlEntryRow = sql.type(toStandardSchema(EntryRow));
+const sqlMaskedRow = sql.type(toStandardSchema(Type.Object({ masked: Type.String() })));
 
 /** Fail early and precisely on a wrong key: a configured key must open its keyring row. */
 async function checkKeys(pool: DatabasePool, keys: VaultKeys): Promise<void> {
@@ -75,7 +76,7 @@ async function checkKeys(pool: DatabasePool, keys: VaultKeys): Promise<void> {
  * @throws {VaultError} when the user has no rows, or none with a token left
  */
 async function userTokens(pool: DatabasePool, userId: string): Promise<string[]> {
-  const masked = await pool.anyFirst(sql.type(toStandardSchema(Type.Object({ masked: Type.String() })))`
+  const masked = await pool.anyFirst(sqlMaskedRow`
     SELECT DISTINCT masked FROM user_logins, LATERAL (VALUES (masked_ip), (masked_device_id)) AS v(masked)
     WHERE user_id = ${userId} AND masked IS NOT NULL`);
   if (masked.length === 0) throw new VaultError(`No rows for user_id ${JSON.stringify(userId)} in user_logins`);

@@ -166,8 +166,15 @@ function entryKeyFor(key: VaultKey, token: string): Buffer {
   return createHmac("sha256", key.entryKey).update(token, "utf8").digest();
 }
 
-const entryAad = (field: string, token: string) => `${TOKEN_PREFIX}entry\0${field}\0${token}`;
-const keyringAad = (version: number) => `${TOKEN_PREFIX}keyring\0${version}`;
+/** Binds a ciphertext to its entry: moved to another token or field, it no longer opens. */
+function entryAad(field: string, token: string): string {
+  return `${TOKEN_PREFIX}entry\0${field}\0${token}`;
+}
+
+/** Binds a wrapped token key to its version. */
+function keyringAad(version: number): string {
+  return `${TOKEN_PREFIX}keyring\0${version}`;
+}
 
 /**
  * Encrypt a value for its vault entry.
