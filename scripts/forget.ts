@@ -55,8 +55,10 @@ export async function forgetUser(
   request: { userId: string; reason: string; osUser: string },
 ): Promise<ForgetOutcome> {
   return await pool.transaction(async (tx) => {
-    // A loader inserts into entries before user_logins in each batch transaction; holding
-    // this lock until commit means no loader can reuse an entry between our check and delete.
+    // Loaders' inserts into entries conflict with this lock, and each batch writes its
+    // entries in the same transaction as its rows. So a batch either committed before we
+    // look (its rows count as references) or writes its entries after we commit
+    // (re-creating any we delete): no row is left pointing at a deleted entry.
     await tx.query(sql.unsafe`LOCK TABLE pii_vault.entries IN SHARE ROW EXCLUSIVE MODE`);
     const tokens = await tx.anyFirst(sql.unsafe`
       SELECT DISTINCT masked FROM user_logins, LATERAL (VALUES (masked_ip), (masked_device_id)) AS v(masked)

@@ -34,8 +34,6 @@ import {
 export const MIN_KEY_BYTES = 32;
 /** Every token starts so: recognisable in a column, and versioned should the scheme change. */
 export const TOKEN_PREFIX = "vlt1:";
-/** The vault's own schema, so its privileges are set apart from the analysts' tables. */
-export const VAULT_SCHEMA = "pii_vault";
 /** What `forget.ts` leaves in a masked column: no token, nothing to recover. */
 export const ERASED_MARKER = "erased";
 
