@@ -948,7 +948,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   let lingerTimer: ReturnType<typeof setTimeout> | undefined;
   let activeWrites = 0;
   const writeWaiters: Array<() => void> = [];
-  let capacityWaiter: (() => void) | undefined;
+  // Every poller may be waiting for capacity at once: keep all their wake-ups, not the last.
+  const capacityWaiters = new Set<() => void>();
   let stopping = false;
   let fatal: Error | undefined;
   let lastEmptyReceiveAt = 0;
@@ -972,16 +973,17 @@ export function createConsumer(options: ConsumerOptions): Consumer {
 
   function settle(entries: readonly InFlight[]): void {
     for (const entry of entries) inFlight.delete(entry.receiptHandle);
-    if (capacityWaiter && inFlight.size < maxInFlight) {
-      const wake = capacityWaiter;
-      capacityWaiter = undefined;
-      wake();
-    }
+    if (inFlight.size < maxInFlight) wakeCapacityWaiters();
+  }
+
+  function wakeCapacityWaiters(): void {
+    for (const wake of capacityWaiters) wake();
+    capacityWaiters.clear();
   }
 
   async function waitForCapacity(): Promise<void> {
     while (inFlight.size + SQS_MAX_BATCH > maxInFlight && !stopping) {
-      await new Promise<void>((resolve) => (capacityWaiter = resolve));
+      await new Promise<void>((resolve) => capacityWaiters.add(resolve));
     }
   }
 
@@ -1224,7 +1226,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     if (stopping) return;
     stopping = true;
     receiving.abort();
-    capacityWaiter?.();
+    wakeCapacityWaiters();
   }
 
   async function run(): Promise<ConsumerStats> {
