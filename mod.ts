@@ -889,6 +889,7 @@ interface InFlight {
 }
 
 const BACKOFF_START_MS = 200;
+const HEARTBEAT_MIN_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 const LINGER_MS = 20;
 const MAX_PARALLEL_WRITES = 2;
@@ -1167,18 +1168,26 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     }
   }
 
-  /** Keep in-flight messages invisible while they wait, at the queue's own timeout. */
+  /**
+   * Keep in-flight messages invisible while they wait, at the queue's own timeout: a message
+   * is extended once half its timeout has passed, and the timer ticks every quarter, so the
+   * extension lands by three quarters of the timeout at the latest.
+   */
   async function heartbeat(): Promise<void> {
     const halfTimeoutMs = (visibilityTimeoutSeconds * 1000) / 2;
     const due = [...inFlight.values()].filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
     await Promise.all(chunk(due, SQS_MAX_BATCH).map(async (group) => {
+      // The new timeout counts from when SQS gets the call, not from its answer: note the
+      // earlier time, so the next extension is never late.
+      const sentAt = Date.now();
       try {
         const result = await sqs.send(new ChangeMessageVisibilityBatchCommand({
           QueueUrl: queueUrl,
           Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: visibilityTimeoutSeconds })),
         }));
         const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
-        group.forEach((e, i) => { if (!failedIds.has(String(i))) e.extendedAt = Date.now(); });
+        group.forEach((e, i) => { if (!failedIds.has(String(i))) e.extendedAt = sentAt; });
+        logger.debug("extended visibility", { count: group.length - failedIds.size, seconds: visibilityTimeoutSeconds });
         if (failedIds.size > 0) logger.warn("SQS did not extend visibility", { count: failedIds.size });
       } catch (error) {
         logger.warn("SQS visibility extension failed", { reason: describeSqsError(error) });
@@ -1230,7 +1239,9 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   }
 
   async function run(): Promise<ConsumerStats> {
-    const heartbeatTimer = setInterval(() => void heartbeat(), Math.max(1_000, (visibilityTimeoutSeconds * 1000) / 4));
+    // A quarter of the timeout: with a 1 s floor, a 2 s queue timeout let extensions land
+    // at the very moment messages became visible again (found by the slow-batch test).
+    const heartbeatTimer = setInterval(() => void heartbeat(), Math.max(HEARTBEAT_MIN_MS, (visibilityTimeoutSeconds * 1000) / 4));
     try {
       const pollers = Array.from({ length: concurrency }, () => poll().catch(fail));
       if (drain) void watchDrain();
