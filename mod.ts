@@ -890,6 +890,8 @@ interface InFlight {
 
 const BACKOFF_START_MS = 200;
 const HEARTBEAT_MIN_MS = 100;
+/** A receive older than this on stop is parked in a long poll, not answering. */
+const RECEIVE_SETTLE_MS = 1_000;
 const BACKOFF_MAX_MS = 10_000;
 const LINGER_MS = 20;
 const MAX_PARALLEL_WRITES = 2;
@@ -940,7 +942,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   // Backpressure: receive no more while this many messages await their commit and delete.
   const maxInFlight = Math.max(batchSize * (MAX_PARALLEL_WRITES + 1), concurrency * SQS_MAX_BATCH * 2);
 
-  const receiving = new AbortController(); // aborts parked receives on stop
+  const receiving = new AbortController(); // ends the pollers' and drain watcher's waits on stop
+  const activeReceives = new Map<AbortController, number>(); // each receive's abort, by start time
   const abandoning = new AbortController(); // aborts retries once the grace period ends
   const inFlight = new Map<string, InFlight>();
   const leftInQueue = new Set<string>();
@@ -1147,16 +1150,19 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     for (let attempt = 0; !stopping;) {
       await waitForCapacity();
       if (stopping) break;
+      const receive = new AbortController();
+      activeReceives.set(receive, Date.now());
       try {
         const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
           QueueUrl: queueUrl,
           MaxNumberOfMessages: SQS_MAX_BATCH,
           WaitTimeSeconds: waitTimeSeconds,
           MessageSystemAttributeNames: ["SentTimestamp", "ApproximateReceiveCount"],
-        }), { abortSignal: receiving.signal });
+        }), { abortSignal: receive.signal });
         attempt = 0;
         stats.received += Messages.length;
         if (Messages.length === 0) lastEmptyReceiveAt = Date.now();
+        else if (stopping) holdForRelease(Messages);
         else accept(Messages);
       } catch (error) {
         if (stopping) break;
@@ -1164,7 +1170,29 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         stats.retries++;
         logger.warn("SQS receive failed, retrying", { reason: describeSqsError(error), attempt: attempt + 1 });
         await sleep(backoffDelay(attempt++), receiving.signal);
+      } finally {
+        activeReceives.delete(receive);
       }
+    }
+  }
+
+  /**
+   * On stop, abort receives parked in a long poll, but let young ones answer: a receive
+   * aborted while its answer is on the way leaves those messages invisible for a whole
+   * timeout, as if lost (found by the clean-stop test). What they bring is released.
+   */
+  function abortParkedReceives(): void {
+    for (const [receive, startedAt] of activeReceives) {
+      const wait = RECEIVE_SETTLE_MS - (Date.now() - startedAt);
+      if (wait <= 0) receive.abort();
+      else setTimeout(() => receive.abort(), wait); // aborting a finished receive is a no-op
+    }
+  }
+
+  /** Messages that arrived after stop: not started, so handed back by `release()`. */
+  function holdForRelease(messages: readonly Message[]): void {
+    for (const message of messages) {
+      if (message.ReceiptHandle) inFlight.set(message.ReceiptHandle, { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now() });
     }
   }
 
@@ -1235,6 +1263,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     if (stopping) return;
     stopping = true;
     receiving.abort();
+    abortParkedReceives();
     wakeCapacityWaiters();
   }
 
