@@ -892,7 +892,7 @@ const BACKOFF_START_MS = 200;
 const HEARTBEAT_MIN_MS = 100;
 /** A receive older than this on stop is parked in a long poll, not answering. */
 const RECEIVE_SETTLE_MS = 1_000;
-const BACKOFF_MAX_MS = 10_000;
+const BACKOFF_MAX_MS = 5_000;
 const LINGER_MS = 20;
 const MAX_PARALLEL_WRITES = 2;
 
