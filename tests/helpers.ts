@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
 import { sql, type DatabasePool } from "slonik";
 import { inject } from "vitest";
 import { createDatabasePool, type UserLoginRow, sqlUserLoginRow } from "../mod.ts";
@@ -80,8 +80,15 @@ export interface RunResult {
   stderr: string;
 }
 
+/** A running child: its result when it ends, the process, and its stderr so far. */
+export type RunningTool = Promise<RunResult> & {
+  child: ChildProcess;
+  /** What the process has written to stderr so far, to wait on a log line. */
+  stderrSoFar(): string;
+};
+
 /** Run a command from the project root with only the given environment (plus PATH and HOME). */
-export function runCommand(command: string, args: readonly string[], env: Record<string, string | undefined>): Promise<RunResult> & { child: ChildProcess } {
+export function runCommand(command: string, args: readonly string[], env: Record<string, string | undefined>): RunningTool {
   const child = spawn(command, args, {
     cwd: ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
@@ -93,13 +100,14 @@ export function runCommand(command: string, args: readonly string[], env: Record
   child.stderr!.on("data", (d) => (stderr += d));
   const done = new Promise<RunResult>((resolve) => {
     child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  }) as Promise<RunResult> & { child: ChildProcess };
+  }) as RunningTool;
   done.child = child;
+  done.stderrSoFar = () => stderr;
   return done;
 }
 
 /** Run `mod.ts` (or another script) with Node 24 through tsx, as a user would. */
-export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts") {
+export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts"): RunningTool {
   return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
 }
 
@@ -109,3 +117,50 @@ export function runDeno(args: readonly string[], env: Record<string, string | un
 }
 
 export const uniqueId = () => randomUUID();
+
+/** Messages in a queue, visible or in flight. */
+export async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
+  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+  }));
+  return Number(Attributes.ApproximateNumberOfMessages) + Number(Attributes.ApproximateNumberOfMessagesNotVisible);
+}
+
+/** Every raw ip and device_id in a set of bodies, wherever they parse. */
+export function rawPii(bodies: readonly string[]): string[] {
+  const values = new Set<string>();
+  for (const body of bodies) {
+    try {
+      const parsed = JSON.parse(body);
+      for (const key of ["ip", "device_id"]) if (typeof parsed?.[key] === "string" && parsed[key].length >= 6) values.add(parsed[key]);
+    } catch { /* not JSON: holds no field */ }
+  }
+  return [...values];
+}
+
+/** Fail the test with the first raw value found in `printed`, if any (a readable failure, not a dump). */
+export function expectNoPii(printed: string, values: readonly string[]): void {
+  const leaked = values.find((v) => printed.includes(v));
+  if (leaked !== undefined) throw new Error(`raw PII value of length ${leaked.length} found in the output`);
+}
+
+/**
+ * Poll `check` until it returns a value that is not `undefined`/`false`, or fail after `timeoutMs`.
+ * Tests wait on outcomes this way instead of sleeping a fixed time.
+ */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}
+
+/** Whether a transaction is open in the database right now (a batch is mid-write). */
+export async function openTransactions(pool: DatabasePool): Promise<number> {
+  return await pool.oneFirst(sql.unsafe`
+    SELECT count(*)::int FROM pg_stat_activity
+    WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()`) as number;
+}

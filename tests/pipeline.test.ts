@@ -3,7 +3,7 @@
  * --drain mode with each strategy, redelivery, duplicates in a batch, rows Postgres
  * refuses, and no DLQ configured.
  */
-import { ChangeMessageVisibilityCommand, GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { ChangeMessageVisibilityCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
@@ -11,30 +11,15 @@ import {
   type LoginRecord,
 } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
-import { countRows, createFixture, type Fixture, readRows, receiveAll, runTool, TEST_HMAC_KEY } from "./helpers.ts";
+import {
+  countRows, createFixture, type Fixture, queueDepth as sharedQueueDepth, rawPii, readRows, receiveAll, runTool, TEST_HMAC_KEY,
+} from "./helpers.ts";
 
 let f: Fixture;
 beforeEach(async () => (f = await createFixture()));
 afterEach(async () => await f.close());
 
-async function queueDepth(queueUrl: string): Promise<number> {
-  const { Attributes = {} } = await f.sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-  }));
-  return Number(Attributes.ApproximateNumberOfMessages) + Number(Attributes.ApproximateNumberOfMessagesNotVisible);
-}
-
-/** Every raw ip and device_id in a set of bodies, wherever they parse. */
-function rawPii(bodies: readonly string[]): string[] {
-  const values = new Set<string>();
-  for (const body of bodies) {
-    try {
-      const parsed = JSON.parse(body);
-      for (const key of ["ip", "device_id"]) if (typeof parsed?.[key] === "string" && parsed[key].length >= 6) values.add(parsed[key]);
-    } catch { /* not JSON: holds no field */ }
-  }
-  return [...values];
-}
+const queueDepth = (queueUrl: string) => sharedQueueDepth(f.sqs, queueUrl);
 
 describe.each(["hmac", "sha256"])("a mixed batch drained by the CLI with --strategy %s", (strategyName) => {
   it("loads every valid message once, masked right, and dead-letters every invalid one with its reason", async () => {

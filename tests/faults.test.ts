@@ -1,0 +1,290 @@
+/**
+ * The promises under the faults that break real consumers: SIGKILL mid-stream, Postgres and
+ * SQS outages (a TCP proxy cut in front of the shared services), a batch slower than the
+ * visibility timeout, SIGTERM mid-batch, and three consumers on one queue. Every test also
+ * checks that no raw ip or device_id reached stdout or stderr.
+ *
+ * Each test prints what it observed (retries, recovery time, rows, DLQ counts) on the test's
+ * console, for the closing note of the issue.
+ */
+import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { sql } from "slonik";
+import { afterEach, describe, expect, it } from "vitest";
+import { ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
+import {
+  countRows, createFixture, expectNoPii, type Fixture, openTransactions, queueDepth, rawPii, receiveAll, runTool,
+  type RunningTool, type RunResult, waitFor,
+} from "./helpers.ts";
+import { startTcpProxy, type TcpProxy } from "./proxy.ts";
+
+const SLOW_STRATEGY = "tests/fixtures/slow-strategy.ts";
+const INVALID = new Set(INVALID_BODIES.map((i) => i.body));
+
+let f: Fixture | undefined;
+let proxy: TcpProxy | undefined;
+const children: RunningTool[] = [];
+
+afterEach(async () => {
+  for (const run of children.splice(0)) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+  await proxy?.close();
+  proxy = undefined;
+  await f?.close();
+  f = undefined;
+});
+
+/** A fresh fixture with the tables made, so a test can count rows before the tool starts. */
+async function fixture(options: { visibilityTimeout?: number } = {}): Promise<Fixture> {
+  const fx = await createFixture(options);
+  await ensureSchema(fx.pool);
+  return fx;
+}
+
+function start(args: readonly string[], env: Record<string, string | undefined>): RunningTool {
+  const run = runTool(args, env);
+  children.push(run);
+  return run;
+}
+
+/** The numbers of the summary line the CLI prints on exit. */
+function summaryOf(run: RunResult): Record<string, number> {
+  const line = run.stdout.split("\n").find((l) => l.startsWith("loaded="));
+  if (!line) throw new Error(`no summary line; exit ${run.code}; stderr tail: ${run.stderr.slice(-600)}`);
+  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number.parseFloat(v!)]));
+}
+
+/** What the valid and invalid parts of a set of bodies should become. */
+function expectations(bodies: readonly string[]) {
+  return { valid: bodies.filter((b) => !INVALID.has(b)).length, invalid: bodies.filter((b) => INVALID.has(b)).length };
+}
+
+/** The table holds each valid message exactly once, the DLQ each invalid one, the queue nothing. */
+async function expectExactlyOnce(fx: Fixture, bodies: readonly string[]): Promise<{ rows: number; dlq: number }> {
+  const { valid, invalid } = expectations(bodies);
+  expect(await countRows(fx.pool)).toBe(valid);
+  // Sample user_ids are unique, so a doubled row shows as a repeated user_id.
+  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(DISTINCT user_id)::int FROM user_logins`)).toBe(valid);
+  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM ${sql.identifier([PROCESSED_TABLE])}`)).toBe(valid);
+  const dead = await receiveAll(fx.sqs, fx.dlqUrl);
+  const sources = new Set(dead.map((m) => m.MessageAttributes?.source_message_id?.StringValue));
+  expect(sources.size).toBe(invalid);
+  for (const m of dead) expect(m.MessageAttributes?.invalid_reason?.StringValue).toMatch(/\S/);
+  expect(await queueDepth(fx.sqs, fx.queueUrl)).toBe(0);
+  return { rows: valid, dlq: dead.length };
+}
+
+async function visibleMessages(fx: Fixture): Promise<number> {
+  const { Attributes = {} } = await fx.sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: fx.queueUrl, AttributeNames: ["ApproximateNumberOfMessages"],
+  }));
+  return Number(Attributes.ApproximateNumberOfMessages);
+}
+
+function printedBy(runs: readonly RunResult[]): string {
+  return runs.map((r) => r.stdout + r.stderr).join("\n");
+}
+
+describe("crash", () => {
+  it("loses and doubles nothing when SIGKILLed mid-stream four times, then drained", async () => {
+    f = await fixture({ visibilityTimeout: 2 });
+    const fx = f;
+    const bodies = sampleBodies(400, 0.1, 101);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const { valid } = expectations(bodies);
+    const runs: RunResult[] = [];
+    const killedAt: number[] = [];
+    // Slow writes (a sleep inside each batch's transaction) so that kills land mid-stream:
+    // inside a transaction, between commit and delete, or while sending to the DLQ.
+    const env = { ...fx.env, SLOW_PERSIST_MS: "40" };
+    for (let kill = 1; kill <= 4; kill++) {
+      const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"], env);
+      const target = Math.floor((valid * kill) / 6);
+      await waitFor(`${target} rows before kill ${kill}`, async () => (await countRows(fx.pool)) >= target, 30_000, 20);
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 150));
+      run.child.kill("SIGKILL");
+      const result = await run;
+      expect(result.signal).toBe("SIGKILL");
+      killedAt.push(await countRows(fx.pool));
+      runs.push(result);
+    }
+    const drain = await start(["--drain", "--strategy", SLOW_STRATEGY], fx.env);
+    runs.push(drain);
+    expect(drain.code).toBe(0);
+    const outcome = await expectExactlyOnce(fx, bodies);
+    expectNoPii(printedBy(runs), rawPii(bodies));
+    console.log(`crash: killed at rows ${killedAt.join(", ")}; drain ${JSON.stringify(summaryOf(drain))}; final`, outcome);
+  });
+});
+
+// An outage test runs ~20 s: start-up, 10 s down, recovery within the backoff ceiling.
+describe("outages", { timeout: 90_000 }, () => {
+  it("waits out a 10 s Postgres outage mid-run and resumes by itself", async () => {
+    f = await fixture({ visibilityTimeout: 3 });
+    const fx = f;
+    proxy = await startTcpProxy(fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
+    const p = proxy;
+    const bodies = sampleBodies(200, 0.1, 202);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"],
+      { ...fx.env, DATABASE_URL: p.via(fx.databaseUrl), SLOW_PERSIST_MS: "50" });
+    await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
+    await p.cut();
+    const rowsAtCut = await countRows(fx.pool);
+    await new Promise((resolve) => setTimeout(resolve, 10_000));
+    expect(run.child.exitCode).toBeNull(); // still waiting, not exited
+    expect(await countRows(fx.pool)).toBe(rowsAtCut);
+    const restoredAt = Date.now();
+    await p.restore();
+    const { valid } = expectations(bodies);
+    await waitFor("all rows after the outage", async () => (await countRows(fx.pool)) === valid, 40_000);
+    const recoveryMs = Date.now() - restoredAt;
+    const result = await run;
+    expect(result.stderr).not.toMatch(/"level":"error"/);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toContain("Postgres unavailable, retrying the batch");
+    const outcome = await expectExactlyOnce(fx, bodies);
+    expectNoPii(printedBy([result]), rawPii(bodies));
+    const summary = summaryOf(result);
+    expect(summary.retries).toBeGreaterThan(0);
+    console.log(`postgres outage: rows at cut ${rowsAtCut}, recovered ${recoveryMs} ms after restore;`, summary, outcome);
+  });
+
+  it("waits out an SQS outage mid-run and resumes by itself", async () => {
+    f = await fixture({ visibilityTimeout: 3 });
+    const fx = f;
+    proxy = await startTcpProxy(fx.endpoint);
+    const p = proxy;
+    const bodies = sampleBodies(200, 0.1, 303);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"], {
+      ...fx.env, SLOW_PERSIST_MS: "50",
+      AWS_ENDPOINT_URL: p.via(fx.endpoint), QUEUE_URL: p.via(fx.queueUrl), DLQ_URL: p.via(fx.dlqUrl),
+    });
+    await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
+    await p.cut();
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    expect(run.child.exitCode).toBeNull();
+    const rowsAfterOutage = await countRows(fx.pool);
+    const restoredAt = Date.now();
+    await p.restore();
+    const { valid } = expectations(bodies);
+    await waitFor("all rows after the outage", async () => (await countRows(fx.pool)) === valid, 40_000);
+    const recoveryMs = Date.now() - restoredAt;
+    const result = await run;
+    expect(result.stderr).not.toMatch(/"level":"error"/);
+    expect(result.code).toBe(0);
+    expect(result.stderr).toMatch(/SQS \w[\w ]* failed, retrying/);
+    const outcome = await expectExactlyOnce(fx, bodies);
+    expectNoPii(printedBy([result]), rawPii(bodies));
+    const summary = summaryOf(result);
+    expect(summary.retries).toBeGreaterThan(0);
+    console.log(`sqs outage: rows when restored ${rowsAfterOutage}, all loaded ${recoveryMs} ms after restore;`, summary, outcome);
+  });
+});
+
+describe("slow batch", () => {
+  it("keeps a batch slower than the visibility timeout invisible to other consumers", async () => {
+    f = await fixture({ visibilityTimeout: 2 });
+    const fx = f;
+    const bodies = sampleBodies(30, 0, 404);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    // One transaction that sleeps 6 s: three visibility timeouts.
+    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "100", "--concurrency", "1"],
+      { ...fx.env, SLOW_PERSIST_MS: "6000" });
+    await waitFor("the batch's transaction", async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0, 30_000, 20);
+    // Only once the tool holds every message may nobody else get one.
+    await waitFor("the tool to hold all 30", async () => (await visibleMessages(fx)) === 0, 10_000, 20);
+    const stolen: string[] = [];
+    const until = Date.now() + 5_000;
+    while (Date.now() < until && run.child.exitCode === null) {
+      const { Messages = [] } = await fx.sqs.send(new ReceiveMessageCommand({
+        QueueUrl: fx.queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 1,
+      }));
+      stolen.push(...Messages.map((m) => m.MessageId!));
+    }
+    expect(stolen).toEqual([]);
+    const result = await run;
+    expect(result.code).toBe(0);
+    const summary = summaryOf(result);
+    // Received once each: no lapse handed any message back, to us or anyone.
+    expect(summary).toMatchObject({ loaded: 30, duplicates: 0 });
+    expect(await countRows(fx.pool)).toBe(30);
+    expect(await queueDepth(fx.sqs, fx.queueUrl)).toBe(0);
+    expectNoPii(printedBy([result]), rawPii(bodies));
+    console.log("slow batch: 6 s transaction, visibility timeout 2 s; second receiver got", stolen.length, summary);
+  });
+});
+
+describe("clean stop", () => {
+  it("on SIGTERM mid-batch commits and deletes what is in flight and exits 0", async () => {
+    f = await fixture({ visibilityTimeout: 30 });
+    const fx = f;
+    const bodies = sampleBodies(40, 0, 505);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    // Not --drain: pollers park in 20 s long polls, which the stop must not wait for.
+    const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"], { ...fx.env, SLOW_PERSIST_MS: "2000" });
+    // After "consuming": the start-up's own schema transaction must not count as a batch.
+    await waitFor("a batch's transaction", async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0, 30_000, 20);
+    const rowsAtSignal = await countRows(fx.pool);
+    const signalledAt = Date.now();
+    run.child.kill("SIGTERM");
+    const result = await run;
+    const stopMs = Date.now() - signalledAt;
+    expect(result.code).toBe(0);
+    // Bounded: two rounds of 2 s batches plus the grace period's margin, not a 20 s long poll.
+    expect(stopMs).toBeLessThan(15_000);
+    const summary = summaryOf(result);
+    expect(await countRows(fx.pool)).toBe(summary.loaded);
+    expect(summary.loaded).toBeGreaterThan(rowsAtSignal);
+    // Nothing received is left invisible: committed ones deleted, the rest released.
+    const { Attributes = {} } = await fx.sqs.send(new GetQueueAttributesCommand({
+      QueueUrl: fx.queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    }));
+    expect(Number(Attributes.ApproximateNumberOfMessagesNotVisible)).toBe(0);
+    expect(Number(Attributes.ApproximateNumberOfMessages)).toBe(40 - summary.loaded);
+    expectNoPii(printedBy([result]), rawPii(bodies));
+    console.log(`clean stop: rows at SIGTERM ${rowsAtSignal}, exit 0 after ${stopMs} ms;`, summary);
+  });
+
+  it("on SIGTERM while idle does not wait for the parked long poll", async () => {
+    f = await fixture();
+    const run = start(["--strategy", "sha256"], f.env);
+    await waitFor("the consumer to start", () => isConsuming(run), 15_000, 50);
+    // Give the receives time to park in their 20 s long polls.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const signalledAt = Date.now();
+    run.child.kill("SIGTERM");
+    const result = await run;
+    const stopMs = Date.now() - signalledAt;
+    expect(result.code).toBe(0);
+    expect(stopMs).toBeLessThan(5_000); // the long poll is 20 s
+    console.log(`idle stop: exit 0 after ${stopMs} ms`);
+  });
+});
+
+function isConsuming(run: RunningTool): boolean {
+  return run.stderrSoFar().includes('"msg":"consuming"');
+}
+
+describe("many consumers", () => {
+  it("three processes on one queue load each valid message once", async () => {
+    f = await fixture();
+    const fx = f;
+    const runs = [0, 1, 2].map(() => start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"], { ...fx.env, SLOW_PERSIST_MS: "20" }));
+    // All three must be consuming before the messages arrive, or the first could take them all.
+    await waitFor("three consumers", () => runs.every((r) => isConsuming(r)), 30_000, 50);
+    const bodies = sampleBodies(600, 0.1, 606);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const { valid, invalid } = expectations(bodies);
+    await waitFor("every row", async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0, 60_000);
+    for (const run of runs) run.child.kill("SIGTERM");
+    const results = await Promise.all(runs);
+    for (const result of results) expect(result.code).toBe(0);
+    const summaries = results.map(summaryOf);
+    expect(summaries.reduce((sum, s) => sum + s.loaded!, 0)).toBe(valid);
+    expect(summaries.reduce((sum, s) => sum + s.dead_lettered!, 0)).toBeGreaterThanOrEqual(invalid);
+    const outcome = await expectExactlyOnce(fx, bodies);
+    expectNoPii(printedBy(results), rawPii(bodies));
+    console.log(`three consumers: loaded ${summaries.map((s) => s.loaded).join(" + ")} = ${valid};`, outcome);
+  });
+});
