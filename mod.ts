@@ -831,6 +831,53 @@ export function isTransientSqsError(error: unknown): boolean {
   );
 }
 
+/** SQS takes at most this many bytes in one batch call (bodies and attributes together). */
+export const SQS_MAX_BATCH_BYTES = 1_048_576;
+
+/** A dead-letter entry: the body unchanged, why it was refused, and where it came from. */
+function toDeadLetterEntry(message: Message, reason: string) {
+  return {
+    MessageBody: message.Body || "(empty body)",
+    MessageAttributes: {
+      invalid_reason: { DataType: "String", StringValue: reason.slice(0, 1000) },
+      source_message_id: { DataType: "String", StringValue: message.MessageId ?? "" },
+      source_sent_timestamp: { DataType: "Number", StringValue: message.Attributes?.SentTimestamp ?? "0" },
+    },
+  };
+}
+
+/** Bytes SQS counts for an entry: body, and each attribute's name, type and value. */
+function deadLetterEntryBytes(entry: ReturnType<typeof toDeadLetterEntry>): number {
+  let bytes = Buffer.byteLength(entry.MessageBody);
+  for (const [name, { DataType, StringValue }] of Object.entries(entry.MessageAttributes)) {
+    bytes += Buffer.byteLength(name) + Buffer.byteLength(DataType) + Buffer.byteLength(StringValue);
+  }
+  return bytes;
+}
+
+/**
+ * Split into groups of at most 10 whose sizes add up to at most SQS's limit per batch call:
+ * ten large invalid bodies in one SendMessageBatch are refused whole (BatchRequestTooLong),
+ * which stopped the tool (found by the poison tests).
+ */
+export function chunkByBytes<T>(items: readonly T[], bytesOf: (item: T) => number, maxBytes = SQS_MAX_BATCH_BYTES): T[][] {
+  const groups: T[][] = [];
+  let group: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = bytesOf(item);
+    if (group.length > 0 && (group.length === SQS_MAX_BATCH || bytes + size > maxBytes)) {
+      groups.push(group);
+      group = [];
+      bytes = 0;
+    }
+    group.push(item);
+    bytes += size;
+  }
+  if (group.length > 0) groups.push(group);
+  return groups;
+}
+
 function chunk<T>(items: readonly T[], size: number): T[][] {
   const chunks: T[][] = [];
   for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
@@ -1044,28 +1091,21 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       return;
     }
     const sent: InFlight[] = [];
-    for (const group of chunk(items, SQS_MAX_BATCH)) {
+    const entries = items.map((item) => ({ item, entry: toDeadLetterEntry(item.entry.message, item.reason) }));
+    for (const group of chunkByBytes(entries, (e) => deadLetterEntryBytes(e.entry))) {
       const result = await withSqsRetry("send to DLQ", () => sqs.send(new SendMessageBatchCommand({
         QueueUrl: dlqUrl,
-        Entries: group.map(({ entry, reason }, i) => ({
-          Id: String(i),
-          MessageBody: entry.message.Body || "(empty body)",
-          MessageAttributes: {
-            invalid_reason: { DataType: "String", StringValue: reason.slice(0, 1000) },
-            source_message_id: { DataType: "String", StringValue: entry.message.MessageId ?? "" },
-            source_sent_timestamp: { DataType: "Number", StringValue: entry.message.Attributes?.SentTimestamp ?? "0" },
-          },
-        })),
+        Entries: group.map(({ entry }, i) => ({ ...entry, Id: String(i) })),
       })));
       if (!result) continue;
       for (const ok of result.Successful ?? []) {
-        const item = group[Number(ok.Id)]!;
+        const { item } = group[Number(ok.Id)]!;
         sent.push(item.entry);
         logger.warn("invalid message sent to the DLQ", { message_id: item.entry.message.MessageId, reason: item.reason });
       }
       for (const f of result.Failed ?? []) {
         // Not deleted: it stays in the queue and is tried again after its visibility timeout.
-        logger.error("DLQ refused a message; it stays in the queue", { message_id: group[Number(f.Id)]?.entry.message.MessageId, code: f.Code });
+        logger.error("DLQ refused a message; it stays in the queue", { message_id: group[Number(f.Id)]?.item.entry.message.MessageId, code: f.Code });
       }
     }
     stats.deadLettered += sent.length;
