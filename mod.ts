@@ -1242,6 +1242,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
    * extension lands by three quarters of the timeout at the latest.
    */
   async function heartbeat(): Promise<void> {
+    // With a timeout of 0 there is nothing to extend: "extending" to 0 would release.
+    if (visibilityTimeoutSeconds <= 0) return;
     const halfTimeoutMs = (visibilityTimeoutSeconds * 1000) / 2;
     const due = [...inFlight.values()].filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
     await Promise.all(chunk(due, SQS_MAX_BATCH).map(async (group) => {
