@@ -77,6 +77,8 @@ export interface Config {
   batchSize: number;
   concurrency: number;
   logLevel: LogLevel;
+  /** Serve /metrics, /healthz and /readyz on this port; none when undefined. */
+  metricsPort: number | undefined;
   help: boolean;
 }
 
@@ -89,6 +91,7 @@ const FLAGS = {
   "batch-size": { type: "string" },
   concurrency: { type: "string" },
   "log-level": { type: "string" },
+  "metrics-port": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -129,6 +132,7 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     batchSize: parseCount(values["batch-size"] as string | undefined, "--batch-size", DEFAULT_BATCH_SIZE, 1, 10_000),
     concurrency: parseCount(values.concurrency as string | undefined, "--concurrency", DEFAULT_CONCURRENCY, 1, 64),
     logLevel: parseLogLevel(pick("log-level", "LOG_LEVEL")),
+    metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), "--metrics-port", 1, 65_535),
     help,
   };
   if (help) return config;
@@ -150,6 +154,10 @@ function parseCount(raw: string | undefined, flag: string, fallback: number, min
     throw new ConfigError(`${flag} must be a whole number from ${min} to ${max}, got "${raw}"`);
   }
   return value;
+}
+
+function optionalCount(raw: string | undefined, flag: string, min: number, max: number): number | undefined {
+  return raw === undefined ? undefined : parseCount(raw, flag, min, min, max);
 }
 
 function checkUrl(raw: string, flag: string, protocols: readonly string[]): void {
@@ -816,7 +824,7 @@ export function describeSqsError(error: unknown): string {
   if (causeCode && TRANSIENT_NETWORK_CODES.has(causeCode)) {
     return `endpoint unreachable (${causeCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${process.env.AWS_ENDPOINT_URL ?? "unset"})`;
   }
-  return `${name || "error"}: ${(e?.message ?? String(error)).split("\n")[0]}`;
+  return `${name || "error"}: ${scrubQuoted((e?.message ?? String(error)).split("\n")[0]!)}`;
 }
 
 /** Whether an SQS error is worth waiting out (network, throttling, 5xx). */
@@ -919,6 +927,25 @@ export interface ConsumerOptions {
   /** How long a stop may wait for in-flight work before releasing it to the queue. */
   shutdownGraceMs?: number;
   logger?: Logger;
+  /** Told of each batch and retry, for metrics and the per-second summary. */
+  observer?: ConsumerObserver;
+}
+
+/** What one written batch came to, for metrics and logs: counts and time, never data. */
+export interface BatchReport {
+  /** Messages in the batch, duplicates included. */
+  size: number;
+  rows: number;
+  duplicates: number;
+  rejected: number;
+  /** From masking to commit. */
+  ms: number;
+}
+
+/** Hooks the consumer calls as it works; each must be cheap and must not throw. */
+export interface ConsumerObserver {
+  onBatch?(report: BatchReport): void;
+  onRetry?(service: "sqs" | "postgres"): void;
 }
 
 export interface Consumer {
@@ -927,6 +954,8 @@ export interface Consumer {
   /** Stop receiving, finish and commit what is in flight, release what cannot finish. */
   stop(): void;
   readonly stats: ConsumerStats;
+  /** Messages received and not yet deleted or released. */
+  readonly inFlight: number;
 }
 
 interface InFlight {
@@ -982,6 +1011,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     waitTimeSeconds = drain ? 1 : 20,
     shutdownGraceMs = 20_000,
     logger = createLogger("silent"),
+    observer = {},
   } = options;
   const stats: ConsumerStats = {
     received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, retries: 0, startedAt: Date.now(),
@@ -1015,7 +1045,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       fatal = error instanceof FatalError ? error : new FatalError(
         classifyDatabaseError(error) === "fatal" && errorChain(error).some((e) => typeof e.code === "string")
           ? `Postgres refused the write: ${describeDatabaseError(error)}`
-          : `Unexpected failure: ${error instanceof Error ? error.message.split("\n")[0] : String(error)}`,
+          // Scrubbed like a database error: an unexpected error may quote a value.
+          : `Unexpected failure: ${scrubQuoted(error instanceof Error ? error.message.split("\n")[0]! : String(error))}`,
       );
       logger.error("stopping after a failure that waiting cannot fix", { reason: fatal.message });
     }
@@ -1047,6 +1078,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         if (!isTransientSqsError(error)) throw new FatalError(`SQS ${what} failed: ${describeSqsError(error)}`);
         if (abandoning.signal.aborted) return undefined;
         stats.retries++;
+        observer.onRetry?.("sqs");
         logger.warn(`SQS ${what} failed, retrying`, { reason: describeSqsError(error), attempt: attempt + 1 });
         await sleep(backoffDelay(attempt), abandoning.signal);
       }
@@ -1116,6 +1148,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
 
   /** Write one batch, waiting out transient database faults, then acknowledge it. */
   async function processBatch(batch: Array<{ entry: InFlight; record: LoginRecord }>): Promise<void> {
+    const startedAt = Date.now();
     const masked: MaskedRecord[] = [];
     for (const { record } of batch) masked.push(await maskRecord(strategy, record));
     let outcome: WriteOutcome | undefined;
@@ -1129,6 +1162,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
           return;
         }
         stats.retries++;
+        observer.onRetry?.("postgres");
         logger.warn("Postgres unavailable, retrying the batch", { reason: describeDatabaseError(error), attempt: attempt + 1, size: batch.length });
         await sleep(backoffDelay(attempt), abandoning.signal);
       }
@@ -1137,7 +1171,9 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     stats.duplicates += outcome.duplicates;
     const entryOf = new Map(batch.map((b) => [b.record, b.entry]));
     const committed = outcome.committed.map((m) => entryOf.get(m.record)!);
-    logger.debug("batch committed", { rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length });
+    const report = { size: batch.length, rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length, ms: Date.now() - startedAt };
+    logger.debug("batch committed", { ...report });
+    observer.onBatch?.(report);
     await Promise.all([
       deleteMessages(committed),
       deadLetter(outcome.rejected.map((r) => ({ entry: entryOf.get(r.masked.record)!, reason: r.reason }))),
@@ -1208,6 +1244,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         if (stopping) break;
         if (!isTransientSqsError(error)) throw new FatalError(`SQS receive failed: ${describeSqsError(error)}`);
         stats.retries++;
+        observer.onRetry?.("sqs");
         logger.warn("SQS receive failed, retrying", { reason: describeSqsError(error), attempt: attempt + 1 });
         await sleep(backoffDelay(attempt++), receiving.signal);
       } finally {
@@ -1331,7 +1368,292 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     return stats;
   }
 
-  return { run, stop, stats };
+  return {
+    run, stop, stats,
+    get inFlight() {
+      return inFlight.size;
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Observability: Prometheus metrics, health endpoints, batch summaries, drain progress.
+// Counts and times only: no label or line here ever carries a message's content.
+// ---------------------------------------------------------------------------------------
+
+/** Prefix of every metric name. */
+export const METRIC_PREFIX = "login_masker";
+const BATCH_SIZE_BUCKETS = [1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+const BATCH_SECONDS_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** A Prometheus histogram: cumulative bucket counts, sum and count. */
+class Histogram {
+  readonly buckets: readonly number[];
+  readonly counts: number[];
+  sum = 0;
+  count = 0;
+  // No parameter properties: they are not erasable, and the image runs mod.ts with Node's type stripping.
+  constructor(buckets: readonly number[]) {
+    this.buckets = buckets;
+    this.counts = buckets.map(() => 0);
+  }
+  observe(value: number): void {
+    this.sum += value;
+    this.count++;
+    this.buckets.forEach((bound, i) => { if (value <= bound) this.counts[i]!++; });
+  }
+  render(name: string, help: string): string[] {
+    return [
+      `# HELP ${name} ${help}`,
+      `# TYPE ${name} histogram`,
+      ...this.buckets.map((bound, i) => `${name}_bucket{le="${bound}"} ${this.counts[i]}`),
+      `${name}_bucket{le="+Inf"} ${this.count}`,
+      `${name}_sum ${this.sum}`,
+      `${name}_count ${this.count}`,
+    ];
+  }
+}
+
+/** Metrics fed by the consumer's observer and read from its counters at scrape time. */
+export interface Metrics {
+  observer: Required<ConsumerObserver>;
+  /** The Prometheus text exposition of everything, for `GET /metrics`. */
+  render(stats: ConsumerStats, inFlight: number): string;
+}
+
+/**
+ * Create the metrics registry. Counters come from `ConsumerStats` (one source of truth);
+ * only what the stats do not keep (histograms, retries per service) is kept here.
+ */
+export function createMetrics(): Metrics {
+  const batchSize = new Histogram(BATCH_SIZE_BUCKETS);
+  const batchSeconds = new Histogram(BATCH_SECONDS_BUCKETS);
+  const retries = { sqs: 0, postgres: 0 };
+  const counter = (name: string, help: string, value: number) =>
+    [`# HELP ${METRIC_PREFIX}_${name} ${help}`, `# TYPE ${METRIC_PREFIX}_${name} counter`, `${METRIC_PREFIX}_${name} ${value}`];
+  return {
+    observer: {
+      onBatch(report) {
+        batchSize.observe(report.size);
+        batchSeconds.observe(report.ms / 1000);
+      },
+      onRetry(service) {
+        retries[service]++;
+      },
+    },
+    render(stats, inFlight) {
+      return [
+        ...counter("messages_received_total", "Messages received from the queue, redeliveries included.", stats.received),
+        ...counter("rows_loaded_total", "Rows inserted into user_logins.", stats.loaded),
+        ...counter("duplicates_total", "Messages whose row was already loaded (redeliveries).", stats.duplicates),
+        ...counter("messages_dead_lettered_total", "Invalid or refused messages sent to the dead-letter queue.", stats.deadLettered),
+        ...counter("messages_left_in_queue_total", "Invalid messages left in the queue because no DLQ is set.", stats.leftInQueue),
+        `# HELP ${METRIC_PREFIX}_retries_total Calls retried after a transient fault, by service.`,
+        `# TYPE ${METRIC_PREFIX}_retries_total counter`,
+        `${METRIC_PREFIX}_retries_total{service="sqs"} ${retries.sqs}`,
+        `${METRIC_PREFIX}_retries_total{service="postgres"} ${retries.postgres}`,
+        `# HELP ${METRIC_PREFIX}_in_flight_messages Messages received and not yet deleted or released.`,
+        `# TYPE ${METRIC_PREFIX}_in_flight_messages gauge`,
+        `${METRIC_PREFIX}_in_flight_messages ${inFlight}`,
+        ...batchSize.render(`${METRIC_PREFIX}_batch_size`, "Messages per written batch."),
+        ...batchSeconds.render(`${METRIC_PREFIX}_batch_duration_seconds`, "Time from masking a batch to its commit."),
+      ].join("\n") + "\n";
+    },
+  };
+}
+
+/** What `/readyz` checks; each check resolves or throws a one-line reason. */
+export interface ReadinessChecks {
+  postgres(): Promise<void>;
+  sqs(): Promise<void>;
+}
+
+/** How long a readiness answer is reused: probes may come every second from many places. */
+export const READY_CACHE_MS = 3_000;
+const READY_CHECK_TIMEOUT_MS = 2_000;
+
+/**
+ * The readiness checks of a running tool: `SELECT 1` on the pool and `GetQueueAttributes`
+ * on the queue, each bounded by a short timeout.
+ */
+export function createReadinessChecks(pool: DatabasePool, sqs: SQSClient, queueUrl: string): ReadinessChecks {
+  return {
+    async postgres() {
+      try {
+        await withTimeout(pool.query(sql.unsafe`SELECT 1`), READY_CHECK_TIMEOUT_MS);
+      } catch (error) {
+        throw new Error(describeDatabaseError(error));
+      }
+    },
+    async sqs() {
+      try {
+        await sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["QueueArn"] }),
+          { abortSignal: AbortSignal.timeout(READY_CHECK_TIMEOUT_MS) });
+      } catch (error) {
+        throw new Error(describeSqsError(error));
+      }
+    },
+  };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** A running metrics server. */
+export interface MetricsServer {
+  port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serve `GET /metrics` (Prometheus text), `/healthz` (200 while the process runs) and
+ * `/readyz` (200 when Postgres and SQS answer, else 503 naming which does not; cached
+ * for `READY_CACHE_MS`).
+ *
+ * @param port TCP port, on all interfaces (0 picks a free one)
+ * @param render the metrics text
+ * @param checks what `/readyz` asks
+ */
+export async function startMetricsServer(port: number, render: () => string, checks: ReadinessChecks): Promise<MetricsServer> {
+  const { createServer } = await import("node:http");
+  let cached: { at: number; answer: Promise<{ ok: boolean; text: string }> } | undefined;
+  const readiness = () => {
+    if (!cached || Date.now() - cached.at > READY_CACHE_MS) {
+      const answer = Promise.allSettled([checks.postgres(), checks.sqs()]).then(([pg, queue]) => {
+        const failures = [["postgres", pg], ["sqs", queue]]
+          .filter(([, r]) => (r as PromiseSettledResult<void>).status === "rejected")
+          .map(([name, r]) => `${name}: ${((r as PromiseRejectedResult).reason as Error).message}`);
+        return { ok: failures.length === 0, text: failures.length === 0 ? "ready\n" : failures.join("\n") + "\n" };
+      });
+      cached = { at: Date.now(), answer };
+    }
+    return cached.answer;
+  };
+  const server = createServer((request, response) => {
+    const path = (request.url ?? "/").split("?")[0];
+    const reply = (status: number, text: string, type = "text/plain; charset=utf-8") => {
+      response.writeHead(status, { "content-type": type }).end(text);
+    };
+    if (request.method !== "GET" && request.method !== "HEAD") return reply(405, "GET only\n");
+    if (path === "/metrics") return reply(200, render(), "text/plain; version=0.0.4; charset=utf-8");
+    if (path === "/healthz") return reply(200, "ok\n");
+    if (path === "/readyz") {
+      void readiness().then(({ ok, text }) => reply(ok ? 200 : 503, text), () => reply(503, "readiness check failed\n"));
+      return;
+    }
+    reply(404, "try /metrics, /healthz or /readyz\n");
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (error) => reject(new FatalError(`Cannot serve metrics on port ${port}: ${(error as Error).message}`)));
+    server.listen(port, () => resolve());
+  });
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => new Promise<void>((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    }),
+  };
+}
+
+/** How often the batch summary is logged, at most. */
+export const SUMMARY_INTERVAL_MS = 1_000;
+
+/**
+ * Log batches at info as one line per interval rather than one per batch: at a few
+ * thousand messages a second, batches of tens would make a hundred lines a second, more log
+ * than data; a quiet interval logs nothing. Each batch is still logged at debug.
+ *
+ * @returns the observer hook and `flush` (log what is pending now, e.g. at exit)
+ */
+export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL_MS) {
+  let pending = { batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 };
+  const flush = () => {
+    if (pending.batches === 0) return;
+    const { batches, rows, duplicates, rejected, totalMs, maxMs } = pending;
+    pending = { batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 };
+    logger.info("batches written", { batches, rows, duplicates, rejected, ms_avg: Math.round(totalMs / batches), ms_max: maxMs });
+  };
+  const timer = setInterval(flush, intervalMs);
+  timer.unref();
+  return {
+    onBatch(report: BatchReport) {
+      pending.batches++;
+      pending.rows += report.rows;
+      pending.duplicates += report.duplicates;
+      pending.rejected += report.rejected;
+      pending.totalMs += report.ms;
+      pending.maxMs = Math.max(pending.maxMs, report.ms);
+    },
+    flush,
+    stop() {
+      clearInterval(timer);
+      flush();
+    },
+  };
+}
+
+/** The numbers the drain progress line shows. */
+export interface Progress {
+  loaded: number;
+  deadLettered: number;
+  /** Rows per second over the last sample. */
+  rate: number;
+  /** The queue's ApproximateNumberOfMessages, or undefined before the first answer. */
+  remaining: number | undefined;
+}
+
+/** One progress line, e.g. `loaded 1,200  dead-lettered 3  850/s  ~4,000 left`. */
+export function formatProgress(p: Progress): string {
+  const n = (value: number) => Math.round(value).toLocaleString("en-US");
+  return `loaded ${n(p.loaded)}  dead-lettered ${n(p.deadLettered)}  ${n(p.rate)}/s  ` +
+    (p.remaining === undefined ? "~? left" : `~${n(p.remaining)} left`);
+}
+
+/**
+ * Live progress on one terminal line, redrawn in place; `clear` before anything else is
+ * written to the same terminal, and the line comes back at the next tick.
+ */
+export function createProgressLine(
+  stats: ConsumerStats,
+  remaining: () => Promise<number>,
+  write: (text: string) => void,
+  everyMs = 250,
+) {
+  let shown = false;
+  let last = { at: Date.now(), loaded: 0 };
+  const progress: Progress = { loaded: 0, deadLettered: 0, rate: 0, remaining: undefined };
+  const sample = setInterval(() => {
+    const now = Date.now();
+    progress.rate = ((stats.loaded - last.loaded) * 1000) / Math.max(1, now - last.at);
+    last = { at: now, loaded: stats.loaded };
+    remaining().then((count) => (progress.remaining = count), () => {});
+  }, 1_000);
+  const draw = setInterval(() => {
+    progress.loaded = stats.loaded;
+    progress.deadLettered = stats.deadLettered;
+    write(`\r\x1b[2K${formatProgress(progress)}`);
+    shown = true;
+  }, everyMs);
+  sample.unref();
+  draw.unref();
+  const clear = () => {
+    if (shown) write("\r\x1b[2K");
+    shown = false;
+  };
+  return {
+    clear,
+    stop() {
+      clearInterval(sample);
+      clearInterval(draw);
+      clear();
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1355,6 +1677,8 @@ Options (flags > environment > defaults):
   --batch-size N         rows per insert transaction (default ${DEFAULT_BATCH_SIZE})
   --concurrency N        receives in flight (default ${DEFAULT_CONCURRENCY})
   --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
+  --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
+                                                                     [env METRICS_PORT]
   -h, --help             show this help
 
 Strategies:
@@ -1407,7 +1731,13 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
     process.stdout.write(HELP);
     return 0;
   }
-  const logger = createLogger(config.logLevel, undefined, process.stderr.isTTY === true);
+  const tty = process.stderr.isTTY === true;
+  // The drain progress line shares the terminal with the log: clear it before each log line.
+  let progress: ReturnType<typeof createProgressLine> | undefined;
+  const logger = createLogger(config.logLevel, (line) => {
+    progress?.clear();
+    process.stderr.write(line + "\n");
+  }, tty);
   let strategy: MaskStrategy;
   try {
     strategy = await loadStrategy(config.strategy, { env });
@@ -1417,14 +1747,25 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
   }
   const sqs = createSqsClient(logger);
   let pool: DatabasePool | undefined;
+  let metricsServer: MetricsServer | undefined;
+  let summary: ReturnType<typeof createBatchSummary> | undefined;
   try {
     const queue = await inspectQueue(sqs, config.queueUrl, "--queue-url");
     if (config.dlqUrl) await inspectQueue(sqs, config.dlqUrl, "--dlq-url");
     pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
     await ensureSchema(pool);
     await strategy.setup?.(pool);
+    const metrics = createMetrics();
+    const batchSummary = summary = createBatchSummary(logger);
     const consumer = createConsumer({
       sqs, pool, strategy, logger,
+      observer: {
+        onBatch(report) {
+          metrics.observer.onBatch(report);
+          batchSummary.onBatch(report);
+        },
+        onRetry: metrics.observer.onRetry,
+      },
       queueUrl: config.queueUrl,
       dlqUrl: config.dlqUrl,
       drain: config.drain,
@@ -1446,11 +1787,20 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
+    if (config.metricsPort !== undefined) {
+      metricsServer = await startMetricsServer(config.metricsPort, () => metrics.render(consumer.stats, consumer.inFlight),
+        createReadinessChecks(pool, sqs, config.queueUrl));
+    }
     logger.info("consuming", {
       queue: config.queueUrl, dlq: config.dlqUrl ?? "none", strategy: strategy.name, drain: config.drain,
-      batch_size: config.batchSize, concurrency: config.concurrency,
+      batch_size: config.batchSize, concurrency: config.concurrency, metrics_port: metricsServer?.port,
     });
+    if (config.drain && tty) {
+      progress = createProgressLine(consumer.stats, () => queueDepthVisible(sqs, config.queueUrl), (text) => process.stderr.write(text));
+    }
     const stats = await consumer.run();
+    progress?.stop();
+    batchSummary.stop();
     process.stdout.write(formatSummary(stats) + "\n");
     return 0;
   } catch (error) {
@@ -1458,9 +1808,19 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
     process.stderr.write(`error: ${describeStartupError(error, config.databaseUrl)}\n`);
     return isConfig ? EXIT_USAGE : EXIT_FAILURE;
   } finally {
+    progress?.stop();
+    summary?.stop();
+    await metricsServer?.close();
     await pool?.end().catch(() => {});
     sqs.destroy();
   }
+}
+
+async function queueDepthVisible(sqs: SQSClient, queueUrl: string): Promise<number> {
+  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages"],
+  }));
+  return Number(Attributes.ApproximateNumberOfMessages ?? 0);
 }
 
 if (import.meta.main) {

@@ -9,7 +9,7 @@ describe("parseConfig", () => {
   it("applies defaults", () => {
     expect(parseConfig([], ENV)).toEqual({
       queueUrl: ENV.QUEUE_URL, dlqUrl: undefined, databaseUrl: ENV.DATABASE_URL, strategy: "hmac", drain: false,
-      batchSize: DEFAULT_BATCH_SIZE, concurrency: DEFAULT_CONCURRENCY, logLevel: "info", help: false,
+      batchSize: DEFAULT_BATCH_SIZE, concurrency: DEFAULT_CONCURRENCY, logLevel: "info", metricsPort: undefined, help: false,
     });
   });
 
@@ -23,6 +23,11 @@ describe("parseConfig", () => {
       queueUrl: "https://sqs.eu-west-1.amazonaws.com/1/flag", strategy: "sha256", dlqUrl: "http://h/dlq",
       databaseUrl: "postgresql://flag/db", drain: true, batchSize: 50, concurrency: 3,
     });
+  });
+
+  it("takes --metrics-port from the flag or METRICS_PORT", () => {
+    expect(parseConfig(["--metrics-port", "9464"], { ...ENV, METRICS_PORT: "9000" }).metricsPort).toBe(9464);
+    expect(parseConfig([], { ...ENV, METRICS_PORT: "9000" }).metricsPort).toBe(9000);
   });
 
   it("takes the environment when no flag is given", () => {
@@ -40,6 +45,7 @@ describe("parseConfig", () => {
     [["--database-url", "mysql://x/y"], ENV, "--database-url must start with postgres: or postgresql://, got mysql://"],
     [["--dlq-url", ENV.QUEUE_URL], ENV, "--dlq-url is the same queue as --queue-url: invalid messages would come straight back"],
     [["--log-level", "loud"], ENV, '--log-level must be one of debug, info, warn, error, silent, got "loud"'],
+    [["--metrics-port", "70000"], ENV, '--metrics-port must be a whole number from 1 to 65535, got "70000"'],
   ])("refuses %j with %j", (argv, env, message) => {
     expect(() => parseConfig(argv, env)).toThrow(new ConfigError(message));
   });
@@ -57,7 +63,7 @@ describe("the command line", () => {
   it("prints help with the flags and why sha256 is weak", async () => {
     const { code, stdout } = await runTool(["--help"], {});
     expect(code).toBe(0);
-    for (const flag of ["--queue-url", "--dlq-url", "--database-url", "--strategy", "--drain", "--batch-size", "--concurrency"]) {
+    for (const flag of ["--queue-url", "--dlq-url", "--database-url", "--strategy", "--drain", "--batch-size", "--concurrency", "--metrics-port"]) {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toMatch(/2\^32/);
