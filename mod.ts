@@ -856,9 +856,9 @@ function toDeadLetterEntry(message: Message, reason: string) {
 
 /** Bytes SQS counts for an entry: body, and each attribute's name, type and value. */
 function deadLetterEntryBytes(entry: ReturnType<typeof toDeadLetterEntry>): number {
-  let bytes = Buffer.byteLength(entry.MessageBody);
+  let bytes = utf8Bytes(entry.MessageBody);
   for (const [name, { DataType, StringValue }] of Object.entries(entry.MessageAttributes)) {
-    bytes += Buffer.byteLength(name) + Buffer.byteLength(DataType) + Buffer.byteLength(StringValue);
+    bytes += utf8Bytes(name) + utf8Bytes(DataType) + utf8Bytes(StringValue);
   }
   return bytes;
 }
@@ -884,6 +884,11 @@ export function chunkByBytes<T>(items: readonly T[], bytesOf: (item: T) => numbe
   }
   if (group.length > 0) groups.push(group);
   return groups;
+}
+
+const utf8 = new TextEncoder();
+function utf8Bytes(text: string): number {
+  return utf8.encode(text).length;
 }
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
@@ -1555,7 +1560,7 @@ export async function startMetricsServer(port: number, render: () => string, che
   return {
     port: (server.address() as { port: number }).port,
     close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
+      server.closeAllConnections?.();
       server.close(() => resolve());
     }),
   };
@@ -1579,8 +1584,8 @@ export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL
     pending = { batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 };
     logger.info("batches written", { batches, rows, duplicates, rejected, ms_avg: Math.round(totalMs / batches), ms_max: maxMs });
   };
+  // Not unref'd: Deno's timers are numbers; `stop()` ends it, as main does in its finally.
   const timer = setInterval(flush, intervalMs);
-  timer.unref();
   return {
     onBatch(report: BatchReport) {
       pending.batches++;
@@ -1640,8 +1645,6 @@ export function createProgressLine(
     write(`\r\x1b[2K${formatProgress(progress)}`);
     shown = true;
   }, everyMs);
-  sample.unref();
-  draw.unref();
   const clear = () => {
     if (shown) write("\r\x1b[2K");
     shown = false;
