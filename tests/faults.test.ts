@@ -116,69 +116,70 @@ describe("crash", () => {
   });
 });
 
-// An outage test runs ~20 s: start-up, 10 s down, recovery within the backoff ceiling.
+/**
+ * Cut a service's proxy once the tool has loaded some rows, keep it down, restore it, and
+ * check that the tool waited (did not exit), lost and doubled nothing, and resumed.
+ */
+async function throughOutage(options: {
+  seed: number;
+  downMs: number;
+  /** The proxy's target, and the tool's environment pointed through it. */
+  target(fx: Fixture): string;
+  env(fx: Fixture, p: TcpProxy): Record<string, string>;
+  retryLine: RegExp;
+}) {
+  f = await fixture({ visibilityTimeout: 3 });
+  const fx = f;
+  proxy = await startTcpProxy(options.target(fx));
+  const p = proxy;
+  const bodies = sampleBodies(200, 0.1, options.seed);
+  await sendBodies(fx.sqs, fx.queueUrl, bodies);
+  const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"],
+    { ...fx.env, SLOW_PERSIST_MS: "50", ...options.env(fx, p) });
+  await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
+  await p.cut();
+  const rowsAtCut = await countRows(fx.pool);
+  await new Promise((resolve) => setTimeout(resolve, options.downMs));
+  expect(run.child.exitCode).toBeNull(); // still waiting, not exited
+  const rowsWhenRestored = await countRows(fx.pool);
+  const restoredAt = Date.now();
+  await p.restore();
+  const { valid } = expectations(bodies);
+  await waitFor("all rows after the outage", async () => (await countRows(fx.pool)) === valid, 40_000);
+  const recoveryMs = Date.now() - restoredAt;
+  const result = await run;
+  expect(result.stderr).not.toMatch(/"level":"error"/);
+  expect(result.code).toBe(0);
+  expect(result.stderr).toMatch(options.retryLine);
+  const outcome = await expectExactlyOnce(fx, bodies);
+  expectNoPii(printedBy([result]), rawPii(bodies));
+  const summary = summaryOf(result);
+  expect(summary.retries).toBeGreaterThan(0);
+  return { rowsAtCut, rowsWhenRestored, recoveryMs, summary, outcome };
+}
+
+// An outage test runs ~20 s: start-up, the outage, recovery within the backoff ceiling.
 describe("outages", { timeout: 90_000 }, () => {
   it("waits out a 10 s Postgres outage mid-run and resumes by itself", async () => {
-    f = await fixture({ visibilityTimeout: 3 });
-    const fx = f;
-    proxy = await startTcpProxy(fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
-    const p = proxy;
-    const bodies = sampleBodies(200, 0.1, 202);
-    await sendBodies(fx.sqs, fx.queueUrl, bodies);
-    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"],
-      { ...fx.env, DATABASE_URL: p.via(fx.databaseUrl), SLOW_PERSIST_MS: "50" });
-    await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
-    await p.cut();
-    const rowsAtCut = await countRows(fx.pool);
-    await new Promise((resolve) => setTimeout(resolve, 10_000));
-    expect(run.child.exitCode).toBeNull(); // still waiting, not exited
-    expect(await countRows(fx.pool)).toBe(rowsAtCut);
-    const restoredAt = Date.now();
-    await p.restore();
-    const { valid } = expectations(bodies);
-    await waitFor("all rows after the outage", async () => (await countRows(fx.pool)) === valid, 40_000);
-    const recoveryMs = Date.now() - restoredAt;
-    const result = await run;
-    expect(result.stderr).not.toMatch(/"level":"error"/);
-    expect(result.code).toBe(0);
-    expect(result.stderr).toContain("Postgres unavailable, retrying the batch");
-    const outcome = await expectExactlyOnce(fx, bodies);
-    expectNoPii(printedBy([result]), rawPii(bodies));
-    const summary = summaryOf(result);
-    expect(summary.retries).toBeGreaterThan(0);
-    console.log(`postgres outage: rows at cut ${rowsAtCut}, recovered ${recoveryMs} ms after restore;`, summary, outcome);
+    const seen = await throughOutage({
+      seed: 202, downMs: 10_000,
+      target: (fx) => fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"),
+      env: (fx, p) => ({ DATABASE_URL: p.via(fx.databaseUrl) }),
+      retryLine: /Postgres unavailable, retrying the batch/,
+    });
+    // Nothing can commit while Postgres is unreachable.
+    expect(seen.rowsWhenRestored).toBe(seen.rowsAtCut);
+    console.log("postgres outage:", seen);
   });
 
-  it("waits out an SQS outage mid-run and resumes by itself", async () => {
-    f = await fixture({ visibilityTimeout: 3 });
-    const fx = f;
-    proxy = await startTcpProxy(fx.endpoint);
-    const p = proxy;
-    const bodies = sampleBodies(200, 0.1, 303);
-    await sendBodies(fx.sqs, fx.queueUrl, bodies);
-    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"], {
-      ...fx.env, SLOW_PERSIST_MS: "50",
-      AWS_ENDPOINT_URL: p.via(fx.endpoint), QUEUE_URL: p.via(fx.queueUrl), DLQ_URL: p.via(fx.dlqUrl),
+  it("waits out an 8 s SQS outage mid-run and resumes by itself", async () => {
+    const seen = await throughOutage({
+      seed: 303, downMs: 8_000,
+      target: (fx) => fx.endpoint,
+      env: (fx, p) => ({ AWS_ENDPOINT_URL: p.via(fx.endpoint), QUEUE_URL: p.via(fx.queueUrl), DLQ_URL: p.via(fx.dlqUrl) }),
+      retryLine: /SQS \w[\w ]* failed, retrying/,
     });
-    await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
-    await p.cut();
-    await new Promise((resolve) => setTimeout(resolve, 8_000));
-    expect(run.child.exitCode).toBeNull();
-    const rowsAfterOutage = await countRows(fx.pool);
-    const restoredAt = Date.now();
-    await p.restore();
-    const { valid } = expectations(bodies);
-    await waitFor("all rows after the outage", async () => (await countRows(fx.pool)) === valid, 40_000);
-    const recoveryMs = Date.now() - restoredAt;
-    const result = await run;
-    expect(result.stderr).not.toMatch(/"level":"error"/);
-    expect(result.code).toBe(0);
-    expect(result.stderr).toMatch(/SQS \w[\w ]* failed, retrying/);
-    const outcome = await expectExactlyOnce(fx, bodies);
-    expectNoPii(printedBy([result]), rawPii(bodies));
-    const summary = summaryOf(result);
-    expect(summary.retries).toBeGreaterThan(0);
-    console.log(`sqs outage: rows when restored ${rowsAfterOutage}, all loaded ${recoveryMs} ms after restore;`, summary, outcome);
+    console.log("sqs outage:", seen);
   });
 });
 
