@@ -263,6 +263,34 @@ describe("clean stop", () => {
   });
 });
 
+describe("clean stop while Postgres is down", { timeout: 60_000 }, () => {
+  it("gives up on what cannot commit after the grace period, releases it, and exits 0", async () => {
+    f = await fixture({ visibilityTimeout: 30 });
+    const fx = f;
+    proxy = await startTcpProxy(fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
+    const p = proxy;
+    const bodies = sampleBodies(30, 0, 707);
+    const run = start(["--strategy", "sha256", "--batch-size", "10"], { ...fx.env, DATABASE_URL: p.via(fx.databaseUrl) });
+    await waitFor("the consumer to start", () => isConsuming(run), 15_000, 50);
+    await p.cut();
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    await waitFor("a retry", () => run.stderrSoFar().includes("Postgres unavailable, retrying the batch"), 15_000, 50);
+    const signalledAt = Date.now();
+    run.child.kill("SIGTERM");
+    const result = await run;
+    const stopMs = Date.now() - signalledAt;
+    expect(result.code).toBe(0);
+    // The 20 s grace period, then release and exit: bounded, not hanging on Postgres.
+    expect(stopMs).toBeLessThan(35_000);
+    expect(summaryOf(result)).toMatchObject({ loaded: 0 });
+    expect(result.stderr).toContain("releasing unfinished messages to the queue");
+    // Released, not left invisible for the 30 s timeout: visible again at once.
+    expect(await visibleMessages(fx)).toBe(30);
+    expectNoPii(printedBy([result]), rawPii(bodies));
+    console.log(`stop while Postgres is down: exit 0 after ${stopMs} ms, 30 messages released`);
+  });
+});
+
 function isConsuming(run: RunningTool): boolean {
   return run.stderrSoFar().includes('"msg":"consuming"');
 }
