@@ -109,6 +109,23 @@ describe("the CLI on poison input", () => {
     expect(await queueDepth(f.sqs, f.queueUrl)).toBe(0);
   });
 
+  it("keeps the raw value Postgres quotes in an error DETAIL out of the DLQ reason and the logs", async () => {
+    f = await createFixture();
+    await ensureSchema(f.pool);
+    await f.pool.query(sql.unsafe`CREATE TABLE strategy_side (v text CONSTRAINT no_test_net CHECK (v NOT LIKE '10.66.%'))`);
+    const good = sampleBodies(10, 0, 13);
+    const poison = JSON.stringify({ user_id: "poison-detail", app_version: "1.0.0", device_type: "ios", ip: "10.66.123.45", locale: null, device_id: "detail-device-5150" });
+    await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
+    const run = await runTool(["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"], f.env);
+    expect(run.code).toBe(0);
+    expect(await countRows(f.pool)).toBe(10);
+    const dead = await receiveAll(f.sqs, f.dlqUrl);
+    expect(dead).toHaveLength(1);
+    const reason = dead[0]!.MessageAttributes?.invalid_reason?.StringValue ?? "";
+    expect(reason).toMatch(/^rejected by Postgres: 23514 .*constraint no_test_net/);
+    expectNoPii(reason + run.stdout + run.stderr, ["10.66.123.45", "detail-device-5150", ...rawPii(good)]);
+  });
+
   it("dead-letters bodies too big to send ten at a time", async () => {
     f = await createFixture();
     // Three 400 kB bodies: one SendMessageBatch of them would exceed SQS's 1 MiB per call.
