@@ -430,7 +430,13 @@ export async function loadStrategy(nameOrPath: string, options: StrategyOptions)
  * or something containing it, or nothing that fits the column, is a broken strategy.
  */
 async function maskValue(strategy: MaskStrategy, value: string, field: PiiField): Promise<string> {
-  const masked = await strategy.mask(value, field);
+  let masked: unknown;
+  try {
+    masked = await strategy.mask(value, field);
+  } catch (error) {
+    // A strategy's error may name the value it was given: redact it before anyone logs it.
+    throw new FatalError(`Strategy ${strategy.name} failed to mask ${field}: ${redactValues(firstLineScrubbed(error), [value])}`);
+  }
   if (typeof masked !== "string" || masked.length === 0 || masked.length > 256) {
     throw new FatalError(`Strategy ${strategy.name} returned no string of 1-256 characters for ${field}`);
   }
@@ -639,6 +645,11 @@ export function describeDatabaseError(error: unknown): string {
   return parts.join(", ");
 }
 
+/** An error's first line with quoted text elided, for a message that may quote data. */
+function firstLineScrubbed(error: unknown): string {
+  return scrubQuoted((error instanceof Error ? error.message : String(error)).split("\n")[0]!);
+}
+
 function scrubQuoted(text: string): string {
   return text.replace(/"[^"]*"/g, '"…"').replace(/'[^']*'/g, "'…'");
 }
@@ -706,7 +717,17 @@ export async function insertRows(
   if (fresh.length === 0) return 0;
   const freshIds = new Set(fresh);
   const toInsert = batch.filter((m) => freshIds.has(m.record.messageId));
-  if (strategy.persist) await strategy.persist(tx, toInsert.flatMap((m) => m.values));
+  if (strategy.persist) {
+    const values = toInsert.flatMap((m) => m.values);
+    try {
+      await strategy.persist(tx, values);
+    } catch (error) {
+      // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
+      // else is the strategy's, and may name the raw values it was handed.
+      if (classifyDatabaseError(error) !== "fatal" || errorChain(error).some((e) => typeof e.code === "string")) throw error;
+      throw new FatalError(`Strategy ${strategy.name} failed to persist: ${redactValues(firstLineScrubbed(error), values.map((v) => v.value))}`);
+    }
+  }
   const tuples = toInsert.map(({ row }) => [
     row.user_id, row.device_type, row.masked_ip, row.masked_device_id, row.locale, row.app_version, row.create_date,
   ]);
@@ -824,7 +845,7 @@ export function describeSqsError(error: unknown): string {
   if (causeCode && TRANSIENT_NETWORK_CODES.has(causeCode)) {
     return `endpoint unreachable (${causeCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${process.env.AWS_ENDPOINT_URL ?? "unset"})`;
   }
-  return `${name || "error"}: ${scrubQuoted((e?.message ?? String(error)).split("\n")[0]!)}`;
+  return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
 }
 
 /** Whether an SQS error is worth waiting out (network, throttling, 5xx). */
@@ -1051,7 +1072,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         classifyDatabaseError(error) === "fatal" && errorChain(error).some((e) => typeof e.code === "string")
           ? `Postgres refused the write: ${describeDatabaseError(error)}`
           // Scrubbed like a database error: an unexpected error may quote a value.
-          : `Unexpected failure: ${scrubQuoted(error instanceof Error ? error.message.split("\n")[0]! : String(error))}`,
+          : `Unexpected failure: ${firstLineScrubbed(error)}`,
       );
       logger.error("stopping after a failure that waiting cannot fix", { reason: fatal.message });
     }

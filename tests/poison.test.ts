@@ -126,6 +126,18 @@ describe("the CLI on poison input", () => {
     expectNoPii(reason + run.stdout + run.stderr, ["10.66.123.45", "detail-device-5150", ...rawPii(good)]);
   });
 
+  it.each(["mask", "persist"])("stops with one line naming no value when the strategy's %s throws with the value in its message", async (where) => {
+    f = await createFixture();
+    const bodies = sampleBodies(5, 0, 14);
+    await sendBodies(f.sqs, f.queueUrl, bodies);
+    const run = await runTool(["--drain", "--strategy", "tests/fixtures/throwing-strategy.ts"], { ...f.env, THROW_IN: where });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toMatch(new RegExp(`^error: Strategy throwing failed to ${where}`, "m"));
+    expect(run.stderr).toContain("[redacted]");
+    expectNoPii(run.stdout + run.stderr, rawPii(bodies));
+    expect(await countRows(f.pool)).toBe(0);
+  });
+
   it("dead-letters bodies too big to send ten at a time", async () => {
     f = await createFixture();
     // Three 400 kB bodies: one SendMessageBatch of them would exceed SQS's 1 MiB per call.
