@@ -1,0 +1,461 @@
+/**
+ * Benchmark: how fast the tool drains a backlog, next to the fastest bare client and the
+ * usual per-message consumer, on the same emulator and Postgres.
+ *
+ * ```sh
+ * npm run bench                                   # N = 100 000, every phase, a table
+ * npm run bench -- --n 1000000 --phases tool --strategies hmac   # peak RSS at a million
+ * npm run bench -- --n 300 --json                 # for machines (CI runs this)
+ * ```
+ *
+ * The SQS emulator (fauxqs) runs as its own process, as a real queue would, and Postgres is
+ * embedded unless `DATABASE_URL` names a server. Each phase gets a fresh queue preloaded
+ * with its messages and a fresh database, so no phase sees another's leftovers. Phases:
+ *
+ * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
+ *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
+ * - `tool`: `mod.ts --drain` as a child process (`node --import tsx`, as users run it), timed
+ *   from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
+ * - `baseline`: one message per receive, a new database connection and one insert per
+ *   message, one delete per message; run on a smaller N since it is slow.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { readFile } from "node:fs/promises";
+import { availableParallelism, cpus } from "node:os";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import {
+  DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand,
+  ReceiveMessageCommand, type SQSClient,
+} from "@aws-sdk/client-sqs";
+import { createPool, sql } from "slonik";
+import { hmacSha256Hex } from "../strategies/hmac.ts";
+import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, usePostgres } from "./embedded.ts";
+import { sampleBodies, sendBodies } from "./produce.ts";
+
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+/** A key for the benchmark's own throwaway data; never a real secret. */
+const BENCH_HMAC_KEY = "bench-only-key-".repeat(3);
+const PHASES = ["ceiling", "tool", "baseline"] as const;
+type Phase = (typeof PHASES)[number];
+
+/** What one bench run is asked to do. */
+export interface BenchOptions {
+  n: number;
+  /** Messages for the slow per-message baseline. */
+  baselineN: number;
+  phases: Phase[];
+  strategies: string[];
+  /** Receives in flight for the ceiling client. */
+  ceilingConcurrency: number;
+  /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
+  toolArgs: string[];
+  json: boolean;
+}
+
+/** One measured phase. `rate` is messages per second. */
+export interface PhaseResult {
+  phase: Phase;
+  strategy?: string;
+  status: "ok" | "skipped" | "failed";
+  /** Why a phase was skipped or failed. */
+  note?: string;
+  n: number;
+  /** Messages taken off the queue (ceiling, baseline) or rows loaded (tool). */
+  done: number;
+  /** Messages still in the queue afterwards, visible or not. */
+  leftInQueue: number;
+  seconds: number;
+  rate: number;
+  peakRssMb?: number;
+  toCeiling?: number;
+  toBaseline?: number;
+}
+
+/** The whole run, as `--json` prints it. */
+export interface BenchReport {
+  machine: { nproc: number; cpu: string; node: string };
+  options: Omit<BenchOptions, "json">;
+  results: PhaseResult[];
+}
+
+function parseOptions(argv: readonly string[]): BenchOptions {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      n: { type: "string", default: "100000" },
+      "baseline-n": { type: "string" },
+      phases: { type: "string", default: PHASES.join(",") },
+      strategies: { type: "string", default: "hmac,sha256,vault" },
+      "ceiling-concurrency": { type: "string", default: "16" },
+      "tool-args": { type: "string", default: "" },
+      json: { type: "boolean", default: false },
+    },
+  });
+  const count = (raw: string, flag: string) => {
+    if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new Error(`${flag} must be a whole number above 0, got "${raw}"`);
+    return Number(raw);
+  };
+  const n = count(values.n, "--n");
+  const phases = values.phases.split(",").filter(Boolean);
+  const unknown = phases.filter((p) => !(PHASES as readonly string[]).includes(p));
+  if (unknown.length > 0) throw new Error(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
+  return {
+    n,
+    // About ten seconds of the slow consumer is enough for a steady rate.
+    baselineN: values["baseline-n"] ? count(values["baseline-n"], "--baseline-n") : Math.min(n, 1_000),
+    phases: phases as Phase[],
+    strategies: values.strategies.split(",").filter(Boolean),
+    ceilingConcurrency: count(values["ceiling-concurrency"], "--ceiling-concurrency"),
+    toolArgs: values["tool-args"].split(" ").filter(Boolean),
+    json: values.json,
+  };
+}
+
+// ---------------------------------------------------------------------------------------
+// Services
+// ---------------------------------------------------------------------------------------
+
+/**
+ * fauxqs in its own process, so its CPU is not the bench's. It needs Node >= 22.5: spawn
+ * with this process's Node, not whatever `node` is first on PATH.
+ */
+async function startEmulatorProcess(): Promise<SqsEmulator> {
+  const script = `
+    import { startFauxqs } from "fauxqs";
+    const server = await startFauxqs({ port: 0, logger: false, host: "localhost", defaultRegion: "us-east-1" });
+    process.stdout.write(server.address + "\\n");
+    process.on("SIGTERM", () => server.stop().then(() => process.exit(0)));`;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  const address = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d) => {
+      out += d;
+      if (out.includes("\n")) resolve(out.trim());
+    });
+    child.once("exit", (code) => reject(new Error(`SQS emulator exited with code ${code} before it listened`)));
+  });
+  const endpoint = address.replace("localhost", "127.0.0.1");
+  return attachEmulator(endpoint, "us-east-1", async () => {
+    const exited = new Promise((resolve) => child.once("exit", resolve));
+    child.kill("SIGTERM");
+    await exited;
+  });
+}
+
+interface Stage {
+  queueUrl: string;
+  databaseUrl: string;
+  drop(): Promise<void>;
+}
+
+/** A fresh queue holding `count` messages and a fresh database, for one phase. */
+async function stage(emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number): Promise<Stage> {
+  const id = `${name}_${randomBytes(3).toString("hex")}`;
+  // Long enough that no message comes back while the slowest phase is still working.
+  const queueUrl = await emulator.createQueue(`bench-${id}`.replace(/_/g, "-"), { VisibilityTimeout: "120" });
+  // Made and sent in slices so a million bodies never sit in memory at once.
+  const slice = 20_000;
+  for (let sent = 0; sent < count; sent += slice) {
+    await sendBodies(sqs, queueUrl, sampleBodies(Math.min(slice, count - sent), 0, sent + 1), 32);
+  }
+  const databaseUrl = await postgres.createDatabase(`bench_${id}`);
+  return {
+    queueUrl,
+    databaseUrl,
+    async drop() {
+      await sqs.send(new DeleteQueueCommand({ QueueUrl: queueUrl }));
+      const pool = await createPool(postgres.url, { maxPoolSize: 1 });
+      try {
+        await pool.query(sql.unsafe`DROP DATABASE IF EXISTS ${sql.identifier([`bench_${id}`])} WITH (FORCE)`);
+      } finally {
+        await pool.end();
+      }
+    },
+  };
+}
+
+async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
+  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: queueUrl,
+    AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+  }));
+  return Number(Attributes.ApproximateNumberOfMessages ?? 0) + Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0) +
+    Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0);
+}
+
+async function countRows(databaseUrl: string): Promise<number> {
+  const pool = await createPool(databaseUrl, { maxPoolSize: 1 });
+  try {
+    const exists = await pool.oneFirst(sql.unsafe`SELECT to_regclass('user_logins') IS NOT NULL`);
+    return exists ? Number(await pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM user_logins`)) : 0;
+  } finally {
+    await pool.end();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------
+
+/** The fastest drain: receive 10, delete 10, `concurrency` loops, nothing else. */
+async function runCeiling(endpoint: string, queueUrl: string, n: number, concurrency: number): Promise<{ done: number; seconds: number }> {
+  const sqs = emulatorClient(endpoint);
+  let done = 0;
+  const started = performance.now();
+  async function loop(): Promise<void> {
+    while (done < n) {
+      const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
+        QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, MessageSystemAttributeNames: ["SentTimestamp"],
+      }));
+      if (Messages.length === 0) {
+        // Others may still hold the last messages; stop once nothing is left anywhere.
+        if (await queueDepth(sqs, queueUrl) === 0) return;
+        continue;
+      }
+      const result = await sqs.send(new DeleteMessageBatchCommand({
+        QueueUrl: queueUrl, Entries: Messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })),
+      }));
+      done += Messages.length - (result.Failed?.length ?? 0);
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, loop));
+  const seconds = (performance.now() - started) / 1000;
+  sqs.destroy();
+  return { done, seconds };
+}
+
+/** The little of `pg` the baseline uses (the package ships no types of its own). */
+interface PgClient {
+  connect(): Promise<void>;
+  query(text: string, values: unknown[]): Promise<unknown>;
+  end(): Promise<void>;
+}
+
+/**
+ * The way a first version works: receive one, connect with the plain driver, insert,
+ * disconnect, delete one. It parses and masks like the tool, so only the plumbing differs.
+ */
+async function runBaseline(endpoint: string, queueUrl: string, databaseUrl: string, n: number): Promise<{ done: number; seconds: number }> {
+  const driver = "pg"; // a variable, so the type checker does not look for types pg lacks
+  const { default: pg } = await import(driver) as { default: { Client: new (options: { connectionString: string }) => PgClient } };
+  const connect = async () => {
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    return client;
+  };
+  const setup = await connect();
+  await setup.query(`
+    CREATE TABLE IF NOT EXISTS user_logins(
+      user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
+      masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`, []);
+  await setup.end();
+  const sqs = emulatorClient(endpoint);
+  const key = new TextEncoder().encode(BENCH_HMAC_KEY);
+  let done = 0;
+  const started = performance.now();
+  while (done < n) {
+    const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
+      QueueUrl: queueUrl, MaxNumberOfMessages: 1, WaitTimeSeconds: 0, MessageSystemAttributeNames: ["SentTimestamp"],
+    }));
+    const message = Messages[0];
+    if (!message) break;
+    const body = JSON.parse(message.Body!);
+    const [major, minor, patch] = String(body.app_version).split(".").map(Number) as [number, number, number];
+    const client = await connect();
+    try {
+      await client.query("INSERT INTO user_logins VALUES ($1, $2, $3, $4, $5, $6, $7)", [
+        body.user_id, body.device_type, hmacSha256Hex(key, body.ip), hmacSha256Hex(key, body.device_id),
+        body.locale ?? null, major * 10_000 + minor * 100 + patch,
+        new Date(Number(message.Attributes!.SentTimestamp)).toISOString().slice(0, 10),
+      ]);
+    } finally {
+      await client.end();
+    }
+    await sqs.send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: message.ReceiptHandle! }));
+    done++;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  sqs.destroy();
+  return { done, seconds };
+}
+
+/** Peak resident memory of a live process in MB, from the kernel's high-water mark. */
+async function readPeakRssMb(pid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = /^VmHWM:\s+(\d+) kB/m.exec(status)?.[1];
+    return kb === undefined ? undefined : Number(kb) / 1024;
+  } catch {
+    return undefined; // already gone, or no /proc on this system
+  }
+}
+
+interface ToolRun {
+  code: number | null;
+  seconds: number;
+  stdout: string;
+  stderr: string;
+  peakRssMb: number | undefined;
+}
+
+/**
+ * Run `mod.ts --drain` the way a user does and time it from spawn to exit. VmHWM only
+ * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
+ */
+async function runTool(
+  endpoint: string, queueUrl: string, databaseUrl: string, strategy: string, messages: number, extra: string[],
+): Promise<ToolRun> {
+  const started = performance.now();
+  const child: ChildProcess = spawn(process.execPath, [
+    ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
+    "--import", "tsx", "mod.ts", "--drain", "--strategy", strategy, "--log-level", "warn", ...extra,
+  ], {
+    cwd: ROOT,
+    env: {
+      PATH: process.env.PATH, HOME: process.env.HOME, ...emulatorEnv(endpoint),
+      QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: BENCH_HMAC_KEY,
+      VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  let peakRssMb: number | undefined;
+  const sampler = setInterval(async () => {
+    const mb = await readPeakRssMb(child.pid!);
+    if (mb !== undefined) peakRssMb = Math.max(peakRssMb ?? 0, mb);
+  }, 50);
+  // A tool that never stops must fail the bench, not hang it: allow 30 s plus 100 msg/s.
+  const limitMs = 30_000 + (messages / 100) * 1000;
+  const watchdog = setTimeout(() => {
+    stderr += `\nbench: no exit after ${limitMs / 1000} s, killed`;
+    child.kill("SIGKILL");
+  }, limitMs);
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  const seconds = (performance.now() - started) / 1000;
+  clearTimeout(watchdog);
+  clearInterval(sampler);
+  return { code, seconds, stdout, stderr, peakRssMb };
+}
+
+// ---------------------------------------------------------------------------------------
+// The run
+// ---------------------------------------------------------------------------------------
+
+function log(options: BenchOptions, text: string): void {
+  if (!options.json) process.stderr.write(`bench: ${text}\n`);
+}
+
+const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+/**
+ * Run the benchmark.
+ *
+ * @param options what to measure
+ * @returns every phase's figures, with ratios filled in where both sides ran
+ */
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  log(options, "starting the SQS emulator (own process) and Postgres");
+  const [emulator, postgres] = await Promise.all([startEmulatorProcess(), usePostgres()]);
+  const sqs = emulatorClient(emulator.endpoint);
+  const results: PhaseResult[] = [];
+  try {
+    if (options.phases.includes("ceiling")) {
+      const s = await stage(emulator, sqs, postgres, "ceiling", options.n);
+      log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
+      const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
+      results.push({ phase: "ceiling", status: "ok", n: options.n, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds) });
+      await s.drop();
+    }
+    if (options.phases.includes("tool")) {
+      for (const strategy of options.strategies) {
+        const s = await stage(emulator, sqs, postgres, strategy, options.n);
+        log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
+        const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs);
+        const base = { phase: "tool" as const, strategy, n: options.n, seconds: round(run.seconds, 2) };
+        if (run.code !== 0 && /not available/i.test(run.stderr)) {
+          results.push({ ...base, status: "skipped", note: run.stderr.trim().split("\n")[0]!, done: 0, leftInQueue: options.n, rate: 0 });
+        } else {
+          const done = await countRows(s.databaseUrl);
+          const leftInQueue = await queueDepth(sqs, s.queueUrl);
+          results.push({
+            ...base,
+            status: run.code === 0 ? "ok" : "failed",
+            ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
+            done, leftInQueue, rate: round(done / run.seconds),
+            ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
+          });
+        }
+        await s.drop();
+      }
+    }
+    if (options.phases.includes("baseline")) {
+      const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN);
+      log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
+      const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
+      results.push({ phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds) });
+      await s.drop();
+    }
+  } finally {
+    sqs.destroy();
+    await Promise.all([emulator.stop(), postgres.stop()]);
+  }
+  const ceiling = results.find((r) => r.phase === "ceiling" && r.status === "ok");
+  const baseline = results.find((r) => r.phase === "baseline" && r.status === "ok");
+  for (const r of results) {
+    if (r.phase !== "tool" || r.status !== "ok") continue;
+    if (ceiling) r.toCeiling = round(r.rate / ceiling.rate, 2);
+    if (baseline) r.toBaseline = round(r.rate / baseline.rate, 1);
+  }
+  const { json: _json, ...shown } = options;
+  return {
+    machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? "unknown", node: process.version },
+    options: shown,
+    results,
+  };
+}
+
+/** The report as a Markdown table. */
+export function formatTable(report: BenchReport): string {
+  const lines = [
+    `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}`,
+    "",
+    "| phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | tool/baseline | peak RSS MB |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of report.results) {
+    const cells = [
+      r.phase, r.strategy ?? "", r.n, r.done, r.leftInQueue, r.seconds, r.status === "ok" ? r.rate : r.status,
+      r.toCeiling ?? "", r.toBaseline ?? "", r.peakRssMb ?? "",
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
+    if (r.note) lines.push(`|  | ${r.note.replace(/\|/g, "/")} |`);
+  }
+  return lines.join("\n");
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  let options: BenchOptions;
+  try {
+    options = parseOptions(argv);
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
+    return 2;
+  }
+  try {
+    const report = await runBench(options);
+    process.stdout.write(options.json ? JSON.stringify(report, null, 2) + "\n" : formatTable(report) + "\n");
+    return report.results.some((r) => r.status === "failed") ? 1 : 0;
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
+    return 1;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
