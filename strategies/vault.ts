@@ -23,7 +23,7 @@
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes } from "node:crypto";
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
 import {
@@ -46,8 +46,8 @@ export interface VaultKey {
   version: number;
   /** Wraps the token key in the keyring. */
   wrapKey: Buffer;
-  /** Derives the per-token keys that encrypt entries. */
-  entryKey: Buffer;
+  /** Derives the per-token keys that encrypt entries (a KeyObject: imported once, used per value). */
+  entryKey: KeyObject;
 }
 
 /** The current key (writes), and the previous one while a rotation is under way. */
@@ -63,7 +63,7 @@ export interface VaultKeys {
 export function deriveVaultKey(secret: string, version: number): VaultKey {
   const ikm = Buffer.from(secret, "utf8");
   const derive = (label: string) => Buffer.from(hkdfSync("sha256", ikm, HKDF_SALT, label, 32));
-  return { version, wrapKey: derive("keyring-wrap"), entryKey: derive("entry-encryption") };
+  return { version, wrapKey: derive("keyring-wrap"), entryKey: createSecretKey(derive("entry-encryption")) };
 }
 
 function parseSecret(env: Record<string, string | undefined>, variable: string): string | undefined {
@@ -119,7 +119,7 @@ export function findVaultKey(keys: VaultKeys, version: number): VaultKey | undef
  *
  * @returns `vlt1:` and 43 base64url characters
  */
-export function createToken(tokenKey: Uint8Array, field: PiiField, value: string): string {
+export function createToken(tokenKey: KeyObject | Uint8Array, field: PiiField, value: string): string {
   return TOKEN_PREFIX + createHmac("sha256", tokenKey).update(`${field}\0${value}`, "utf8").digest("base64url");
 }
 
@@ -350,13 +350,14 @@ async function createGrantError(pool: DatabasePool, reason: string): Promise<Fat
  */
 export function create({ env }: StrategyOptions): MaskStrategy {
   const keys = parseVaultKeys(env);
-  let tokenKey: Buffer | undefined;
+  // A KeyObject made once: createHmac with raw bytes imports the key again on every call.
+  let tokenKey: KeyObject | undefined;
   return {
     name: "vault",
     async setup(pool) {
       try {
         await ensureVaultTables(pool);
-        tokenKey = await loadTokenKey(pool, keys);
+        tokenKey = createSecretKey(await loadTokenKey(pool, keys));
       } catch (error) {
         if (!/^42501/.test(describeDatabaseError(error))) throw error;
         throw await createGrantError(pool, describeDatabaseError(error));
