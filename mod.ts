@@ -30,6 +30,7 @@ import {
   ReceiveMessageCommand,
   SendMessageBatchCommand,
   SQSClient,
+  type SQSClientConfig,
 } from "@aws-sdk/client-sqs";
 import { FormatRegistry, type Static, type TSchema, Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
@@ -794,17 +795,16 @@ export async function writeBatch(
  * SDK's default chain; nothing is invented here.
  */
 export function createSqsClient(logger: Logger = createLogger("silent")): SQSClient {
-  return new SQSClient({
-    // The SDK's info log carries request inputs, message bodies included: never pass it on.
-    // Its warnings (e.g. that the queue URL's host is used as the endpoint) go to debug.
-    logger: {
-      debug: () => {},
-      info: () => {},
-      warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
-      // Its error entries hold the request input too: keep only which command failed.
-      error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
-    },
-  });
+  // The SDK's info log carries request inputs and outputs, message bodies included: never
+  // pass it on. Leaving `info` out (the SDK only ever calls `logger.info?.(…)`) also spares
+  // it building a filtered copy of every response just to drop it, which the profile showed. Its warnings (e.g. that the queue URL's host is used as the endpoint)
+  // go to our debug level; its error entries hold the input too, so keep only the command.
+  const sdkLogger = {
+    debug: () => {},
+    warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
+    error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
+  };
+  return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
 }
 
 /** What the tool needs to know about a queue before it starts. */
