@@ -1311,6 +1311,14 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     }
   }
 
+  /** Set the visibility timeout of up to 10 in-flight messages; entry ids are their indexes. */
+  function changeVisibility(group: readonly InFlight[], seconds: number) {
+    return sqs.send(new ChangeMessageVisibilityBatchCommand({
+      QueueUrl: queueUrl,
+      Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: seconds })),
+    }));
+  }
+
   /**
    * Keep in-flight messages invisible while they wait, at the queue's own timeout: a message
    * is extended once half its timeout has passed, and the timer ticks every quarter, so the
@@ -1326,10 +1334,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       // earlier time, so the next extension is never late.
       const sentAt = Date.now();
       try {
-        const result = await sqs.send(new ChangeMessageVisibilityBatchCommand({
-          QueueUrl: queueUrl,
-          Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: visibilityTimeoutSeconds })),
-        }));
+        const result = await changeVisibility(group, visibilityTimeoutSeconds);
         const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
         group.forEach((e, i) => { if (!failedIds.has(String(i))) e.extendedAt = sentAt; });
         logger.debug("extended visibility", { count: group.length - failedIds.size, seconds: visibilityTimeoutSeconds });
@@ -1345,10 +1350,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     const entries = [...inFlight.values()];
     if (entries.length === 0) return;
     logger.warn("releasing unfinished messages to the queue", { count: entries.length });
-    await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => sqs.send(new ChangeMessageVisibilityBatchCommand({
-      QueueUrl: queueUrl,
-      Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: 0 })),
-    })).catch((error) => logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) }))));
+    await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => changeVisibility(group, 0).catch((error) => logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) }))));
     inFlight.clear();
   }
 
@@ -1610,11 +1612,12 @@ export const SUMMARY_INTERVAL_MS = 1_000;
  * @returns the observer hook and `flush` (log what is pending now, e.g. at exit)
  */
 export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL_MS) {
-  let pending = { batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 };
+  const empty = () => ({ batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 });
+  let pending = empty();
   const flush = () => {
     if (pending.batches === 0) return;
     const { batches, rows, duplicates, rejected, totalMs, maxMs } = pending;
-    pending = { batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 };
+    pending = empty();
     logger.info("batches written", { batches, rows, duplicates, rejected, ms_avg: Math.round(totalMs / batches), ms_max: maxMs });
   };
   // Not unref'd: Deno's timers are numbers; `stop()` ends it, as main does in its finally.
