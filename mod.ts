@@ -1052,7 +1052,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   const maxInFlight = Math.max(batchSize * (MAX_PARALLEL_WRITES + 1), concurrency * SQS_MAX_BATCH * 2);
 
   const receiving = new AbortController(); // ends the pollers' and drain watcher's waits on stop
-  const activeReceives = new Map<AbortController, number>(); // each receive's abort, by start time
+  // Each receive in flight: its abort, when it started, and the timer that aborts it on stop.
+  const activeReceives = new Map<AbortController, { startedAt: number; abortTimer?: ReturnType<typeof setTimeout> }>();
   const abandoning = new AbortController(); // aborts retries once the grace period ends
   const inFlight = new Map<string, InFlight>();
   const leftInQueue = new Set<string>();
@@ -1259,7 +1260,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       await waitForCapacity();
       if (stopping) break;
       const receive = new AbortController();
-      activeReceives.set(receive, Date.now());
+      activeReceives.set(receive, { startedAt: Date.now() });
       try {
         const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
           QueueUrl: queueUrl,
@@ -1286,6 +1287,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         logger.warn("SQS receive failed, retrying", { reason: describeSqsError(error), attempt: attempt + 1 });
         await sleep(backoffDelay(attempt++), receiving.signal);
       } finally {
+        // A pending abort timer would hold the process open after the run (a second, measured).
+        clearTimeout(activeReceives.get(receive)?.abortTimer);
         activeReceives.delete(receive);
       }
     }
@@ -1297,10 +1300,10 @@ export function createConsumer(options: ConsumerOptions): Consumer {
    * timeout, as if lost (found by the clean-stop test). What they bring is released.
    */
   function abortParkedReceives(): void {
-    for (const [receive, startedAt] of activeReceives) {
-      const wait = RECEIVE_SETTLE_MS - (Date.now() - startedAt);
+    for (const [receive, active] of activeReceives) {
+      const wait = RECEIVE_SETTLE_MS - (Date.now() - active.startedAt);
       if (wait <= 0) receive.abort();
-      else setTimeout(() => receive.abort(), wait); // aborting a finished receive is a no-op
+      else active.abortTimer = setTimeout(() => receive.abort(), wait);
     }
   }
 

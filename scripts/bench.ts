@@ -23,7 +23,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -71,8 +71,19 @@ export interface PhaseResult {
   seconds: number;
   rate: number;
   peakRssMb?: number;
+  /**
+   * CPU seconds spent during the phase by the consumer (the bare client or the tool), the
+   * emulator and Postgres: where the machine's cores went. Absent where /proc is not.
+   */
+  cpu?: CpuSplit;
   toCeiling?: number;
   toBaseline?: number;
+}
+
+export interface CpuSplit {
+  consumer: number;
+  emulator: number;
+  postgres: number;
 }
 
 /** The whole run, as `--json` prints it. */
@@ -123,7 +134,7 @@ function parseOptions(argv: readonly string[]): BenchOptions {
  * fauxqs in its own process, so its CPU is not the bench's. It needs Node >= 22.5: spawn
  * with this process's Node, not whatever `node` is first on PATH.
  */
-async function startEmulatorProcess(): Promise<SqsEmulator> {
+async function startEmulatorProcess(): Promise<SqsEmulator & { pid: number }> {
   const script = `
     import { startFauxqs } from "fauxqs";
     const server = await startFauxqs({ port: 0, logger: false, host: "localhost", defaultRegion: "us-east-1" });
@@ -139,11 +150,12 @@ async function startEmulatorProcess(): Promise<SqsEmulator> {
     child.once("exit", (code) => reject(new Error(`SQS emulator exited with code ${code} before it listened`)));
   });
   const endpoint = address.replace("localhost", "127.0.0.1");
-  return attachEmulator(endpoint, "us-east-1", async () => {
+  const emulator = attachEmulator(endpoint, "us-east-1", async () => {
     const exited = new Promise((resolve) => child.once("exit", resolve));
     child.kill("SIGTERM");
     await exited;
   });
+  return { ...emulator, pid: child.pid! };
 }
 
 interface Stage {
@@ -283,6 +295,65 @@ async function runBaseline(endpoint: string, queueUrl: string, databaseUrl: stri
   return { done, seconds };
 }
 
+/** Linux's USER_HZ: /proc counts CPU time in these ticks. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** CPU seconds a process has used, and with `reaped` those of its children it has waited for. */
+async function readCpuSeconds(pid: number | "self", reaped = false): Promise<number | undefined> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8");
+    // The fields after the command name, which is in parentheses and may hold spaces:
+    // utime, stime, cutime and cstime are fields 14 to 17, so indexes 11 to 14 here.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
+    const [utime = 0, stime = 0, cutime = 0, cstime = 0] = fields.slice(11, 15);
+    return (utime + stime + (reaped ? cutime + cstime : 0)) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined; // gone, or no /proc on this system
+  }
+}
+
+/**
+ * Every Postgres process's CPU seconds. A backend that exits is reaped by its postmaster,
+ * so counting the postmaster's reaped children keeps a closed connection's time in the sum.
+ */
+async function postgresCpuSeconds(): Promise<number> {
+  let total = 0;
+  for (const entry of await readdir("/proc").catch(() => [])) {
+    if (!/^\d+$/.test(entry)) continue;
+    const comm = await readFile(`/proc/${entry}/comm`, "utf8").catch(() => "");
+    if (comm.trim() === "postgres") total += (await readCpuSeconds(Number(entry), true)) ?? 0;
+  }
+  return total;
+}
+
+/** CPU used so far by this process, its finished children, the emulator and Postgres. */
+interface CpuMark {
+  own: number;
+  reapedChildren: number;
+  emulator: number;
+  postgres: number;
+}
+
+async function markCpu(emulatorPid: number): Promise<CpuMark | undefined> {
+  const [self, ownOnly, emulator] = await Promise.all([readCpuSeconds("self", true), readCpuSeconds("self"), readCpuSeconds(emulatorPid)]);
+  if (self === undefined || ownOnly === undefined || emulator === undefined) return undefined;
+  const { user, system } = process.cpuUsage();
+  return { own: (user + system) / 1e6, reapedChildren: self - ownOnly, emulator, postgres: await postgresCpuSeconds() };
+}
+
+/**
+ * Where the cores went between two marks. The consumer is this process for the ceiling
+ * and the baseline, which run in it, and the reaped child for the tool.
+ */
+function cpuBetween(start: CpuMark | undefined, end: CpuMark | undefined, consumer: "own" | "child"): CpuSplit | undefined {
+  if (!start || !end) return undefined;
+  return {
+    consumer: round(consumer === "own" ? end.own - start.own : end.reapedChildren - start.reapedChildren, 2),
+    emulator: round(end.emulator - start.emulator, 2),
+    postgres: round(end.postgres - start.postgres, 2),
+  };
+}
+
 /** Peak resident memory of a live process in MB, from the kernel's high-water mark. */
 async function readPeakRssMb(pid: number): Promise<number | undefined> {
   try {
@@ -369,15 +440,19 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (options.phases.includes("ceiling")) {
       const s = await stage(emulator, sqs, postgres, "ceiling", options.n);
       log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
+      const before = await markCpu(emulator.pid);
       const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
-      results.push({ phase: "ceiling", status: "ok", n: options.n, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds) });
+      const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
+      results.push({ phase: "ceiling", status: "ok", n: options.n, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) });
       await s.drop();
     }
     if (options.phases.includes("tool")) {
       for (const strategy of options.strategies) {
         const s = await stage(emulator, sqs, postgres, strategy, options.n);
         log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
+        const before = await markCpu(emulator.pid);
         const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs);
+        const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
         const base = { phase: "tool" as const, strategy, n: options.n, seconds: round(run.seconds, 2) };
         if (run.code !== 0 && /not available/i.test(run.stderr)) {
           results.push({ ...base, status: "skipped", note: run.stderr.trim().split("\n")[0]!, done: 0, leftInQueue: options.n, rate: 0 });
@@ -390,6 +465,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
             done, leftInQueue, rate: round(done / run.seconds),
             ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
+            ...(cpu && { cpu }),
           });
         }
         await s.drop();
@@ -398,8 +474,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (options.phases.includes("baseline")) {
       const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN);
       log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
+      const before = await markCpu(emulator.pid);
       const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
-      results.push({ phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds) });
+      const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
+      results.push({ phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) });
       await s.drop();
     }
   } finally {
@@ -426,13 +504,14 @@ export function formatTable(report: BenchReport): string {
   const lines = [
     `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}`,
     "",
-    "| phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | tool/baseline | peak RSS MB |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of report.results) {
     const cells = [
       r.phase, r.strategy ?? "", r.n, r.done, r.leftInQueue, r.seconds, r.status === "ok" ? r.rate : r.status,
       r.toCeiling ?? "", r.toBaseline ?? "", r.peakRssMb ?? "",
+      r.cpu ? `${r.cpu.consumer} / ${r.cpu.emulator} / ${r.cpu.postgres}` : "",
     ];
     lines.push(`| ${cells.join(" | ")} |`);
     if (r.note) lines.push(`|  | ${r.note.replace(/\|/g, "/")} |`);
