@@ -434,15 +434,29 @@ export async function loadStrategy(nameOrPath: string, options: StrategyOptions)
 /**
  * Mask one value and refuse output that would leak it: a strategy that returns the input,
  * or something containing it, or nothing that fits the column, is a broken strategy.
+ * A strategy that answers at once is not awaited: two awaits per message showed in the profile.
  */
-async function maskValue(strategy: MaskStrategy, value: string, field: PiiField): Promise<string> {
+function maskValue(strategy: MaskStrategy, value: string, field: PiiField): string | Promise<string> {
   let masked: unknown;
   try {
-    masked = await strategy.mask(value, field);
+    masked = strategy.mask(value, field);
   } catch (error) {
-    // A strategy's error may name the value it was given: redact it before anyone logs it.
-    throw new FatalError(`Strategy ${strategy.name} failed to mask ${field}: ${redactValues(firstLineScrubbed(error), [value])}`);
+    throw maskFailure(strategy, value, field, error);
   }
+  if (masked instanceof Promise) {
+    return masked.then((m) => checkMasked(strategy, value, field, m), (error) => {
+      throw maskFailure(strategy, value, field, error);
+    });
+  }
+  return checkMasked(strategy, value, field, masked);
+}
+
+/** A strategy's error may name the value it was given: redact it before anyone logs it. */
+function maskFailure(strategy: MaskStrategy, value: string, field: PiiField, error: unknown): FatalError {
+  return new FatalError(`Strategy ${strategy.name} failed to mask ${field}: ${redactValues(firstLineScrubbed(error), [value])}`);
+}
+
+function checkMasked(strategy: MaskStrategy, value: string, field: PiiField, masked: unknown): string {
   if (typeof masked !== "string" || masked.length === 0 || masked.length > 256) {
     throw new FatalError(`Strategy ${strategy.name} returned no string of 1-256 characters for ${field}`);
   }
@@ -579,9 +593,11 @@ export async function ensureSchema(pool: DatabasePool): Promise<void> {
         CREATE TABLE ${sql.identifier([PROCESSED_TABLE])}(
           message_id varchar(128) PRIMARY KEY,
           processed_at timestamptz NOT NULL DEFAULT now())`);
+      // BRIN: ids arrive in time order, so block ranges serve the retention delete, and
+      // unlike a B-tree it costs next to nothing per inserted row.
       await tx.query(sql.unsafe`
         CREATE INDEX ${sql.identifier([PROCESSED_TABLE + "_processed_at"])}
-        ON ${sql.identifier([PROCESSED_TABLE])} (processed_at)`);
+        ON ${sql.identifier([PROCESSED_TABLE])} USING brin (processed_at)`);
     }
     const canInsert = await tx.oneFirst(sql.unsafe`
       SELECT has_table_privilege('user_logins', 'INSERT')
@@ -681,10 +697,19 @@ export interface MaskedRecord {
  *
  * @returns the row for `user_logins` and the masked values (for strategies that persist)
  */
-export async function maskRecord(strategy: MaskStrategy, record: LoginRecord): Promise<MaskedRecord> {
+export function maskRecord(strategy: MaskStrategy, record: LoginRecord): MaskedRecord | Promise<MaskedRecord> {
+  const { ip, device_id } = record.message;
+  const maskedIp = maskValue(strategy, ip, "ip");
+  if (typeof maskedIp !== "string") {
+    return maskedIp.then(async (m) => toMaskedRecord(record, m, await maskValue(strategy, device_id, "device_id")));
+  }
+  const maskedDeviceId = maskValue(strategy, device_id, "device_id");
+  if (typeof maskedDeviceId !== "string") return maskedDeviceId.then((m) => toMaskedRecord(record, maskedIp, m));
+  return toMaskedRecord(record, maskedIp, maskedDeviceId);
+}
+
+function toMaskedRecord(record: LoginRecord, maskedIp: string, maskedDeviceId: string): MaskedRecord {
   const { message } = record;
-  const maskedIp = await maskValue(strategy, message.ip, "ip");
-  const maskedDeviceId = await maskValue(strategy, message.device_id, "device_id");
   return {
     record,
     row: {
@@ -1194,7 +1219,10 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   async function processBatch(batch: Array<{ entry: InFlight; record: LoginRecord }>): Promise<void> {
     const startedAt = Date.now();
     const masked: MaskedRecord[] = [];
-    for (const { record } of batch) masked.push(await maskRecord(strategy, record));
+    for (const { record } of batch) {
+      const m = maskRecord(strategy, record);
+      masked.push(m instanceof Promise ? await m : m);
+    }
     let outcome: WriteOutcome | undefined;
     for (let attempt = 0; !outcome; attempt++) {
       try {
@@ -1773,7 +1801,7 @@ export function describeStartupError(error: unknown, databaseUrl: string): strin
 }
 
 /** Young-generation size at which the command line stops V8 from growing it further. */
-const YOUNG_GENERATION_CAP_BYTES = 8 * 1024 * 1024;
+const YOUNG_GENERATION_CAP_BYTES = 16 * 1024 * 1024;
 /** Old-generation growth between full collections, in percent of what survived the last. */
 const OLD_GENERATION_GROWTH_PERCENT = 25;
 
@@ -1782,8 +1810,10 @@ const OLD_GENERATION_GROWTH_PERCENT = 25;
  * here): a steady stream of short-lived receive buffers grew the young generation to 128 MB
  * and let the old one swell with promoted garbage, together most of a 330 MB peak RSS.
  * Heap sizes can no longer be set once Node runs, but growth can: old-generation growth is
- * capped at once, young-generation growth stopped once it reaches 8 MB. Measured: no
- * slower, peak RSS ~135 MB. Not done for library users: their process, their heap.
+ * capped at once, young-generation growth stopped once it reaches 16 MB. Measured
+ * (`--trace-gc`, 100k messages): 8 MB took 530 scavenges and 1.2 s of the main thread,
+ * 16 MB 250 and 0.8 s, 32 MB no fewer; peak RSS ~150 MB. Not done for library users:
+ * their process, their heap.
  */
 function boundHeap(): void {
   try {
@@ -1836,15 +1866,28 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
   let metricsServer: MetricsServer | undefined;
   let summary: ReturnType<typeof createBatchSummary> | undefined;
   try {
-    const queue = await inspectQueue(sqs, config.queueUrl, "--queue-url");
-    if (config.dlqUrl) await inspectQueue(sqs, config.dlqUrl, "--dlq-url");
-    pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
-    await ensureSchema(pool);
-    await strategy.setup?.(pool);
+    // The queues and the database are checked side by side; a queue's error is told first.
+    const [queueCheck, databaseSetup] = await Promise.allSettled([
+      (async () => {
+        const info = await inspectQueue(sqs, config.queueUrl, "--queue-url");
+        if (config.dlqUrl) await inspectQueue(sqs, config.dlqUrl, "--dlq-url");
+        return info;
+      })(),
+      (async () => {
+        const db = pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
+        await ensureSchema(db);
+        await strategy.setup?.(db);
+        return db;
+      })(),
+    ]);
+    if (queueCheck.status === "rejected") throw queueCheck.reason;
+    if (databaseSetup.status === "rejected") throw databaseSetup.reason;
+    const queue = queueCheck.value;
+    const db = databaseSetup.value;
     const metrics = createMetrics();
     const batchSummary = summary = createBatchSummary(logger);
     const consumer = createConsumer({
-      sqs, pool, strategy, logger,
+      sqs, pool: db, strategy, logger,
       observer: {
         onBatch(report) {
           metrics.observer.onBatch(report);
@@ -1875,7 +1918,7 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
     process.on("SIGTERM", onSignal);
     if (config.metricsPort !== undefined) {
       metricsServer = await startMetricsServer(config.metricsPort, () => metrics.render(consumer.stats, consumer.inFlight),
-        createReadinessChecks(pool, sqs, config.queueUrl));
+        createReadinessChecks(db, sqs, config.queueUrl));
     }
     logger.info("consuming", {
       queue: config.queueUrl, dlq: config.dlqUrl ?? "none", strategy: strategy.name, drain: config.drain,
