@@ -20,6 +20,7 @@ beforeEach(async () => (f = await createFixture()));
 afterEach(async () => await f.close());
 
 const queueDepth = (queueUrl: string) => sharedQueueDepth(f.sqs, queueUrl);
+const activeTimers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
 
 describe.each(["hmac", "sha256"])("a mixed batch drained by the CLI with --strategy %s", (strategyName) => {
   it("loads every valid message once, masked right, and dead-letters every invalid one with its reason", async () => {
@@ -78,7 +79,11 @@ describe("exactly once in user_logins", () => {
     }
 
     const consumer = createConsumer({ sqs: f.sqs, pool: f.pool, strategy, queueUrl: f.queueUrl, dlqUrl: f.dlqUrl, drain: true });
+    const timersBefore = activeTimers();
     const stats = await consumer.run();
+    // Nothing of the run is left to hold the process open: a stop's abort timer for each
+    // receive in flight once outlived the receive and delayed every CLI exit by a second.
+    expect(activeTimers()).toBeLessThanOrEqual(timersBefore);
     expect(stats).toMatchObject({ received: 3, loaded: 0, duplicates: 3, deadLettered: 0 });
     expect(await countRows(f.pool)).toBe(3);
     expect(await queueDepth(f.queueUrl)).toBe(0);
