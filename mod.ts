@@ -443,8 +443,9 @@ function maskValue(strategy: MaskStrategy, value: string, field: PiiField): stri
   } catch (error) {
     throw maskFailure(strategy, value, field, error);
   }
-  if (masked instanceof Promise) {
-    return masked.then((m) => checkMasked(strategy, value, field, m), (error) => {
+  // Any thenable, as `await` took it: a strategy may return another library's promise.
+  if (typeof (masked as PromiseLike<unknown> | null)?.then === "function") {
+    return Promise.resolve(masked).then((m) => checkMasked(strategy, value, field, m), (error) => {
       throw maskFailure(strategy, value, field, error);
     });
   }

@@ -3,7 +3,7 @@
  * Python's hashlib pins sha256 compatibility, and the strategy contract is checked.
  */
 import { describe, expect, it } from "vitest";
-import { ConfigError, loadStrategy, PII_FIELDS } from "../mod.ts";
+import { ConfigError, loadStrategy, type LoginRecord, type MaskedRecord, maskRecord, type MaskStrategy, PII_FIELDS } from "../mod.ts";
 import { sha256Hex } from "../strategies/sha256.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 
@@ -107,5 +107,31 @@ describe("loadStrategy", () => {
 
   it("explains a module path that does not exist", async () => {
     await expect(loadStrategy("./nope/missing.ts", { env: {} })).rejects.toThrow(/Cannot load strategy module \.\/nope\/missing\.ts/);
+  });
+});
+
+describe("maskRecord", () => {
+  const record: LoginRecord = {
+    messageId: "m-1", appVersion: 10203, createDate: "2026-01-01",
+    message: { user_id: "u-1", app_version: "1.2.3", device_type: "ios", ip: "192.0.2.7", locale: null, device_id: "device-42" },
+  };
+  const masks = (m: MaskedRecord) => [m.row.masked_ip, m.row.masked_device_id];
+
+  it("takes a strategy's answer whether it is a value, a promise or another thenable", async () => {
+    const mask = (value: string) => `masked-${value.length}`;
+    const answers: Array<(value: string) => unknown> = [
+      mask,
+      async (value) => mask(value),
+      (value) => ({ then: (resolve: (masked: string) => void) => resolve(mask(value)) }),
+    ];
+    for (const answer of answers) {
+      const strategy = { name: "t", mask: answer } as MaskStrategy;
+      expect(masks(await maskRecord(strategy, record))).toEqual(["masked-9", "masked-9"]);
+    }
+  });
+
+  it("refuses a thenable that resolves to the raw value, as it refuses the value itself", async () => {
+    const strategy = { name: "t", mask: (value: string) => ({ then: (resolve: (v: string) => void) => resolve(value) }) } as unknown as MaskStrategy;
+    await expect(Promise.resolve().then(() => maskRecord(strategy, record))).rejects.toThrow(/containing the raw ip/);
   });
 });
