@@ -298,15 +298,15 @@ async function runBaseline(endpoint: string, queueUrl: string, databaseUrl: stri
 /** Linux's USER_HZ: /proc counts CPU time in these ticks. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** CPU seconds a process has used, and with `reaped` those of its children it has waited for. */
-async function readCpuSeconds(pid: number | "self", reaped = false): Promise<number | undefined> {
+/** CPU seconds a process has used itself, and those of its children it has waited for. */
+async function readCpuSeconds(pid: number | "self"): Promise<{ own: number; reaped: number } | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
     // The fields after the command name, which is in parentheses and may hold spaces:
     // utime, stime, cutime and cstime are fields 14 to 17, so indexes 11 to 14 here.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
     const [utime = 0, stime = 0, cutime = 0, cstime = 0] = fields.slice(11, 15);
-    return (utime + stime + (reaped ? cutime + cstime : 0)) / CLOCK_TICKS_PER_SECOND;
+    return { own: (utime + stime) / CLOCK_TICKS_PER_SECOND, reaped: (cutime + cstime) / CLOCK_TICKS_PER_SECOND };
   } catch {
     return undefined; // gone, or no /proc on this system
   }
@@ -321,7 +321,8 @@ async function postgresCpuSeconds(): Promise<number> {
   for (const entry of await readdir("/proc").catch(() => [])) {
     if (!/^\d+$/.test(entry)) continue;
     const comm = await readFile(`/proc/${entry}/comm`, "utf8").catch(() => "");
-    if (comm.trim() === "postgres") total += (await readCpuSeconds(Number(entry), true)) ?? 0;
+    const cpu = comm.trim() === "postgres" ? await readCpuSeconds(Number(entry)) : undefined;
+    if (cpu) total += cpu.own + cpu.reaped;
   }
   return total;
 }
@@ -335,10 +336,9 @@ interface CpuMark {
 }
 
 async function markCpu(emulatorPid: number): Promise<CpuMark | undefined> {
-  const [self, ownOnly, emulator] = await Promise.all([readCpuSeconds("self", true), readCpuSeconds("self"), readCpuSeconds(emulatorPid)]);
-  if (self === undefined || ownOnly === undefined || emulator === undefined) return undefined;
-  const { user, system } = process.cpuUsage();
-  return { own: (user + system) / 1e6, reapedChildren: self - ownOnly, emulator, postgres: await postgresCpuSeconds() };
+  const [self, emulator] = await Promise.all([readCpuSeconds("self"), readCpuSeconds(emulatorPid)]);
+  if (!self || !emulator) return undefined;
+  return { own: self.own, reapedChildren: self.reaped, emulator: emulator.own, postgres: await postgresCpuSeconds() };
 }
 
 /**
