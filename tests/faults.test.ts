@@ -46,6 +46,14 @@ function start(args: readonly string[], env: Record<string, string | undefined>)
   return run;
 }
 
+/** Send SIGTERM and wait for the exit: the result, and how long the stop took. */
+async function stopWithSigterm(run: RunningTool): Promise<{ result: RunResult; stopMs: number }> {
+  const signalledAt = Date.now();
+  run.child.kill("SIGTERM");
+  const result = await run;
+  return { result, stopMs: Date.now() - signalledAt };
+}
+
 /** The numbers of the summary line the CLI prints on exit. */
 function summaryOf(run: RunResult): Record<string, number> {
   const line = run.stdout.split("\n").find((l) => l.startsWith("loaded="));
@@ -227,10 +235,7 @@ describe("clean stop", () => {
     // After "consuming": the start-up's own schema transaction must not count as a batch.
     await waitFor("a batch's transaction", async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0, 30_000, 20);
     const rowsAtSignal = await countRows(fx.pool);
-    const signalledAt = Date.now();
-    run.child.kill("SIGTERM");
-    const result = await run;
-    const stopMs = Date.now() - signalledAt;
+    const { result, stopMs } = await stopWithSigterm(run);
     expect(result.code).toBe(0);
     // Bounded: two rounds of 2 s batches plus the grace period's margin, not a 20 s long poll.
     expect(stopMs).toBeLessThan(15_000);
@@ -253,10 +258,7 @@ describe("clean stop", () => {
     await waitFor("the consumer to start", () => isConsuming(run), 15_000, 50);
     // Give the receives time to park in their 20 s long polls.
     await new Promise((resolve) => setTimeout(resolve, 500));
-    const signalledAt = Date.now();
-    run.child.kill("SIGTERM");
-    const result = await run;
-    const stopMs = Date.now() - signalledAt;
+    const { result, stopMs } = await stopWithSigterm(run);
     expect(result.code).toBe(0);
     expect(stopMs).toBeLessThan(5_000); // the long poll is 20 s
     console.log(`idle stop: exit 0 after ${stopMs} ms`);
@@ -275,10 +277,7 @@ describe("clean stop while Postgres is down", { timeout: 60_000 }, () => {
     await p.cut();
     await sendBodies(fx.sqs, fx.queueUrl, bodies);
     await waitFor("a retry", () => run.stderrSoFar().includes("Postgres unavailable, retrying the batch"), 15_000, 50);
-    const signalledAt = Date.now();
-    run.child.kill("SIGTERM");
-    const result = await run;
-    const stopMs = Date.now() - signalledAt;
+    const { result, stopMs } = await stopWithSigterm(run);
     expect(result.code).toBe(0);
     // The 20 s grace period, then release and exit: bounded, not hanging on Postgres.
     expect(stopMs).toBeLessThan(35_000);

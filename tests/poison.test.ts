@@ -67,6 +67,13 @@ describe("decodeMessage on generated bodies", () => {
 /** SQS refuses bodies with characters outside its set, and an empty body. */
 const SQS_BODY = /^[\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD]+$/u;
 
+/** The reason of the one message the DLQ holds; fails unless it holds exactly one. */
+async function onlyDeadLetterReason(): Promise<string> {
+  const dead = await receiveAll(f!.sqs, f!.dlqUrl);
+  expect(dead).toHaveLength(1);
+  return dead[0]!.MessageAttributes?.invalid_reason?.StringValue ?? "";
+}
+
 describe("the CLI on poison input", () => {
   it("dead-letters generated malformed bodies with a reason, loads the rest, and never crashes", async () => {
     f = await createFixture();
@@ -101,9 +108,7 @@ describe("the CLI on poison input", () => {
     const run = await runTool(["--drain", "--strategy", "sha256", "--batch-size", "50"], f.env);
     expect(run.code).toBe(0);
     expect(await countRows(f.pool)).toBe(20);
-    const dead = await receiveAll(f.sqs, f.dlqUrl);
-    expect(dead).toHaveLength(1);
-    const reason = dead[0]!.MessageAttributes?.invalid_reason?.StringValue ?? "";
+    const reason = await onlyDeadLetterReason();
     expect(reason).toMatch(/^rejected by Postgres: 23514 .*check constraint.*constraint no_kiosks/);
     expectNoPii(reason + run.stdout + run.stderr, ["172.16.254.99", "kiosk-serial-4411", ...rawPii(good)]);
     expect(await queueDepth(f.sqs, f.queueUrl)).toBe(0);
@@ -119,9 +124,7 @@ describe("the CLI on poison input", () => {
     const run = await runTool(["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"], f.env);
     expect(run.code).toBe(0);
     expect(await countRows(f.pool)).toBe(10);
-    const dead = await receiveAll(f.sqs, f.dlqUrl);
-    expect(dead).toHaveLength(1);
-    const reason = dead[0]!.MessageAttributes?.invalid_reason?.StringValue ?? "";
+    const reason = await onlyDeadLetterReason();
     expect(reason).toMatch(/^rejected by Postgres: 23514 .*constraint no_test_net/);
     expectNoPii(reason + run.stdout + run.stderr, ["10.66.123.45", "detail-device-5150", ...rawPii(good)]);
   });
