@@ -33,7 +33,7 @@ import {
 } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
-import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, usePostgres } from "./embedded.ts";
+import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
 import { sampleBodies, sendBodies } from "./produce.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -166,7 +166,8 @@ interface Stage {
 
 /** A fresh queue holding `count` messages and a fresh database, for one phase. */
 async function stage(emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number): Promise<Stage> {
-  const id = `${name}_${randomBytes(3).toString("hex")}`;
+  // A strategy may be a module path: keep what queue and database names allow.
+  const id = `${name.replace(/\.[cm]?[jt]s$/, "").replace(/[^a-z0-9]+/gi, "_").slice(-40).toLowerCase()}_${randomBytes(3).toString("hex")}`;
   // Long enough that no message comes back while the slowest phase is still working.
   const queueUrl = await emulator.createQueue(`bench-${id}`.replace(/_/g, "-"), { VisibilityTimeout: "120" });
   // Made and sent in slices so a million bodies never sit in memory at once.
@@ -433,7 +434,7 @@ const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 
  */
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   log(options, "starting the SQS emulator (own process) and Postgres");
-  const [emulator, postgres] = await Promise.all([startEmulatorProcess(), usePostgres()]);
+  const [emulator, postgres] = await startBoth(startEmulatorProcess(), usePostgres());
   const sqs = emulatorClient(emulator.endpoint);
   const results: PhaseResult[] = [];
   try {

@@ -14,7 +14,7 @@ import { sql } from "slonik";
 import {
   createConsumer, createDatabasePool, createLogger, ensureSchema, formatSummary, loadStrategy, sqlUserLoginRow,
 } from "../mod.ts";
-import { emulatorClient, startSqsEmulator, usePostgres } from "./embedded.ts";
+import { emulatorClient, startBoth, startSqsEmulator, usePostgres } from "./embedded.ts";
 import { sampleBodies, sendBodies } from "./produce.ts";
 
 const MESSAGES = 100;
@@ -23,7 +23,7 @@ async function main(): Promise<number> {
   const started = Date.now();
   const say = (line: string) => process.stdout.write(line + "\n");
   say("Starting the SQS emulator and Postgres on free ports...");
-  const [sqsEmulator, postgres] = await Promise.all([startSqsEmulator(), usePostgres({})]);
+  const [sqsEmulator, postgres] = await startBoth(startSqsEmulator(), usePostgres({}));
   const sqs = emulatorClient(sqsEmulator.endpoint);
   const pool = await createDatabasePool(await postgres.createDatabase("login_demo"));
   try {

