@@ -56,6 +56,8 @@ export const EXIT_FAILURE = 1;
 export const DEFAULT_STRATEGY = "hmac";
 export const DEFAULT_BATCH_SIZE = 500;
 export const DEFAULT_CONCURRENCY = 16;
+/** How long a stop waits for in-flight work before it releases the rest to the queue. */
+export const DEFAULT_SHUTDOWN_GRACE_MS = 20_000;
 /** SQS hands out at most 10 messages per receive and takes at most 10 entries per batch call. */
 export const SQS_MAX_BATCH = 10;
 
@@ -1078,7 +1080,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     // Drain mode short-polls: a 1 s long poll made every run end a second after its last
     // message, which at 100 000 messages is several percent of the run.
     waitTimeSeconds = drain ? 0 : 20,
-    shutdownGraceMs = 20_000,
+    shutdownGraceMs = DEFAULT_SHUTDOWN_GRACE_MS,
     logger = createLogger("silent"),
     observer = {},
   } = options;
