@@ -129,6 +129,32 @@ describe("the CLI on poison input", () => {
     expectNoPii(reason + run.stdout + run.stderr, ["10.66.123.45", "detail-device-5150", ...rawPii(good)]);
   });
 
+  it("keeps a raw value Postgres quotes or names in its message line out of the DLQ reason and the logs", async () => {
+    f = await createFixture();
+    await ensureSchema(f.pool);
+    // The message line itself carries the value: once as given (redacted by value) and once
+    // quoted in another form that no value match would find (elided as quoted text).
+    await f.pool.query(sql.unsafe`CREATE TABLE strategy_side (v text)`);
+    await f.pool.query(sql.unsafe`
+      CREATE FUNCTION refuse_test_net() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        IF NEW.v LIKE '10.77.%' THEN
+          RAISE EXCEPTION 'address % refused, written "%"', NEW.v, replace(NEW.v, '.', '-') USING ERRCODE = '22023';
+        END IF;
+        RETURN NEW;
+      END $$`);
+    await f.pool.query(sql.unsafe`CREATE TRIGGER refuse_test_net BEFORE INSERT ON strategy_side FOR EACH ROW EXECUTE FUNCTION refuse_test_net()`);
+    const good = sampleBodies(10, 0, 15);
+    const poison = JSON.stringify({ user_id: "poison-message", app_version: "1.0.0", device_type: "ios", ip: "10.77.123.45", locale: null, device_id: "message-device-6160" });
+    await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
+    const run = await runTool(["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"], f.env);
+    expect(run.code).toBe(0);
+    expect(await countRows(f.pool)).toBe(10);
+    const reason = await onlyDeadLetterReason();
+    expect(reason).toBe('rejected by Postgres: 22023 address [redacted] refused, written "…"');
+    expectNoPii(reason + run.stdout + run.stderr, ["10.77.123.45", "10-77-123-45", "message-device-6160", ...rawPii(good)]);
+  });
+
   it.each(["mask", "persist"])("stops with one line naming no value when the strategy's %s throws with the value in its message", async (where) => {
     f = await createFixture();
     const bodies = sampleBodies(5, 0, 14);
