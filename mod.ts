@@ -358,6 +358,13 @@ export interface MaskedValue {
 export interface MaskStrategy {
   readonly name: string;
   mask(value: string, field: PiiField): string | Promise<string>;
+  /**
+   * Fields whose mask is a keyed permutation of the value's own format (`ipcrypt-pfx` maps
+   * an IPv4 address to an IPv4 address). Such a mask equals or contains its input by chance
+   * for a few addresses under any key, and that is a ciphertext, not a leak: for these
+   * fields the tool checks only that the mask fits the column.
+   */
+  readonly formatPreserving?: readonly PiiField[];
   /** Create what the strategy keeps in Postgres (run once at start, may be run again). */
   setup?(pool: DatabasePool): Promise<void>;
   /**
@@ -381,6 +388,8 @@ const BUILT_IN_STRATEGIES: Record<string, () => Promise<StrategyModule>> = {
   hmac: () => import("./strategies/hmac.ts"),
   sha256: () => import("./strategies/sha256.ts"),
   vault: () => import("./strategies/vault.ts"),
+  ipcrypt: () => import("./strategies/ipcrypt.ts"),
+  "ipcrypt-pfx": () => import("./strategies/ipcrypt-pfx.ts"),
 };
 
 /** Names of the built-in strategies, for help and error text. */
@@ -389,7 +398,7 @@ export const STRATEGY_NAMES = Object.keys(BUILT_IN_STRATEGIES);
 /**
  * Load a strategy by built-in name or by module path, and create it.
  *
- * @param nameOrPath "hmac", "sha256", "vault", or a path to a module exporting `create`
+ * @param nameOrPath a built-in name (`STRATEGY_NAMES`), or a path to a module exporting `create`
  * @param options passed to the strategy's `create`
  * @returns the ready strategy
  * @throws {ConfigError} for an unknown name, a module without `create`, or bad options
@@ -435,7 +444,8 @@ export async function loadStrategy(nameOrPath: string, options: StrategyOptions)
 
 /**
  * Mask one value and refuse output that would leak it: a strategy that returns the input,
- * or something containing it, or nothing that fits the column, is a broken strategy.
+ * or something containing it, or nothing that fits the column, is a broken strategy
+ * (except that a format-preserving mask may equal or contain its input by chance).
  * A strategy that answers at once is not awaited: two awaits per message showed in the profile.
  */
 function maskValue(strategy: MaskStrategy, value: string, field: PiiField): string | Promise<string> {
@@ -463,6 +473,7 @@ function checkMasked(strategy: MaskStrategy, value: string, field: PiiField, mas
   if (typeof masked !== "string" || masked.length === 0 || masked.length > 256) {
     throw new FatalError(`Strategy ${strategy.name} returned no string of 1-256 characters for ${field}`);
   }
+  if (strategy.formatPreserving?.includes(field)) return masked;
   // Short inputs can occur inside a hex digest by chance; long ones cannot.
   if (masked === value || (value.length >= 8 && masked.includes(value))) {
     throw new FatalError(`Strategy ${strategy.name} returned output containing the raw ${field}: refusing to write it`);
@@ -1754,7 +1765,8 @@ Options (flags > environment > defaults):
                          (without it, invalid messages stay in the queue for SQS's
                          own redrive policy, and are counted and logged)
   --database-url URL     postgres://user:password@host:port/db       [env DATABASE_URL]
-  --strategy NAME|PATH   hmac (default), sha256, vault, or a path to your own module
+  --strategy NAME|PATH   hmac (default), sha256, vault, ipcrypt, ipcrypt-pfx,
+                         or a path to your own module
                                                                      [env MASK_STRATEGY]
   --drain                stop when the queue is empty (nothing visible or in flight);
                          without it, run until SIGINT/SIGTERM
@@ -1774,6 +1786,14 @@ Strategies:
   vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
            vault table, recoverable with scripts/recover.ts by an authorised role.
            VAULT_KEY is at least 32 bytes; roles, rotation, erasure: docs/vault.md
+  ipcrypt  ip encrypted with ipcrypt-deterministic (AES-128) under MASK_IPCRYPT_KEY
+           (16 bytes, hex): still an address (IPv6), nothing about its network kept.
+  ipcrypt-pfx
+           ip encrypted prefix-preserving under MASK_IPCRYPT_KEY (32 bytes, hex, halves
+           differ): IPv4 stays IPv4, and addresses sharing a /24 (any prefix) share it
+           masked, so they are linkable at /24 by design.
+           Both: device_id as hmac (MASK_HMAC_KEY); whoever holds MASK_IPCRYPT_KEY can
+           decrypt every ip with scripts/ipcrypt.ts.
 
 AWS region, credentials and endpoint come from the SDK's default chain
 (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).

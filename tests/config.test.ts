@@ -72,15 +72,21 @@ describe("the command line", () => {
   it.each([
     [["--batch-size", "-3"], ENV, /^error: /],
     [[], {}, /^error: No queue given: pass --queue-url URL or set QUEUE_URL\n$/],
-    [["--strategy", "md5"], ENV, /^error: Unknown strategy "md5": use one of hmac, sha256, vault, or a path to your own module\n$/],
+    [["--strategy", "md5"], ENV, /^error: Unknown strategy "md5": use one of hmac, sha256, vault, ipcrypt, ipcrypt-pfx, or a path to your own module\n$/],
     [[], ENV, /^error: MASK_HMAC_KEY is not set: the hmac strategy needs a secret of at least 32 bytes/],
     [["--strategy", "tests/fixtures/not-a-strategy.ts"], ENV, /^error: Strategy module tests\/fixtures\/not-a-strategy.ts does not export create\(options\)/],
+    [["--strategy", "ipcrypt"], { ...ENV, MASK_IPCRYPT_KEY: "c0ffee" }, /^error: MASK_IPCRYPT_KEY is 3 bytes; ipcrypt-deterministic needs exactly 16/],
+    [["--strategy", "ipcrypt-pfx"], { ...ENV, MASK_IPCRYPT_KEY: "0f".repeat(31) + "xx" }, /^error: MASK_IPCRYPT_KEY is not hex: ipcrypt-pfx needs 64 hex digits/],
+    [["--strategy", "ipcrypt-pfx"], { ...ENV, MASK_IPCRYPT_KEY: "5e".repeat(32) }, /^error: MASK_IPCRYPT_KEY's two 16-byte halves are equal/],
   ])("exits 2 with one line for %j", async (argv, env, message) => {
     const { code, stderr, stdout } = await runTool(argv, env);
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr.trim().split("\n")).toHaveLength(1);
     expect(stdout).toBe("");
+    // A key is never echoed, not even a malformed one.
+    const { MASK_IPCRYPT_KEY: key } = env as Record<string, string | undefined>;
+    if (key) expect(stderr).not.toContain(key);
   });
 
   it("exits 1 with one line when the queue is unreachable", async () => {

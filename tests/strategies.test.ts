@@ -92,7 +92,7 @@ describe.each(["sha256", "hmac"])("the %s strategy contract", (name) => {
 
 describe("loadStrategy", () => {
   it("names the valid strategies for an unknown name", async () => {
-    await expect(loadStrategy("md5", { env: {} })).rejects.toThrow('Unknown strategy "md5": use one of hmac, sha256, vault, or a path to your own module');
+    await expect(loadStrategy("md5", { env: {} })).rejects.toThrow('Unknown strategy "md5": use one of hmac, sha256, vault, ipcrypt, ipcrypt-pfx, or a path to your own module');
   });
 
   it("loads a user's module by path", async () => {
