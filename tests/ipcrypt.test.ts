@@ -1,7 +1,7 @@
 /**
  * The `ipcrypt` and `ipcrypt-pfx` strategies: the published vectors of draft-denis-ipcrypt
- * both ways, address text in and out, the key checks, properties (fast-check), and a mask
- * that equals its address by chance.
+ * both ways, address text in and out, the key checks, properties (fast-check), and the
+ * CLI end to end (drain, then `scripts/ipcrypt.ts decrypt`) on the emulator and Postgres.
  */
 import { isIP } from "node:net";
 import fc from "fast-check";
@@ -269,3 +269,74 @@ describe("a mask that equals or contains its address by chance", () => {
   });
 });
 
+/** Another spelling of the same address: IPv4 as IPv4-mapped IPv6, IPv6 in full and upper case. */
+function respell(address: string): string {
+  const bytes = addressToBytes(address);
+  if (isIpv4Mapped(bytes)) return `::FFFF:${address}`;
+  return Array.from({ length: 8 }, (_, i) => ((bytes[2 * i]! << 8) | bytes[2 * i + 1]!).toString(16).padStart(4, "0").toUpperCase()).join(":");
+}
+
+describe("the CLI end to end, on the emulator and Postgres", () => {
+  it.each([
+    ["ipcrypt-pfx", "pfx", PFX_PREFIX_KEY, PFX_VECTORS.filter(([key]) => key === PFX_PREFIX_KEY)],
+    ["ipcrypt", "deterministic", DETERMINISTIC_VECTORS[2][0], DETERMINISTIC_VECTORS.filter(([key]) => key === DETERMINISTIC_VECTORS[2][0])],
+  ] as const)("--strategy %s --drain loads the draft's vectors, and decrypt --mode %s gives the originals back", async (name, mode, key, vectors) => {
+    const f = await createFixture();
+    try {
+      // Each vector's address as the draft writes it and spelled otherwise, beside sample logins.
+      const random = seededRandom(15);
+      const cases = [
+        ...vectors.flatMap(([, input, encrypted]) => [{ ip: input, encrypted }, { ip: respell(input), encrypted }]),
+        ...Array.from({ length: 20 }, () => ({ ip: sampleLogin(random).ip as string, encrypted: undefined })),
+      ];
+      const logins: Array<Record<string, unknown>> = cases.map((c, i) => ({ ...sampleLogin(random), user_id: `ipcrypt-${String(i).padStart(2, "0")}`, ip: c.ip }));
+      await sendBodies(f.sqs, f.queueUrl, logins.map((login) => JSON.stringify(login)));
+
+      const run = await runTool(["--drain", "--strategy", name], { ...f.env, MASK_IPCRYPT_KEY: key });
+      expect(run.stderr).not.toMatch(/^error/m);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(new RegExp(`^loaded=${cases.length} duplicates=0 dead_lettered=0 left_in_queue=0`));
+      expect(await countRows(f.pool)).toBe(cases.length);
+
+      const cipher = cipherFor(mode, key);
+      const hmac = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: TEST_HMAC_KEY } });
+      const rows = [...await readRows(f.pool)];
+      for (const [i, row] of rows.entries()) {
+        expect(row.user_id).toBe(logins[i]!.user_id);
+        expect(row.masked_ip).toBe(cases[i]!.encrypted ?? cipher.encrypt(cases[i]!.ip));
+        expect(row.masked_device_id).toBe(await hmac.mask(logins[i]!.device_id as string, "device_id"));
+        expect(run.stderr).not.toContain(cases[i]!.ip);
+      }
+
+      const decrypt = await runTool(["decrypt", "--mode", mode, ...rows.map((r) => r.masked_ip)], { MASK_IPCRYPT_KEY: key }, "scripts/ipcrypt.ts");
+      expect(decrypt.stderr).toBe("");
+      expect(decrypt.code).toBe(0);
+      expect(decrypt.stdout).toBe(cases.map((c) => `${canonicalAddress(c.ip)}\n`).join(""));
+    } finally {
+      await f.close();
+    }
+  });
+});
+
+describe("scripts/ipcrypt.ts", () => {
+  it.each([
+    [["decrypt", "--mode", "pfx", "19.214.210.244"], "zz", "error: MASK_IPCRYPT_KEY is not hex: ipcrypt-pfx needs 64 hex digits (e.g. MASK_IPCRYPT_KEY=$(openssl rand -hex 32))\n"],
+    [["decrypt", "--mode", "deterministic", "19.214.210.244"], PFX_PREFIX_KEY,
+      "error: MASK_IPCRYPT_KEY is 32 bytes; ipcrypt-deterministic needs exactly 16 (e.g. MASK_IPCRYPT_KEY=$(openssl rand -hex 16))\n"],
+    [["decrypt", "--mode", "pfx", "19.214.210.244", "19.214.210.999"], PFX_PREFIX_KEY, "error: address 2 of 2: not an IPv4 or IPv6 address\n"],
+    [["decrypt", "--mode", "cbc", "19.214.210.244"], PFX_PREFIX_KEY, "error: --mode must be deterministic or pfx (run with --help)\n"],
+    [["decrypt", "--mode", "pfx"], PFX_PREFIX_KEY, "error: no address given: decrypt --mode MODE ADDRESS... (run with --help)\n"],
+  ])("exits 2 with one line and prints nothing for %j", async (argv, key, message) => {
+    const run = await runTool(argv, { MASK_IPCRYPT_KEY: key }, "scripts/ipcrypt.ts");
+    expect(run.code).toBe(2);
+    expect(run.stderr).toBe(message);
+    expect(run.stdout).toBe("");
+    expect(run.stderr).not.toContain(PFX_PREFIX_KEY);
+  });
+
+  it("says in its help that the key decrypts everything", async () => {
+    const run = await runTool(["--help"], {}, "scripts/ipcrypt.ts");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/Whoever holds that key can decrypt every address/);
+  });
+});
