@@ -1,7 +1,11 @@
-/** The same tool under Deno: help, a configuration error, and a real drain with the same flags. */
+/**
+ * The same tool under Deno: help, a configuration error, and real drains with the same
+ * flags (hmac, and ipcrypt-pfx with its recovery script).
+ */
 import { describe, expect, it } from "vitest";
 import { loadStrategy } from "../mod.ts";
-import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
+import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
+import { canonicalAddress } from "../strategies/_ipcrypt.ts";
 import { countRows, createFixture, readRows, receiveAll, runDeno, TEST_HMAC_KEY } from "./helpers.ts";
 
 describe("deno run -A mod.ts", () => {
@@ -36,6 +40,34 @@ describe("deno run -A mod.ts", () => {
         expect(run.stderr).not.toContain(m.device_id);
       }
       expect(await receiveAll(f.sqs, f.dlqUrl)).toHaveLength(4);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("drains with --strategy ipcrypt-pfx into the draft's vectors, and decrypts them back", async () => {
+    // draft-denis-ipcrypt, appendix "Test Vectors", ipcrypt-pfx "Basic Test Vectors".
+    const key = "0123456789abcdeffedcba98765432101032547698badcfeefcdab8967452301";
+    const vectors = [
+      ["0.0.0.0", "151.82.155.134"], ["255.255.255.255", "94.185.169.89"], ["192.0.2.1", "100.115.72.131"],
+      ["2001:db8::1", "c180:5dd4:2587:3524:30ab:fa65:6ab6:f88"], ["::FFFF:192.0.2.1", "100.115.72.131"],
+    ];
+    const f = await createFixture();
+    try {
+      const random = seededRandom(31);
+      const logins = vectors.map(([ip], i) => ({ ...sampleLogin(random), user_id: `deno-pfx-${i}`, ip }));
+      await sendBodies(f.sqs, f.queueUrl, logins.map((login) => JSON.stringify(login)));
+      const run = await runDeno(["--drain", "--strategy", "ipcrypt-pfx"], { ...f.env, MASK_IPCRYPT_KEY: key });
+      expect(run.stderr).not.toMatch(/^error/m);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^loaded=5 duplicates=0 dead_lettered=0/);
+      const rows = await readRows(f.pool);
+      expect(rows.map((r) => r.masked_ip)).toEqual(vectors.map(([, encrypted]) => encrypted));
+
+      const decrypt = await runDeno(["decrypt", "--mode", "pfx", ...rows.map((r) => r.masked_ip)], { MASK_IPCRYPT_KEY: key }, "scripts/ipcrypt.ts");
+      expect(decrypt.stderr).toBe("");
+      expect(decrypt.code).toBe(0);
+      expect(decrypt.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
     } finally {
       await f.close();
     }

@@ -111,9 +111,9 @@ export function runTool(args: readonly string[], env: Record<string, string | un
   return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
 }
 
-/** Run `mod.ts` under Deno, from the npm registry's `deno` package. */
-export function runDeno(args: readonly string[], env: Record<string, string | undefined>) {
-  return runCommand(join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", "mod.ts", ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
+/** Run `mod.ts` (or another script) under Deno, from the npm registry's `deno` package. */
+export function runDeno(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts") {
+  return runCommand(join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", script, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
 }
 
 export const uniqueId = () => randomUUID();
