@@ -100,7 +100,7 @@ function parseOptions(argv: readonly string[]): BenchOptions {
       n: { type: "string", default: "100000" },
       "baseline-n": { type: "string" },
       phases: { type: "string", default: PHASES.join(",") },
-      strategies: { type: "string", default: "hmac,sha256,vault" },
+      strategies: { type: "string", default: "hmac,sha256,vault,ipcrypt,ipcrypt-pfx" },
       "ceiling-concurrency": { type: "string", default: "16" },
       "tool-args": { type: "string", default: "" },
       json: { type: "boolean", default: false },
@@ -391,6 +391,8 @@ async function runTool(
       PATH: process.env.PATH, HOME: process.env.HOME, ...emulatorEnv(endpoint),
       QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: BENCH_HMAC_KEY,
       VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
+      // ipcrypt takes a 16-byte key, ipcrypt-pfx a 32-byte one; the others ignore it.
+      MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -32,7 +32,7 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
   };
   drained(byName("ceiling"), N);
   drained(byName("baseline"), BASELINE_N);
-  for (const strategy of ["hmac", "sha256", "vault"]) {
+  for (const strategy of ["hmac", "sha256", "vault", "ipcrypt", "ipcrypt-pfx"]) {
     const tool = byName("tool", strategy);
     drained(tool, N);
     expect(tool.peakRssMb).toBeGreaterThan(0);
