@@ -22,7 +22,7 @@
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError } from "../mod.ts";
 import { ERASED_MARKER } from "../strategies/vault.ts";
-import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./vault-cli.ts";
+import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT"
 

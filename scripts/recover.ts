@@ -19,7 +19,7 @@ import { ConfigError, type PiiField, toStandardSchema } from "../mod.ts";
 import {
   decryptEntry, findVaultKey, isToken, openKeyringRow, parseVaultKeys, sqlKeyringRow, VaultDecryptError, type VaultKeys,
 } from "../strategies/vault.ts";
-import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./vault-cli.ts";
+import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/recover.ts --database-url URL --reason "TEXT" TOKEN [TOKEN...]
        npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --user-id ID

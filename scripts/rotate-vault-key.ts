@@ -25,7 +25,7 @@ import {
   decryptEntry, encryptEntry, insertKeyringRow, openKeyringRow, parseVaultKeys, sqlKeyringRow, VaultDecryptError,
   type VaultKey,
 } from "../strategies/vault.ts";
-import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./vault-cli.ts";
+import { osUserName, parseVaultArgs, runVaultCommand, type VaultArgs, VaultError, writeAudit } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/rotate-vault-key.ts --database-url URL --reason "TEXT"
 

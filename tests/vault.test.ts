@@ -14,7 +14,7 @@ import {
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
-import { osUserName, VaultError } from "../scripts/vault-cli.ts";
+import { osUserName, VaultError } from "../scripts/_vault-command.ts";
 import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
 import { createFixture, type Fixture, readRows, ROOT, runDeno, runTool } from "./helpers.ts";
 
