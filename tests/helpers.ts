@@ -2,8 +2,10 @@
  * Shared test plumbing: a fresh queue pair and database per test, the tool as a child
  * process, and readers for what landed where.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { join } from "node:path";
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { copyFile, mkdir } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
 import { GetQueueAttributesCommand, ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
@@ -87,10 +89,12 @@ export type RunningTool = Promise<RunResult> & {
   stderrSoFar(): string;
 };
 
-/** Run a command from the project root with only the given environment (plus PATH and HOME). */
-export function runCommand(command: string, args: readonly string[], env: Record<string, string | undefined>): RunningTool {
+/** Run a command (from the project root unless `cwd` says) with only the given environment (plus PATH and HOME). */
+export function runCommand(
+  command: string, args: readonly string[], env: Record<string, string | undefined>, cwd: string = ROOT,
+): RunningTool {
   const child = spawn(command, args, {
-    cwd: ROOT,
+    cwd,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -111,9 +115,9 @@ export function runTool(args: readonly string[], env: Record<string, string | un
   return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
 }
 
-/** Run `mod.ts` (or another script) under Deno, from the npm registry's `deno` package. */
+/** Run `mod.ts` (or another script) under Deno (`denoBinary()`). */
 export function runDeno(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts") {
-  return runCommand(join(ROOT, "node_modules", ".bin", "deno"), ["run", "-A", script, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
+  return runCommand(denoBinary(), ["run", "-A", script, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
 }
 
 export const uniqueId = () => randomUUID();
@@ -163,4 +167,43 @@ export async function openTransactions(pool: DatabasePool): Promise<number> {
   return await pool.oneFirst(sql.unsafe`
     SELECT count(*)::int FROM pg_stat_activity
     WHERE datname = current_database() AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()`) as number;
+}
+
+const DENO_RUNTIME = join(ROOT, "tests", "deno-runtime");
+
+/**
+ * The Deno the tests run: the npm registry's `deno` package, pinned by its own lockfile in
+ * `tests/deno-runtime` and installed there on first use. Not a devDependency of the project:
+ * Deno's task runner takes any `deno` in the project's `node_modules/.bin` for the command
+ * `deno` in a task, runs it as JavaScript, and so breaks every task.
+ */
+export function denoBinary(): string {
+  const binary = join(DENO_RUNTIME, "node_modules", ".bin", "deno");
+  if (!existsSync(binary)) {
+    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], { cwd: DENO_RUNTIME, stdio: ["ignore", "ignore", "inherit"] });
+  }
+  return binary;
+}
+
+/** Run a task from deno.json the way a user types it: `deno task NAME ARGS`, in `cwd`. */
+export function runDenoTask(
+  task: string, args: readonly string[], env: Record<string, string | undefined>, cwd: string = ROOT,
+): RunningTool {
+  return runCommand(denoBinary(), ["task", task, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env }, cwd);
+}
+
+/**
+ * Copy the project as a fresh clone would have it: every file git tracks or would add,
+ * none that it ignores (so no node_modules).
+ */
+export async function copyProject(target: string): Promise<void> {
+  const listed = await new Promise<string>((resolve, reject) => {
+    execFile("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, maxBuffer: 16 << 20 },
+      (error, stdout) => (error ? reject(error) : resolve(stdout)));
+  });
+  for (const file of listed.split("\0").filter(Boolean)) {
+    if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree, not yet in git
+    await mkdir(dirname(join(target, file)), { recursive: true });
+    await copyFile(join(ROOT, file), join(target, file));
+  }
 }
