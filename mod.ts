@@ -32,21 +32,29 @@ import {
   SQSClient,
   type SQSClientConfig,
 } from "@aws-sdk/client-sqs";
-import { FormatRegistry, type Static, type TSchema, Type } from "@sinclair/typebox";
+import {
+  FormatRegistry, type Static, type TInteger, type TNull, type TObject, type TOptional, type TSchema, type TString, Type,
+  type TUnion,
+} from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import {
   createPool,
   type DatabasePool,
   type DatabaseTransactionConnection,
   type Interceptor,
+  type QuerySqlToken,
   SchemaValidationError,
   sql,
+  type ValueExpression,
 } from "slonik";
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 
 // ---------------------------------------------------------------------------------------
 // Configuration
 // ---------------------------------------------------------------------------------------
+
+/** This release; package.json and deno.json carry the same (a test holds them together). */
+export const VERSION = "0.1.0";
 
 /** Exit code for a usage or configuration error (wrong flag, missing key). */
 export const EXIT_USAGE = 2;
@@ -84,6 +92,7 @@ export interface Config {
   /** Serve /metrics, /healthz and /readyz on this port; none when undefined. */
   metricsPort: number | undefined;
   help: boolean;
+  version: boolean;
 }
 
 const FLAGS = {
@@ -97,6 +106,7 @@ const FLAGS = {
   "log-level": { type: "string" },
   "metrics-port": { type: "string" },
   help: { type: "boolean", short: "h" },
+  version: { type: "boolean" },
 } as const;
 
 /**
@@ -121,6 +131,7 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     throw new ConfigError(`${message}; run with --help to see the flags`);
   }
   const help = values.help === true;
+  const version = values.version === true;
   const pick = (flag: string, variable: string) => {
     const value = (values[flag] as string | undefined) ?? env[variable];
     return value === undefined || value.trim() === "" ? undefined : value.trim();
@@ -138,8 +149,9 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     logLevel: parseLogLevel(pick("log-level", "LOG_LEVEL")),
     metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), "--metrics-port", 1, 65_535),
     help,
+    version,
   };
-  if (help) return config;
+  if (help || version) return config;
   if (!queueUrl) throw new ConfigError("No queue given: pass --queue-url URL or set QUEUE_URL");
   checkUrl(queueUrl, "--queue-url", ["http:", "https:"]);
   if (config.dlqUrl) checkUrl(config.dlqUrl, "--dlq-url", ["http:", "https:"]);
@@ -194,13 +206,20 @@ export function redactUrl(raw: string): string {
 FormatRegistry.Set("ip", (value) => isIP(value) !== 0);
 
 /** `user_logins` column limits: the table is a contract, the schema enforces it. */
-const UserId = Type.String({ minLength: 1, maxLength: 128 });
-const DeviceType = Type.String({ minLength: 1, maxLength: 32 });
-const Locale = Type.Union([Type.String({ maxLength: 32 }), Type.Null()]);
+const UserId: TString = Type.String({ minLength: 1, maxLength: 128 });
+const DeviceType: TString = Type.String({ minLength: 1, maxLength: 32 });
+const Locale: TUnion<[TString, TNull]> = Type.Union([Type.String({ maxLength: 32 }), Type.Null()]);
 const APP_VERSION_PATTERN = "^\\d{1,2}\\.\\d{1,2}\\.\\d{1,2}$";
 
 /** A login event as it arrives on the queue. Unknown extra fields are ignored. */
-export const LoginMessage = Type.Object({
+export const LoginMessage: TObject<{
+  user_id: TString;
+  app_version: TString;
+  device_type: TString;
+  ip: TString;
+  locale: TOptional<TUnion<[TString, TNull]>>;
+  device_id: TString;
+}> = Type.Object({
   user_id: UserId,
   app_version: Type.String({ pattern: APP_VERSION_PATTERN, description: '"M.m.p", each part 0-99' }),
   device_type: DeviceType,
@@ -211,7 +230,15 @@ export const LoginMessage = Type.Object({
 export type LoginMessage = Static<typeof LoginMessage>;
 
 /** A row of `user_logins`, as written and as read back. */
-export const UserLoginRow = Type.Object({
+export const UserLoginRow: TObject<{
+  user_id: TString;
+  device_type: TString;
+  masked_ip: TString;
+  masked_device_id: TString;
+  locale: TUnion<[TString, TNull]>;
+  app_version: TInteger;
+  create_date: TString;
+}> = Type.Object({
   user_id: UserId,
   device_type: DeviceType,
   masked_ip: Type.String({ minLength: 1, maxLength: 256 }),
@@ -254,7 +281,9 @@ export function toStandardSchema<T extends TSchema>(schema: T): StandardSchemaV1
 }
 
 /** Typed SQL: Slonik checks every row these queries return against the schema. */
-export const sqlUserLoginRow = sql.type(toStandardSchema(UserLoginRow));
+export const sqlUserLoginRow: (
+  template: TemplateStringsArray, ...values: ValueExpression[]
+) => QuerySqlToken<StandardSchemaV1<UserLoginRow, UserLoginRow>> = sql.type(toStandardSchema(UserLoginRow));
 const sqlInsertedCount = sql.type(toStandardSchema(InsertedCount));
 
 /**
@@ -393,7 +422,7 @@ const BUILT_IN_STRATEGIES: Record<string, () => Promise<StrategyModule>> = {
 };
 
 /** Names of the built-in strategies, for help and error text. */
-export const STRATEGY_NAMES = Object.keys(BUILT_IN_STRATEGIES);
+export const STRATEGY_NAMES: string[] = Object.keys(BUILT_IN_STRATEGIES);
 
 /**
  * Load a strategy by built-in name or by module path, and create it.
@@ -540,7 +569,7 @@ export function createLogger(
 // ---------------------------------------------------------------------------------------
 
 /** The table this tool fills: a contract, created exactly so when absent, never altered. */
-export const USER_LOGINS_DDL = sql.unsafe`
+export const USER_LOGINS_DDL: QuerySqlToken = sql.unsafe`
   CREATE TABLE IF NOT EXISTS user_logins(
     user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
     masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`;
@@ -1660,6 +1689,15 @@ export async function startMetricsServer(port: number, render: () => string, che
 /** How often the batch summary is logged, at most. */
 export const SUMMARY_INTERVAL_MS = 1_000;
 
+/** The batch log of `createBatchSummary`. */
+export interface BatchSummary {
+  onBatch(report: BatchReport): void;
+  /** Log what is pending now. */
+  flush(): void;
+  /** Stop the interval and log what is pending. */
+  stop(): void;
+}
+
 /**
  * Log batches at info as one line per interval rather than one per batch: at a few
  * thousand messages a second, batches of tens would make a hundred lines a second, more log
@@ -1667,7 +1705,7 @@ export const SUMMARY_INTERVAL_MS = 1_000;
  *
  * @returns the observer hook and `flush` (log what is pending now, e.g. at exit)
  */
-export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL_MS) {
+export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL_MS): BatchSummary {
   const empty = () => ({ batches: 0, rows: 0, duplicates: 0, rejected: 0, totalMs: 0, maxMs: 0 });
   let pending = empty();
   const flush = () => {
@@ -1705,6 +1743,13 @@ export interface Progress {
   remaining: number | undefined;
 }
 
+/** The live line of `createProgressLine`. */
+export interface ProgressLine {
+  /** Erase the line before something else is written to the terminal. */
+  clear(): void;
+  stop(): void;
+}
+
 /** One progress line, e.g. `loaded 1,200  dead-lettered 3  850/s  ~4,000 left`. */
 export function formatProgress(p: Progress): string {
   const n = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -1721,7 +1766,7 @@ export function createProgressLine(
   remaining: () => Promise<number>,
   write: (text: string) => void,
   everyMs = 250,
-) {
+): ProgressLine {
   let shown = false;
   let last = { at: Date.now(), loaded: 0 };
   const progress: Progress = { loaded: 0, deadLettered: 0, rate: 0, remaining: undefined };
@@ -1775,6 +1820,7 @@ Options (flags > environment > defaults):
   --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
   --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
                                                                      [env METRICS_PORT]
+  --version              print the version
   -h, --help             show this help
 
 Strategies:
@@ -1867,6 +1913,10 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
   }
   if (config.help) {
     process.stdout.write(HELP);
+    return 0;
+  }
+  if (config.version) {
+    process.stdout.write(`sqs-login-masker ${VERSION}\n`);
     return 0;
   }
   boundHeap();

@@ -1,7 +1,9 @@
 /** Configuration: flags > environment > defaults, and one clear line with exit code 2. */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { ConfigError, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, parseConfig, redactUrl } from "../mod.ts";
-import { runTool } from "./helpers.ts";
+import { ROOT, runTool } from "./helpers.ts";
 
 const ENV = { QUEUE_URL: "http://127.0.0.1:4566/000000000000/q", DATABASE_URL: "postgres://u:secret@db:5432/x" };
 
@@ -10,6 +12,7 @@ describe("parseConfig", () => {
     expect(parseConfig([], ENV)).toEqual({
       queueUrl: ENV.QUEUE_URL, dlqUrl: undefined, databaseUrl: ENV.DATABASE_URL, strategy: "hmac", drain: false,
       batchSize: DEFAULT_BATCH_SIZE, concurrency: DEFAULT_CONCURRENCY, logLevel: "info", metricsPort: undefined, help: false,
+      version: false,
     });
   });
 
@@ -67,6 +70,14 @@ describe("the command line", () => {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toMatch(/2\^32/);
+  });
+
+  it("prints its version with --version, whatever else is missing", async () => {
+    const { version } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
+    const { code, stdout, stderr } = await runTool(["--version"], {});
+    expect(stderr).toBe("");
+    expect(code).toBe(0);
+    expect(stdout).toBe(`sqs-login-masker ${version}\n`);
   });
 
   it.each([
