@@ -1800,7 +1800,8 @@ export function createProgressLine(
 // Command line
 // ---------------------------------------------------------------------------------------
 
-export const HELP = `Usage: npx tsx mod.ts [options]      (or: deno run -A mod.ts [options])
+export const HELP = `Usage: sqs-login-masker [options]
+       (from a checkout: npx tsx mod.ts [options], or deno run -A mod.ts [options])
 
 Consume login events from SQS, mask ip and device_id, load them into Postgres (user_logins).
 
@@ -1903,7 +1904,15 @@ function boundHeap(): void {
   timer.unref();
 }
 
-async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+/**
+ * The command line: parse, run, report. Writes to stdout and stderr and handles SIGINT and
+ * SIGTERM; the installed `sqs-login-masker` command is this.
+ *
+ * @param argv the arguments after the program name
+ * @param env the environment
+ * @returns the exit code: 0 done, 1 runtime failure, 2 usage or configuration error
+ */
+export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
   let config: Config;
   try {
     config = parseConfig(argv, env);
