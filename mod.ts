@@ -20,7 +20,7 @@
  * @module
  */
 import { isIP } from "node:net";
-import { parseArgs } from "node:util";
+import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
 import {
   ChangeMessageVisibilityBatchCommand,
@@ -122,14 +122,7 @@ const FLAGS = {
  * ```
  */
 export function parseConfig(argv: readonly string[], env: Record<string, string | undefined>): Config {
-  let values: Record<string, string | boolean | undefined>;
-  try {
-    ({ values } = parseArgs({ args: [...argv], options: FLAGS, strict: true, allowPositionals: false }));
-  } catch (error) {
-    // node's messages are long and mention internals; keep the part the user acts on.
-    const message = error instanceof Error ? error.message.split("\n")[0]!.replace(/\.$/, "") : String(error);
-    throw new ConfigError(`${message}; run with --help to see the flags`);
-  }
+  const values = parseFlags(argv, FLAGS);
   const help = values.help === true;
   const version = values.version === true;
   const pick = (flag: string, variable: string) => {
@@ -152,8 +145,7 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     version,
   };
   if (help || version) return config;
-  if (!queueUrl) throw new ConfigError("No queue given: pass --queue-url URL or set QUEUE_URL");
-  checkUrl(queueUrl, "--queue-url", ["http:", "https:"]);
+  parseQueueUrl(queueUrl);
   if (config.dlqUrl) checkUrl(config.dlqUrl, "--dlq-url", ["http:", "https:"]);
   if (config.dlqUrl === queueUrl) {
     throw new ConfigError("--dlq-url is the same queue as --queue-url: invalid messages would come straight back");
@@ -163,7 +155,41 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
   return config;
 }
 
-function parseCount(raw: string | undefined, flag: string, fallback: number, min: number, max: number): number {
+/**
+ * Parse flags strictly, as every command of the project does (mod.ts and scripts/).
+ *
+ * @throws {ConfigError} for an unknown flag or a missing value, pointing to --help
+ */
+export function parseFlags(
+  argv: readonly string[], options: ParseArgsOptionsConfig,
+): Record<string, string | boolean | (string | boolean)[] | undefined> {
+  try {
+    return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
+  } catch (error) {
+    // node's messages are long and mention internals; keep the first sentence, which the user acts on.
+    const message = error instanceof Error ? error.message.split("\n")[0]!.split(". ")[0]!.replace(/\.$/, "") : String(error);
+    throw new ConfigError(`${message}; run with --help to see the flags`);
+  }
+}
+
+/**
+ * The source queue's URL (from --queue-url or QUEUE_URL), checked.
+ *
+ * @throws {ConfigError} when it is missing or not an http(s) URL
+ */
+export function parseQueueUrl(raw: string | undefined): string {
+  const queueUrl = raw?.trim();
+  if (!queueUrl) throw new ConfigError("No queue given: pass --queue-url URL or set QUEUE_URL");
+  checkUrl(queueUrl, "--queue-url", ["http:", "https:"]);
+  return queueUrl;
+}
+
+/**
+ * A whole-number flag: `fallback` when absent.
+ *
+ * @throws {ConfigError} naming the flag and the range when it is not a whole number in [min, max]
+ */
+export function parseCount(raw: string | undefined, flag: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {

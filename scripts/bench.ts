@@ -26,19 +26,29 @@ import { randomBytes } from "node:crypto";
 import { readdir, readFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import {
   DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand,
   ReceiveMessageCommand, type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
+import { ConfigError, loadStrategy, parseCount, parseFlags } from "../mod.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
+import { runScript } from "./_command.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
 import { sampleBodies, sendBodies } from "./produce.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** A key for the benchmark's own throwaway data; never a real secret. */
 const BENCH_HMAC_KEY = "bench-only-key-".repeat(3);
+/** The strategies' keys the tool gets here: throwaway ones (or the caller's VAULT_KEY), never real secrets. */
+function toolKeys(strategy: string): Record<string, string> {
+  return {
+    MASK_HMAC_KEY: BENCH_HMAC_KEY,
+    VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
+    // ipcrypt takes a 16-byte key, ipcrypt-pfx a 32-byte one; the others ignore it.
+    MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
+  };
+}
 const PHASES = ["ceiling", "tool", "baseline"] as const;
 type Phase = (typeof PHASES)[number];
 
@@ -93,36 +103,59 @@ export interface BenchReport {
   results: PhaseResult[];
 }
 
-function parseOptions(argv: readonly string[]): BenchOptions {
-  const { values } = parseArgs({
-    args: [...argv],
-    options: {
-      n: { type: "string", default: "100000" },
-      "baseline-n": { type: "string" },
-      phases: { type: "string", default: PHASES.join(",") },
-      strategies: { type: "string", default: "hmac,sha256,vault,ipcrypt,ipcrypt-pfx" },
-      "ceiling-concurrency": { type: "string", default: "16" },
-      "tool-args": { type: "string", default: "" },
-      json: { type: "boolean", default: false },
-    },
+const DEFAULT_STRATEGIES = "hmac,sha256,vault,ipcrypt,ipcrypt-pfx";
+
+const HELP = `Usage: npx tsx scripts/bench.ts [options]      (or: npm run bench -- [options])
+
+How fast the tool drains a backlog, beside the fastest bare SQS client (the ceiling) and a
+message-at-a-time consumer (the baseline), on the same emulator (its own process) and
+Postgres (embedded, or the server DATABASE_URL names).
+
+  --n N                     messages per phase (default 100000)
+  --baseline-n N            messages for the slow baseline (default: --n, at most 1000)
+  --phases LIST             which of ceiling,tool,baseline to run (default: all)
+  --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
+  --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
+  --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
+  --json                    print the report as JSON instead of a table
+  -h, --help                show this help
+
+Exit codes: 0 every phase ran, 1 a phase failed, 2 usage or configuration error.
+`;
+
+/** Largest --n: a million took minutes here; a hundred million is far beyond any use. */
+const MAX_N = 100_000_000;
+
+/** Check every flag before anything starts; undefined for --help. */
+async function parseOptions(argv: readonly string[]): Promise<BenchOptions | undefined> {
+  const values = parseFlags(argv, {
+    n: { type: "string" },
+    "baseline-n": { type: "string" },
+    phases: { type: "string" },
+    strategies: { type: "string" },
+    "ceiling-concurrency": { type: "string" },
+    "tool-args": { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
   });
-  const count = (raw: string, flag: string) => {
-    if (!/^\d+$/.test(raw) || Number(raw) < 1) throw new Error(`${flag} must be a whole number above 0, got "${raw}"`);
-    return Number(raw);
-  };
-  const n = count(values.n, "--n");
-  const phases = values.phases.split(",").filter(Boolean);
+  if (values.help) return undefined;
+  const flag = (name: string) => values[name] as string | undefined;
+  const n = parseCount(flag("n"), "--n", 100_000, 1, MAX_N);
+  const phases = (flag("phases") ?? PHASES.join(",")).split(",").filter(Boolean);
   const unknown = phases.filter((p) => !(PHASES as readonly string[]).includes(p));
-  if (unknown.length > 0) throw new Error(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
+  if (unknown.length > 0) throw new ConfigError(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
+  const strategies = (flag("strategies") ?? DEFAULT_STRATEGIES).split(",").filter(Boolean);
+  // As the tool will load them, with the keys it will get: a bad name fails now, not mid-run.
+  for (const strategy of strategies) await loadStrategy(strategy, { env: toolKeys(strategy) });
   return {
     n,
     // About ten seconds of the slow consumer is enough for a steady rate.
-    baselineN: values["baseline-n"] ? count(values["baseline-n"], "--baseline-n") : Math.min(n, 1_000),
+    baselineN: parseCount(flag("baseline-n"), "--baseline-n", Math.min(n, 1_000), 1, MAX_N),
     phases: phases as Phase[],
-    strategies: values.strategies.split(",").filter(Boolean),
-    ceilingConcurrency: count(values["ceiling-concurrency"], "--ceiling-concurrency"),
-    toolArgs: values["tool-args"].split(" ").filter(Boolean),
-    json: values.json,
+    strategies,
+    ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
+    toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
+    json: values.json === true,
   };
 }
 
@@ -389,10 +422,7 @@ async function runTool(
     cwd: ROOT,
     env: {
       PATH: process.env.PATH, HOME: process.env.HOME, ...emulatorEnv(endpoint),
-      QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: BENCH_HMAC_KEY,
-      VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
-      // ipcrypt takes a 16-byte key, ipcrypt-pfx a 32-byte one; the others ignore it.
-      MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
+      QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, ...toolKeys(strategy),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -523,21 +553,14 @@ export function formatTable(report: BenchReport): string {
 }
 
 async function main(argv: readonly string[]): Promise<number> {
-  let options: BenchOptions;
-  try {
-    options = parseOptions(argv);
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
-    return 2;
+  const options = await parseOptions(argv);
+  if (!options) {
+    process.stdout.write(HELP);
+    return 0;
   }
-  try {
-    const report = await runBench(options);
-    process.stdout.write(options.json ? JSON.stringify(report, null, 2) + "\n" : formatTable(report) + "\n");
-    return report.results.some((r) => r.status === "failed") ? 1 : 0;
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
-    return 1;
-  }
+  const report = await runBench(options);
+  process.stdout.write(options.json ? JSON.stringify(report, null, 2) + "\n" : formatTable(report) + "\n");
+  return report.results.some((r) => r.status === "failed") ? 1 : 0;
 }
 
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+if (import.meta.main) process.exitCode = await runScript(() => main(process.argv.slice(2)));

@@ -8,8 +8,11 @@
  *
  * @module
  */
-import { parseArgs } from "node:util";
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import {
+  ConfigError, createSqsClient, describeSqsError, FatalError, inspectQueue, parseCount, parseFlags, parseQueueUrl,
+} from "../mod.ts";
+import { runScript } from "./_command.ts";
 
 /** A small seeded PRNG (mulberry32), so samples are the same from run to run. */
 export function seededRandom(seed: number): () => number {
@@ -110,33 +113,64 @@ export async function sendBodies(sqs: SQSClient, queueUrl: string, bodies: reado
   return sent;
 }
 
-async function main(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      "queue-url": { type: "string" },
-      count: { type: "string", default: "100" },
-      invalid: { type: "string", default: "0.1" },
-      seed: { type: "string", default: String(Date.now() % 100_000) },
-    },
-  });
-  const queueUrl = values["queue-url"] ?? process.env.QUEUE_URL;
-  if (!queueUrl) {
-    process.stderr.write("error: pass --queue-url URL or set QUEUE_URL\n");
-    return 2;
+const HELP = `Usage: npx tsx scripts/produce.ts [options]
+
+Send sample login messages to an SQS queue: valid ones, edge cases, and (on purpose) a
+share of malformed ones, which the tool sends to the DLQ.
+
+  --queue-url URL   the queue                                   [env QUEUE_URL]
+  --count N         how many messages (default 100)
+  --invalid R       the share of malformed ones, from 0 to 1 (default 0.1)
+  --seed N          seed for the samples: the same seed sends the same bodies
+                    (default: from the clock)
+  -h, --help        show this help
+
+AWS region, credentials and endpoint come from the SDK's default chain
+(AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).
+
+Exit codes: 0 sent, 1 runtime failure, 2 usage or configuration error.
+`;
+
+const MAX_COUNT = 1_000_000;
+
+/** A share from 0 to 1, e.g. `--invalid 0.1`. */
+function parseShare(raw: string | undefined, flag: string, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const value = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(value) || value < 0 || value > 1) {
+    throw new ConfigError(`${flag} must be a share from 0 to 1, got "${raw}"`);
   }
-  const { SQSClient } = await import("@aws-sdk/client-sqs");
-  const sqs = new SQSClient({});
+  return value;
+}
+
+async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  const values = parseFlags(argv, {
+    "queue-url": { type: "string" },
+    count: { type: "string" },
+    invalid: { type: "string" },
+    seed: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const count = parseCount(values.count as string | undefined, "--count", 100, 1, MAX_COUNT);
+  const invalid = parseShare(values.invalid as string | undefined, "--invalid", 0.1);
+  const seed = parseCount(values.seed as string | undefined, "--seed", Date.now() % 100_000, 0, 0xffff_ffff);
+  const queueUrl = parseQueueUrl((values["queue-url"] as string | undefined) ?? env.QUEUE_URL);
+  const sqs = createSqsClient();
   try {
-    const sent = await sendBodies(sqs, queueUrl, sampleBodies(Number(values.count), Number(values.invalid), Number(values.seed)));
+    // The tool's own checks, so a missing region or an unreachable queue reads the same here.
+    await inspectQueue(sqs, queueUrl, "--queue-url");
+    const sent = await sendBodies(sqs, queueUrl, sampleBodies(count, invalid, seed)).catch((error: unknown) => {
+      throw new FatalError(`Cannot send to ${queueUrl}: ${describeSqsError(error)}`);
+    });
     process.stdout.write(`sent ${sent} messages to ${queueUrl}\n`);
     return 0;
-  } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message.split("\n")[0]}\n`);
-    return 1;
   } finally {
     sqs.destroy();
   }
 }
 
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+if (import.meta.main) process.exitCode = await runScript(() => main(process.argv.slice(2), process.env));
