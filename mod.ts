@@ -277,6 +277,7 @@ export type UserLoginRow = Static<typeof UserLoginRow>;
 
 /** What one batch's insert reports: how many of its rows were new. */
 const InsertedCount = Type.Object({ inserted: Type.Integer({ minimum: 0 }) });
+const InsertedIds = Type.Object({ inserted: Type.Integer({ minimum: 0 }), fresh_ids: Type.Array(Type.String()) });
 
 const checkLoginMessage = TypeCompiler.Compile(LoginMessage);
 
@@ -311,6 +312,7 @@ export const sqlUserLoginRow: (
   template: TemplateStringsArray, ...values: ValueExpression[]
 ) => QuerySqlToken<StandardSchemaV1<UserLoginRow, UserLoginRow>> = sql.type(toStandardSchema(UserLoginRow));
 const sqlInsertedCount = sql.type(toStandardSchema(InsertedCount));
+const sqlInsertedIds = sql.type(toStandardSchema(InsertedIds));
 
 /**
  * Encode "M.m.p" (each part 0-99) as M*10000 + m*100 + p, which sorts like the version.
@@ -424,9 +426,11 @@ export interface MaskStrategy {
   setup?(pool: DatabasePool): Promise<void>;
   /**
    * Write what the strategy keeps beside the rows, inside the batch's own transaction. It is
-   * handed the whole batch, messages loaded before included, so it must be idempotent.
+   * handed the values of the messages new to the table only, never a redelivery's: what an
+   * erasure removed since must not come back. It may return a function, called once that
+   * transaction has committed (never after a rollback), to remember what is now written.
    */
-  persist?(tx: DatabaseTransactionConnection, values: readonly MaskedValue[]): Promise<void>;
+  persist?(tx: DatabaseTransactionConnection, values: readonly MaskedValue[]): Promise<void | (() => void)>;
 }
 
 /** What a strategy receives when it is created; it checks its options once, here. */
@@ -797,10 +801,19 @@ function toMaskedRecord(record: LoginRecord, maskedIp: string, maskedDeviceId: s
   };
 }
 
+/** What `insertRows` did, and what to run once its transaction has committed. */
+export interface InsertedRows {
+  inserted: number;
+  /** The strategy's after-commit callback from `persist`, if it gave one. */
+  onCommit?: () => void;
+}
+
 /**
  * Insert the rows of messages not processed before, and record their ids, in the given
  * transaction, in one statement: the ids that were new select the rows that go in. Nothing
- * comes back per row; the profile showed parsing the new ids row by row as a cost.
+ * comes back per row; the profile showed parsing the new ids row by row as a cost. A
+ * strategy that persists gets the new ids back as one array, and the values of those
+ * messages only.
  *
  * @returns how many rows were inserted (the rest were already loaded)
  */
@@ -808,26 +821,13 @@ export async function insertRows(
   tx: DatabaseTransactionConnection,
   strategy: MaskStrategy,
   batch: readonly MaskedRecord[],
-): Promise<number> {
-  if (batch.length === 0) return 0;
-  if (strategy.persist) {
-    // All of the batch, already-loaded messages too: persisting is idempotent, and this way
-    // the strategy's writes need not wait for the ids. Redeliveries are rare.
-    const values = batch.flatMap((m) => m.values);
-    try {
-      await strategy.persist(tx, values);
-    } catch (error) {
-      // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
-      // else is the strategy's, and may name the raw values it was handed.
-      if (classifyDatabaseError(error) !== "fatal" || errorChain(error).some((e) => typeof e.code === "string")) throw error;
-      throw new FatalError(`Strategy ${strategy.name} failed to persist: ${redactValues(firstLineScrubbed(error), values.map((v) => v.value))}`);
-    }
-  }
+): Promise<InsertedRows> {
+  if (batch.length === 0) return { inserted: 0 };
   const tuples = batch.map(({ record, row }) => [
     record.messageId, row.user_id, row.device_type, row.masked_ip, row.masked_device_id, row.locale, row.app_version, row.create_date,
   ]);
   const columns = sql.join(USER_LOGINS_COLUMNS.map((c) => sql.identifier([c])), sql.fragment`, `);
-  return await tx.oneFirst(sqlInsertedCount`
+  const rows = sql.fragment`
     WITH batch AS (
       SELECT * FROM ${sql.unnest(tuples, ["text", "text", "text", "text", "text", "text", "int4", "date"])}
         AS t(message_id, ${columns})
@@ -840,8 +840,21 @@ export async function insertRows(
       INSERT INTO user_logins (${columns})
       SELECT ${columns} FROM batch WHERE message_id IN (SELECT message_id FROM fresh)
       RETURNING 1
-    )
-    SELECT count(*)::int AS inserted FROM inserted`);
+    )`;
+  if (!strategy.persist) return { inserted: await tx.oneFirst(sqlInsertedCount`${rows} SELECT count(*)::int AS inserted FROM inserted`) };
+  const { inserted, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
+    ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
+  const fresh = new Set(freshIds);
+  const values = batch.filter((m) => fresh.has(m.record.messageId)).flatMap((m) => m.values);
+  if (values.length === 0) return { inserted };
+  try {
+    return { inserted, onCommit: await strategy.persist(tx, values) ?? undefined };
+  } catch (error) {
+    // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
+    // else is the strategy's, and may name the raw values it was handed.
+    if (classifyDatabaseError(error) !== "fatal" || errorChain(error).some((e) => typeof e.code === "string")) throw error;
+    throw new FatalError(`Strategy ${strategy.name} failed to persist: ${redactValues(firstLineScrubbed(error), values.map((v) => v.value))}`);
+  }
 }
 
 /** The outcome of writing one batch: what committed, and what Postgres refused and why. */
@@ -866,7 +879,8 @@ export async function writeBatch(
 ): Promise<WriteOutcome> {
   const unique = [...new Map(batch.map((m) => [m.record.messageId, m])).values()];
   try {
-    const inserted = await pool.transaction((tx) => insertRows(tx, strategy, unique));
+    const { inserted, onCommit } = await pool.transaction((tx) => insertRows(tx, strategy, unique));
+    onCommit?.();
     return { inserted, duplicates: batch.length - inserted, committed: [...batch], rejected: [] };
   } catch (error) {
     if (classifyDatabaseError(error) !== "row") throw error;
@@ -875,7 +889,9 @@ export async function writeBatch(
   const rejectedIds = new Map<string, string>();
   for (const masked of unique) {
     try {
-      outcome.inserted += await pool.transaction((tx) => insertRows(tx, strategy, [masked]));
+      const { inserted, onCommit } = await pool.transaction((tx) => insertRows(tx, strategy, [masked]));
+      onCommit?.();
+      outcome.inserted += inserted;
     } catch (error) {
       if (classifyDatabaseError(error) !== "row") throw error;
       const { ip, device_id } = masked.record.message;

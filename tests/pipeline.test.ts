@@ -7,7 +7,7 @@ import { ChangeMessageVisibilityCommand, ReceiveMessageCommand } from "@aws-sdk/
 import { sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
-  createConsumer, decodeMessage, ensureSchema, loadStrategy, maskRecord, PROCESSED_TABLE, writeBatch,
+  createConsumer, decodeMessage, ensureSchema, loadStrategy, maskRecord, type MaskStrategy, PROCESSED_TABLE, writeBatch,
   type LoginRecord,
 } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
@@ -103,6 +103,39 @@ describe("exactly once in user_logins", () => {
     expect(outcome).toMatchObject({ inserted: 1, duplicates: 1, rejected: [] });
     expect(outcome.committed).toHaveLength(2);
     expect(await countRows(f.pool)).toBe(1);
+  });
+
+  it("hands persist the values of new messages only, and calls back once their transaction has committed", async () => {
+    await ensureSchema(f.pool);
+    const sha256 = await loadStrategy("sha256", { env: {} });
+    const persisted: string[][] = [];
+    let commits = 0;
+    let failNext = false;
+    const strategy: MaskStrategy = {
+      name: "recording", mask: sha256.mask,
+      async persist(_tx, values) {
+        persisted.push(values.map((v) => v.value));
+        if (failNext) throw Object.assign(new Error("connection reset"), { code: "ECONNRESET" });
+        return () => void commits++;
+      },
+    };
+    const records = (bodies: string[], ids: string[]) => Promise.all(bodies.map((body, i) => maskRecord(strategy, (decodeMessage({
+      MessageId: ids[i], ReceiptHandle: "r", Body: body, Attributes: { SentTimestamp: String(Date.now()) },
+    }) as { record: LoginRecord }).record)));
+    const [first, second] = sampleBodies(2, 0, 31) as [string, string];
+    const ip = (body: string) => JSON.parse(body).ip as string;
+
+    await writeBatch(f.pool, strategy, await records([first], ["p-1"]));
+    // A redelivery of p-1 beside a new message: only the new one persists.
+    await writeBatch(f.pool, strategy, await records([first, second], ["p-1", "p-2"]));
+    // Only redeliveries: persist is not called at all.
+    await writeBatch(f.pool, strategy, await records([first, second], ["p-1", "p-2"]));
+    expect(persisted.map((values) => values[0])).toEqual([ip(first), ip(second)]);
+    expect(commits).toBe(2);
+    // A transaction that rolls back calls nothing back.
+    failNext = true;
+    await expect(writeBatch(f.pool, strategy, await records([first], ["p-3"]))).rejects.toThrow("connection reset");
+    expect(commits).toBe(2);
   });
 });
 
