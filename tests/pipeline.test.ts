@@ -3,6 +3,7 @@
  * --drain mode with each strategy, redelivery, duplicates in a batch, rows Postgres
  * refuses, and no DLQ configured.
  */
+import { randomBytes } from "node:crypto";
 import { ChangeMessageVisibilityCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -190,15 +191,22 @@ describe("the user_logins contract", () => {
 
   it("stops with one line when the role may not insert", async () => {
     await ensureSchema(f.pool);
-    await f.pool.query(sql.unsafe`DROP ROLE IF EXISTS reader_only`);
-    await f.pool.query(sql.unsafe`CREATE ROLE reader_only LOGIN PASSWORD 'reader'`);
-    await f.pool.query(sql.unsafe`GRANT SELECT ON user_logins TO reader_only`);
-    const url = new URL(f.databaseUrl);
-    url.username = "reader_only";
-    url.password = "reader";
-    const run = await runTool(["--drain", "--strategy", "sha256"], { ...f.env, DATABASE_URL: url.toString() });
-    expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(/^error: Role reader_only may not write user_logins or user_logins_sqs_messages: GRANT INSERT ON user_logins TO reader_only/);
-    expect(run.stderr.trim().split("\n")).toHaveLength(1);
+    // Roles are the cluster's, not the database's: a name of its own, dropped after, so
+    // runs on one server (and their databases left behind) never meet.
+    const reader = `reader_only_${randomBytes(3).toString("hex")}`;
+    await f.pool.query(sql.unsafe`CREATE ROLE ${sql.identifier([reader])} LOGIN PASSWORD 'reader'`);
+    try {
+      await f.pool.query(sql.unsafe`GRANT SELECT ON user_logins TO ${sql.identifier([reader])}`);
+      const url = new URL(f.databaseUrl);
+      url.username = reader;
+      url.password = "reader";
+      const run = await runTool(["--drain", "--strategy", "sha256"], { ...f.env, DATABASE_URL: url.toString() });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(new RegExp(`^error: Role ${reader} may not write user_logins or user_logins_sqs_messages: GRANT INSERT ON user_logins TO ${reader}`));
+      expect(run.stderr.trim().split("\n")).toHaveLength(1);
+    } finally {
+      await f.pool.query(sql.unsafe`DROP OWNED BY ${sql.identifier([reader])}`);
+      await f.pool.query(sql.unsafe`DROP ROLE ${sql.identifier([reader])}`);
+    }
   });
 });
