@@ -611,6 +611,13 @@ const USER_LOGINS_COLUMNS = [
 export const PROCESSED_TABLE = "user_logins_sqs_messages";
 /** SQS keeps a message at most 14 days, so an id older than that can never come back. */
 const PROCESSED_RETENTION_DAYS = 15;
+/**
+ * The one way to remove ids from the table: those older than the retention, and nothing
+ * else, whoever calls it (SECURITY DEFINER), so a loading role needs no DELETE.
+ */
+export const PRUNE_FUNCTION = `${PROCESSED_TABLE}_prune`;
+const LedgerState = Type.Object({ schema: Type.String(), may_create_prune: Type.Boolean() });
+const sqlLedgerState = sql.type(toStandardSchema(LedgerState));
 
 /** Checks returned rows against the `sql.type` schema, since Slonik leaves that to interceptors. */
 const resultParserInterceptor: Interceptor = {
@@ -678,15 +685,31 @@ export async function ensureSchema(pool: DatabasePool): Promise<void> {
     if (!canInsert) {
       const role = await tx.oneFirst(sql.unsafe`SELECT current_user::text`);
       throw new FatalError(
-        `Role ${role} may not write user_logins or ${PROCESSED_TABLE}: GRANT INSERT ON user_logins TO ${role}; GRANT INSERT, SELECT, DELETE ON ${PROCESSED_TABLE} TO ${role}`,
+        `Role ${role} may not write user_logins or ${PROCESSED_TABLE}: GRANT INSERT ON user_logins TO ${role}; GRANT INSERT, SELECT ON ${PROCESSED_TABLE} TO ${role}; GRANT EXECUTE ON FUNCTION ${PRUNE_FUNCTION}() TO ${role}`,
       );
     }
-    if (await tx.oneFirst(sql.unsafe`SELECT has_table_privilege(${PROCESSED_TABLE}, 'DELETE')`)) {
-      await tx.query(sql.unsafe`
-        DELETE FROM ${sql.identifier([PROCESSED_TABLE])}
-        WHERE processed_at < now() - make_interval(days => ${PROCESSED_RETENTION_DAYS})`);
-    }
+    await pruneProcessed(tx);
   });
+}
+
+/** Remove ids past the retention through the prune function, creating it if absent and this role may. */
+async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> {
+  const ledger = await tx.one(sqlLedgerState`
+    SELECT n.nspname::text AS schema,
+           to_regprocedure(format('%I.%I()', n.nspname, ${PRUNE_FUNCTION}::text)) IS NULL
+             AND has_table_privilege(c.oid, 'DELETE') AND has_schema_privilege(n.oid, 'CREATE') AS may_create_prune
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = ${PROCESSED_TABLE}::regclass`);
+  const prune = sql.identifier([ledger.schema, PRUNE_FUNCTION]);
+  if (ledger.may_create_prune) {
+    await tx.query(sql.unsafe`
+      CREATE FUNCTION ${prune}() RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+        DELETE FROM ${sql.identifier([ledger.schema, PROCESSED_TABLE])}
+        WHERE processed_at < now() - make_interval(days => ${sql.literalValue(String(PROCESSED_RETENTION_DAYS))}::int) $$`);
+    await tx.query(sql.unsafe`REVOKE ALL ON FUNCTION ${prune}() FROM PUBLIC`);
+  }
+  const mayPrune = await tx.oneFirst(sql.unsafe`
+    SELECT coalesce(has_function_privilege(to_regprocedure(format('%I.%I()', ${ledger.schema}::text, ${PRUNE_FUNCTION}::text)), 'EXECUTE'), false)`);
+  if (mayPrune) await tx.query(sql.unsafe`SELECT ${prune}()`);
 }
 
 /** How a failed database call should be handled: wait and retry, isolate the row, or stop. */
