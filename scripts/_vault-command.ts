@@ -1,13 +1,13 @@
 /**
  * What the vault's commands (`recover.ts`, `forget.ts`, `rotate-vault-key.ts`) share:
- * flag parsing with `--database-url` and `--reason`, the audit row, and one-line errors
- * with the tool's exit codes.
+ * flag parsing with `--database-url`, `--reason` and `--ticket`, and one-line errors with
+ * the tool's exit codes. They write no audit row themselves: the database's functions do,
+ * and set who and when.
  *
  * @module
  */
-import { userInfo } from "node:os";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
-import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
+import type { DatabasePool } from "slonik";
 import {
   classifyDatabaseError, ConfigError, createDatabasePool, describeDatabaseError, describeStartupError, EXIT_FAILURE,
   EXIT_USAGE, redactUrl,
@@ -22,14 +22,15 @@ export class VaultError extends Error {
 export interface VaultArgs {
   databaseUrl: string;
   reason: string;
+  ticket: string;
   help: boolean;
   values: Record<string, string | boolean | undefined>;
   positionals: string[];
 }
 
 /**
- * Parse a vault command's flags: `--database-url` (or `DATABASE_URL`), `--reason` (required
- * unless `reasonOptional`), `--help`, and the command's own.
+ * Parse a vault command's flags: `--database-url` (or `DATABASE_URL`), `--reason` and
+ * `--ticket` (both required unless `reasonOptional`), `--help`, and the command's own.
  *
  * @throws {ConfigError} naming the flag and how to fix it
  */
@@ -43,7 +44,8 @@ export function parseVaultArgs(
     parsed = parseArgs({
       args: [...argv],
       options: {
-        "database-url": { type: "string" }, reason: { type: "string" }, help: { type: "boolean", short: "h" },
+        "database-url": { type: "string" }, reason: { type: "string" }, ticket: { type: "string" },
+        help: { type: "boolean", short: "h" },
         ...options.flags,
       },
       strict: true,
@@ -57,42 +59,15 @@ export function parseVaultArgs(
   const help = values.help === true;
   const databaseUrl = ((values["database-url"] as string | undefined) ?? env.DATABASE_URL ?? "").trim();
   const reason = ((values.reason as string | undefined) ?? "").trim();
-  const args = { databaseUrl, reason, help, values, positionals: parsed.positionals };
+  const ticket = ((values.ticket as string | undefined) ?? "").trim();
+  const args = { databaseUrl, reason, ticket, help, values, positionals: parsed.positionals };
   if (help) return args;
   if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
   if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new ConfigError("--database-url must start with postgres:// or postgresql://");
-  if (!reason && !options.reasonOptional) {
-    throw new ConfigError('No reason given: pass --reason "TEXT" (e.g. the ticket number); it goes into the audit log');
-  }
+  if (options.reasonOptional) return args;
+  if (!reason) throw new ConfigError('No reason given: pass --reason "TEXT"; it goes into the audit log');
+  if (!ticket) throw new ConfigError('No ticket given: pass --ticket ID (the request or incident it answers); it goes into the audit log');
   return args;
-}
-
-/** The operating-system user running the command, for the audit row. */
-export function osUserName(env: Record<string, string | undefined> = process.env): string {
-  try {
-    return userInfo().username;
-  } catch {
-    // Containers may run under a uid with no passwd entry.
-    return env.USER ?? env.USERNAME ?? `uid ${process.getuid?.() ?? "unknown"}`;
-  }
-}
-
-/** One row of `pii_vault.audit`; the database fills in when, who and from where. */
-export interface AuditEntry {
-  action: "recover" | "forget" | "rotate";
-  reason: string;
-  osUser: string;
-  tokens?: readonly string[];
-  userId?: string;
-  detail?: string;
-}
-
-/** Append an audit row in the caller's transaction, so it commits exactly when the act does. */
-export async function writeAudit(tx: DatabaseTransactionConnection, entry: AuditEntry): Promise<void> {
-  await tx.query(sql.unsafe`
-    INSERT INTO pii_vault.audit (action, reason, os_user, tokens, user_id, detail)
-    VALUES (${entry.action}, ${entry.reason}, ${entry.osUser}, ${sql.array([...entry.tokens ?? []], "text")},
-            ${entry.userId ?? null}, ${entry.detail ?? null})`);
 }
 
 /** Describe any failure of a vault command as one line that holds no value. */

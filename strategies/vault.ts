@@ -15,8 +15,11 @@
  *   `VAULT_KEY` (HKDF, then HMAC with the token), a random 96-bit nonce, and `field` +
  *   `token` as associated data, so a ciphertext moved to another entry fails to open.
  *   Each entry records the key version that encrypted it.
- * - **Writes** happen in the batch's transaction (`persist`), with `ON CONFLICT DO NOTHING`,
- *   which needs only INSERT: the loading role never needs to read the vault.
+ * - **Writes** happen in the batch's transaction (`persist`, handed only the values of
+ *   messages new to the table), through `pii_vault.write_entries`, which answers nothing:
+ *   the loading role can neither read the vault nor learn what it holds.
+ * - **Every other role goes through functions too** (recovery, erasure, rotation), owned
+ *   by a role nobody logs in as; who and when are the database's to record.
  *
  * Recovery, erasure and rotation live in `scripts/` (see docs/vault.md). `node:crypto`
  * only, so it runs unchanged under Deno.
@@ -211,90 +214,423 @@ export function unwrapTokenKey(key: VaultKey, wrapped: Uint8Array): Buffer {
 // ---------------------------------------------------------------------------------------
 
 /**
- * The vault's tables. The audit table refuses UPDATE, DELETE and TRUNCATE for everyone,
- * its owner included (who would have to drop the trigger first, itself a visible act).
+ * What marks a vault made by this version: the schema's comment. A vault without it was
+ * made by an earlier version, whose grants let roles read and write the tables directly.
  */
-const VAULT_DDL = [
-  sql.unsafe`CREATE SCHEMA IF NOT EXISTS pii_vault`,
-  sql.unsafe`REVOKE ALL ON SCHEMA pii_vault FROM PUBLIC`,
-  sql.unsafe`
-    CREATE TABLE IF NOT EXISTS pii_vault.entries(
-      token varchar(256) PRIMARY KEY,
-      field varchar(32) NOT NULL,
-      key_version integer NOT NULL,
-      sealed bytea NOT NULL,
-      created_at timestamptz NOT NULL DEFAULT now())`,
-  sql.unsafe`
-    CREATE TABLE IF NOT EXISTS pii_vault.keyring(
-      key_version integer PRIMARY KEY,
-      wrapped_token_key bytea NOT NULL,
-      created_at timestamptz NOT NULL DEFAULT now())`,
-  sql.unsafe`
-    CREATE TABLE IF NOT EXISTS pii_vault.audit(
-      id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-      at timestamptz NOT NULL DEFAULT now(),
-      db_user text NOT NULL DEFAULT session_user,
-      client_addr inet DEFAULT inet_client_addr(),
-      os_user text NOT NULL,
-      action text NOT NULL CHECK (action IN ('recover', 'forget', 'rotate')),
-      reason text NOT NULL CHECK (btrim(reason) <> ''),
-      tokens text[] NOT NULL DEFAULT '{}',
-      user_id text,
-      detail text)`,
-  sql.unsafe`
-    CREATE OR REPLACE FUNCTION pii_vault.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-      RAISE EXCEPTION 'pii_vault.audit is append-only' USING ERRCODE = '42501';
-    END $$`,
-  sql.unsafe`
-    CREATE OR REPLACE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pii_vault.audit
-    FOR EACH STATEMENT EXECUTE FUNCTION pii_vault.refuse_audit_change()`,
-];
-
-const KeyringRow = Type.Object({ key_version: Type.Integer(), wrapped_token_key: Type.String() });
-/** Keyring rows, wrapped keys as base64 (Slonik hands bytea over as text most simply so). */
-export const sqlKeyringRow = sql.type(toStandardSchema(KeyringRow));
+export const VAULT_SCHEMA_MARK = "sqs-login-masker vault 2";
+/** The SQLSTATE `pii_vault.write_entries` raises for a retired (or unknown) key version. */
+export const RETIRED_KEY_SQLSTATE = "VK001";
+/** How long a committed recovery request may be served, and its token list kept. */
+const RECOVERY_REQUEST_LIFETIME = "10 minutes";
+/** How long a rotation may go on under one committed request. */
+const ROTATION_REQUEST_LIFETIME = "1 day";
+/** The most tokens one recovery request may name. */
+export const MAX_RECOVERY_TOKENS = 10_000;
+/** A recovery's client-side failures the recovery role may report into the audit. */
+export const RECOVERY_FAILURES = ["does_not_authenticate", "token_mismatch", "key_version_not_configured"] as const;
+export type RecoveryFailure = (typeof RECOVERY_FAILURES)[number];
 
 /**
- * Create the vault schema and tables when absent (only then: creating needs privileges a
- * loading role set up by scripts/vault-roles.sql does not have).
+ * The vault: tables only its owner reads, and the narrow functions every other role goes
+ * through (scripts/vault-roles.sql grants each role its own). The functions are SECURITY
+ * DEFINER with a fixed search_path and schema-qualified names, so a caller's objects never
+ * stand in for ours. Who and when come from the database (`session_user`, `now()`).
+ *
+ * @param userLogins `user_logins`, schema-qualified, for erasure
  */
-export async function ensureVaultTables(pool: DatabasePool): Promise<void> {
+function vaultDdl(userLogins: ReturnType<typeof sql.identifier>) {
+  const erased = sql.literalValue(ERASED_MARKER);
+  const failures = sql.join(RECOVERY_FAILURES.map((f) => sql.literalValue(f)), sql.fragment`, `);
+  return [
+    sql.unsafe`CREATE SCHEMA pii_vault`,
+    sql.unsafe`REVOKE ALL ON SCHEMA pii_vault FROM PUBLIC`,
+    sql.unsafe`
+      CREATE TABLE pii_vault.keyring(
+        key_version integer PRIMARY KEY CHECK (key_version > 0),
+        -- NULL once the version is retired: it then opens nothing here, and no entry is under it.
+        wrapped_token_key bytea,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        -- Set when a rotation starts: from then on nothing is written under this version.
+        retired_at timestamptz,
+        CHECK (wrapped_token_key IS NOT NULL OR retired_at IS NOT NULL))`,
+    sql.unsafe`
+      CREATE TABLE pii_vault.entries(
+        token varchar(256) PRIMARY KEY,
+        field varchar(32) NOT NULL,
+        key_version integer NOT NULL,
+        sealed bytea NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now())`,
+    // Tokens erased for good: never written again. No time, no user: they link to no one.
+    sql.unsafe`CREATE TABLE pii_vault.tombstones(token varchar(256) PRIMARY KEY)`,
+    sql.unsafe`
+      CREATE TABLE pii_vault.audit(
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        db_user text NOT NULL DEFAULT session_user,
+        client_addr inet DEFAULT inet_client_addr(),
+        action text NOT NULL CHECK (action IN ('recover', 'forget', 'rotate')),
+        outcome text NOT NULL CHECK (outcome IN ('requested', 'served', 'denied', 'failed', 'done')),
+        -- Rows that answer a request name it; the request's row holds the reason and the ticket.
+        request_id bigint,
+        reason text,
+        ticket text,
+        -- Erasures only: whom. Never a token: the audit outlives erasure and cannot be edited.
+        user_id text,
+        detail text)`,
+    sql.unsafe`
+      CREATE TABLE pii_vault.requests(
+        id bigint PRIMARY KEY,
+        action text NOT NULL CHECK (action IN ('recover', 'rotate')),
+        db_user text NOT NULL,
+        requested_in xid8 NOT NULL,
+        expires_at timestamptz NOT NULL,
+        tokens text[],
+        retiring integer,
+        successor integer,
+        reencrypted integer NOT NULL DEFAULT 0)`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.refuse_audit_change() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'pii_vault.audit is append-only' USING ERRCODE = '42501';
+      END $$`,
+    sql.unsafe`
+      CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON pii_vault.audit
+      FOR EACH STATEMENT EXECUTE FUNCTION pii_vault.refuse_audit_change()`,
+    // Why a request may not be served now, or NULL. A request row this transaction can see
+    // was committed by another one, or inserted by this very transaction (a savepoint's
+    // included): requested_in is the top-level id, "in progress" exactly in that case.
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.refusal(request pii_vault.requests, wanted text) RETURNS text
+      LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+        SELECT CASE
+          WHEN request.id IS NULL THEN 'no such request (unknown, or expired)'
+          WHEN request.action <> wanted THEN 'the request is not for ' || wanted
+          WHEN request.db_user <> session_user THEN 'the request was made by another database user'
+          WHEN request.expires_at < now() THEN 'the request has expired'
+          WHEN pg_xact_status(request.requested_in) IS NOT DISTINCT FROM 'in progress'
+            THEN 'the request is not committed: commit it in a transaction of its own first'
+        END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.write_entries(version integer, tokens text[], fields text[], sealed bytea[])
+      RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        live boolean;
+      BEGIN
+        -- An erasure holds SHARE ROW EXCLUSIVE while it deletes: waiting for it in a statement of
+        -- its own lets the insert below, which takes its snapshot after, see its tombstones.
+        LOCK TABLE pii_vault.entries IN ROW EXCLUSIVE MODE;
+        -- FOR SHARE: retiring the version (an UPDATE of this row) waits for the batches writing
+        -- under it, and every batch after sees it retired.
+        SELECT k.retired_at IS NULL INTO live FROM pii_vault.keyring k
+        WHERE k.key_version = write_entries.version FOR SHARE;
+        IF live IS NOT TRUE THEN
+          RAISE EXCEPTION 'vault key version % is retired or unknown', write_entries.version USING ERRCODE = 'VK001';
+        END IF;
+        -- No answer, no count: what is already there, or erased, looks like what is not.
+        INSERT INTO pii_vault.entries (token, field, key_version, sealed)
+        SELECT t.token, t.field, write_entries.version, t.sealed
+        FROM unnest(write_entries.tokens, write_entries.fields, write_entries.sealed) AS t(token, field, sealed)
+        WHERE NOT EXISTS (SELECT FROM pii_vault.tombstones d WHERE d.token = t.token)
+        ON CONFLICT DO NOTHING;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.request_recovery(reason text, ticket text, tokens text[]) RETURNS bigint
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        -- Each token once, in the order asked.
+        wanted text[] := ARRAY(SELECT x.t FROM unnest(request_recovery.tokens) WITH ORDINALITY AS x(t, n)
+                               WHERE x.t IS NOT NULL GROUP BY x.t ORDER BY min(x.n));
+        new_id bigint;
+      BEGIN
+        IF coalesce(btrim(request_recovery.reason), '') = '' OR coalesce(btrim(request_recovery.ticket), '') = '' THEN
+          RAISE EXCEPTION 'a recovery needs a reason and a ticket' USING ERRCODE = '22023';
+        END IF;
+        IF cardinality(wanted) NOT BETWEEN 1 AND ${sql.literalValue(String(MAX_RECOVERY_TOKENS))}::int THEN
+          RAISE EXCEPTION 'a recovery names 1 to % tokens', ${sql.literalValue(String(MAX_RECOVERY_TOKENS))} USING ERRCODE = '22023';
+        END IF;
+        -- A request's tokens are kept no longer than it may be served.
+        DELETE FROM pii_vault.requests q WHERE q.expires_at < now();
+        INSERT INTO pii_vault.audit (action, outcome, reason, ticket, detail)
+        VALUES ('recover', 'requested', request_recovery.reason, request_recovery.ticket, format('tokens=%s', cardinality(wanted)))
+        RETURNING id INTO new_id;
+        INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, tokens)
+        VALUES (new_id, 'recover', session_user, pg_current_xact_id(), now() + interval ${sql.literalValue(RECOVERY_REQUEST_LIFETIME)}, wanted);
+        RETURN new_id;
+      END $$`,
+    // Denials and failures are rows, not errors: an error would roll back their audit rows.
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.serve_recovery(request_id bigint)
+      RETURNS TABLE(outcome text, detail text, token text, field text, key_version integer, sealed bytea)
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        request pii_vault.requests;
+        refused text;
+        missing text[];
+      BEGIN
+        SELECT * INTO request FROM pii_vault.requests q WHERE q.id = serve_recovery.request_id;
+        refused := pii_vault.refusal(request, 'recover');
+        IF refused IS NOT NULL THEN
+          INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
+          VALUES ('recover', 'denied', serve_recovery.request_id, refused);
+          RETURN QUERY SELECT 'denied'::text, refused, NULL::text, NULL::text, NULL::integer, NULL::bytea;
+          RETURN;
+        END IF;
+        missing := ARRAY(SELECT w FROM unnest(request.tokens) AS w
+                         WHERE NOT EXISTS (SELECT FROM pii_vault.entries e WHERE e.token = w));
+        IF cardinality(missing) > 0 THEN
+          INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
+          VALUES ('recover', 'failed', serve_recovery.request_id, format('missing=%s of %s', cardinality(missing), cardinality(request.tokens)));
+          RETURN QUERY SELECT 'missing'::text, NULL::text, w, NULL::text, NULL::integer, NULL::bytea FROM unnest(missing) AS w;
+          RETURN;
+        END IF;
+        INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
+        VALUES ('recover', 'served', serve_recovery.request_id, format('values=%s', cardinality(request.tokens)));
+        RETURN QUERY SELECT 'served'::text, NULL::text, e.token::text, e.field::text, e.key_version, e.sealed
+          FROM unnest(request.tokens) WITH ORDINALITY AS w(t, n) JOIN pii_vault.entries e ON e.token = w.t ORDER BY w.n;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.report_recovery_failure(request_id bigint, failure text) RETURNS void
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      BEGIN
+        IF report_recovery_failure.failure IS NULL OR report_recovery_failure.failure NOT IN (${failures}) THEN
+          RAISE EXCEPTION 'not a recovery failure this function records' USING ERRCODE = '22023';
+        END IF;
+        IF NOT EXISTS (SELECT FROM pii_vault.audit a WHERE a.id = report_recovery_failure.request_id
+                       AND a.action = 'recover' AND a.outcome = 'requested' AND a.db_user = session_user) THEN
+          RAISE EXCEPTION 'no recovery request of this database user has that id' USING ERRCODE = '22023';
+        END IF;
+        INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
+        VALUES ('recover', 'failed', report_recovery_failure.request_id, report_recovery_failure.failure);
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.forget_user(user_id text, reason text, ticket text)
+      RETURNS TABLE(erased_rows integer, entries_deleted integer, shared_kept integer)
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        user_tokens text[];
+        unreferenced text[];
+      BEGIN
+        IF coalesce(btrim(forget_user.reason), '') = '' OR coalesce(btrim(forget_user.ticket), '') = '' THEN
+          RAISE EXCEPTION 'an erasure needs a reason and a ticket' USING ERRCODE = '22023';
+        END IF;
+        -- Loaders write entries in the batch's transaction, after its rows, and wait here: a batch
+        -- committed before us has its rows erased below, one after us meets the tombstones.
+        LOCK TABLE pii_vault.entries IN SHARE ROW EXCLUSIVE MODE;
+        user_tokens := ARRAY(
+          SELECT DISTINCT v.m FROM ${userLogins} u, LATERAL (VALUES (u.masked_ip), (u.masked_device_id)) AS v(m)
+          WHERE u.user_id = forget_user.user_id AND v.m LIKE 'vlt1:%');
+        UPDATE ${userLogins} u SET masked_ip = ${erased}, masked_device_id = ${erased} WHERE u.user_id = forget_user.user_id;
+        GET DIAGNOSTICS erased_rows = ROW_COUNT;
+        IF erased_rows = 0 THEN
+          INSERT INTO pii_vault.audit (action, outcome, reason, ticket, user_id, detail)
+          VALUES ('forget', 'failed', forget_user.reason, forget_user.ticket, forget_user.user_id, 'no rows');
+          entries_deleted := 0;
+          shared_kept := 0;
+          RETURN NEXT;
+          RETURN;
+        END IF;
+        -- The user's tokens no other row holds (one scan): their values go, and stay gone.
+        unreferenced := ARRAY(
+          SELECT t FROM unnest(user_tokens) AS t
+          EXCEPT
+          SELECT v.m FROM ${userLogins} u, LATERAL (VALUES (u.masked_ip), (u.masked_device_id)) AS v(m)
+          WHERE v.m = ANY(user_tokens));
+        DELETE FROM pii_vault.entries e WHERE e.token = ANY(unreferenced);
+        GET DIAGNOSTICS entries_deleted = ROW_COUNT;
+        INSERT INTO pii_vault.tombstones (token) SELECT t FROM unnest(unreferenced) AS t ON CONFLICT DO NOTHING;
+        -- A pending recovery's token list would link the user to their tokens: it goes too.
+        DELETE FROM pii_vault.requests q WHERE q.tokens && user_tokens;
+        shared_kept := cardinality(user_tokens) - cardinality(unreferenced);
+        INSERT INTO pii_vault.audit (action, outcome, reason, ticket, user_id, detail)
+        VALUES ('forget', 'done', forget_user.reason, forget_user.ticket, forget_user.user_id,
+                format('rows=%s entries_deleted=%s shared_kept=%s', erased_rows, entries_deleted, shared_kept));
+        RETURN NEXT;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.add_key_version(version integer, wrapped_token_key bytea, reason text) RETURNS void
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      BEGIN
+        IF coalesce(btrim(add_key_version.reason), '') = '' THEN
+          RAISE EXCEPTION 'a key change needs a reason' USING ERRCODE = '22023';
+        END IF;
+        -- A retired version keeps its row: a version number is never used twice.
+        IF EXISTS (SELECT FROM pii_vault.keyring k WHERE k.key_version = add_key_version.version) THEN
+          RAISE EXCEPTION 'the keyring already holds version %', add_key_version.version USING ERRCODE = '23505';
+        END IF;
+        INSERT INTO pii_vault.keyring (key_version, wrapped_token_key) VALUES (add_key_version.version, add_key_version.wrapped_token_key);
+        INSERT INTO pii_vault.audit (action, outcome, reason, detail)
+        VALUES ('rotate', 'done', add_key_version.reason, format('added=%s', add_key_version.version));
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.retire_key_version(retiring integer, successor integer, reason text, ticket text) RETURNS bigint
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        new_id bigint;
+      BEGIN
+        IF coalesce(btrim(retire_key_version.reason), '') = '' THEN
+          RAISE EXCEPTION 'a key change needs a reason' USING ERRCODE = '22023';
+        END IF;
+        IF retire_key_version.successor = retire_key_version.retiring OR NOT EXISTS (
+          SELECT FROM pii_vault.keyring k WHERE k.key_version = retire_key_version.successor AND k.retired_at IS NULL) THEN
+          RAISE EXCEPTION 'version % is not a current version of the keyring to move to', retire_key_version.successor USING ERRCODE = '22023';
+        END IF;
+        -- Waits for every batch writing under the version (they hold its row FOR SHARE).
+        UPDATE pii_vault.keyring k SET retired_at = coalesce(k.retired_at, now())
+        WHERE k.key_version = retire_key_version.retiring AND k.wrapped_token_key IS NOT NULL;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'the keyring holds no version % to retire', retire_key_version.retiring USING ERRCODE = '22023';
+        END IF;
+        INSERT INTO pii_vault.audit (action, outcome, reason, ticket, detail)
+        VALUES ('rotate', 'requested', retire_key_version.reason, nullif(btrim(retire_key_version.ticket), ''),
+                format('from=%s to=%s', retire_key_version.retiring, retire_key_version.successor))
+        RETURNING id INTO new_id;
+        INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, retiring, successor)
+        VALUES (new_id, 'rotate', session_user, pg_current_xact_id(), now() + interval ${sql.literalValue(ROTATION_REQUEST_LIFETIME)},
+                retire_key_version.retiring, retire_key_version.successor);
+        RETURN new_id;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.rotation_request(request_id bigint) RETURNS pii_vault.requests
+      LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+      DECLARE
+        request pii_vault.requests;
+        refused text;
+      BEGIN
+        SELECT * INTO request FROM pii_vault.requests q WHERE q.id = rotation_request.request_id;
+        refused := pii_vault.refusal(request, 'rotate');
+        IF refused IS NOT NULL THEN
+          RAISE EXCEPTION 'rotation refused: %', refused USING ERRCODE = '42501';
+        END IF;
+        RETURN request;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.rotation_entries(request_id bigint, max_rows integer)
+      RETURNS TABLE(token text, field text, sealed bytea)
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        request pii_vault.requests := pii_vault.rotation_request(rotation_entries.request_id);
+      BEGIN
+        RETURN QUERY SELECT e.token::text, e.field::text, e.sealed FROM pii_vault.entries e
+          WHERE e.key_version = request.retiring LIMIT rotation_entries.max_rows FOR UPDATE SKIP LOCKED;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.rotation_store(request_id bigint, tokens text[], sealed bytea[]) RETURNS integer
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        request pii_vault.requests := pii_vault.rotation_request(rotation_store.request_id);
+        live boolean;
+        stored integer;
+      BEGIN
+        SELECT k.retired_at IS NULL INTO live FROM pii_vault.keyring k WHERE k.key_version = request.successor FOR SHARE;
+        IF live IS NOT TRUE THEN
+          RAISE EXCEPTION 'vault key version % is retired or unknown', request.successor USING ERRCODE = 'VK001';
+        END IF;
+        UPDATE pii_vault.entries e SET key_version = request.successor, sealed = t.sealed
+        FROM unnest(rotation_store.tokens, rotation_store.sealed) AS t(token, sealed)
+        WHERE e.token = t.token AND e.key_version = request.retiring;
+        GET DIAGNOSTICS stored = ROW_COUNT;
+        UPDATE pii_vault.requests q SET reencrypted = q.reencrypted + stored WHERE q.id = request.id;
+        RETURN stored;
+      END $$`,
+    sql.unsafe`
+      CREATE FUNCTION pii_vault.finish_rotation(request_id bigint) RETURNS TABLE(reencrypted integer, retired boolean)
+      LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+      #variable_conflict use_column
+      DECLARE
+        request pii_vault.requests := pii_vault.rotation_request(finish_rotation.request_id);
+      BEGIN
+        reencrypted := request.reencrypted;
+        -- Nothing is written under a retired version, so none left now means none ever again.
+        retired := NOT EXISTS (SELECT FROM pii_vault.entries e WHERE e.key_version = request.retiring);
+        IF retired THEN
+          UPDATE pii_vault.keyring k SET wrapped_token_key = NULL WHERE k.key_version = request.retiring;
+          DELETE FROM pii_vault.requests q WHERE q.id = request.id;
+        END IF;
+        INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
+        VALUES ('rotate', CASE WHEN retired THEN 'done' ELSE 'failed' END, request.id,
+                format('from=%s to=%s reencrypted=%s retired=%s', request.retiring, request.successor, reencrypted, retired::text));
+        RETURN NEXT;
+      END $$`,
+    sql.unsafe`REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pii_vault FROM PUBLIC`,
+    sql.unsafe`COMMENT ON SCHEMA pii_vault IS ${sql.literalValue(VAULT_SCHEMA_MARK)}`,
+  ];
+}
+
+const KeyringRow = Type.Object({
+  key_version: Type.Integer(), wrapped_token_key: Type.Union([Type.String(), Type.Null()]), retired: Type.Boolean(),
+});
+/** Keyring rows, wrapped keys as base64 (Slonik hands bytea over as text most simply so); null once retired. */
+export const sqlKeyringRow = sql.type(toStandardSchema(KeyringRow));
+/** Every keyring row, as {@link sqlKeyringRow} types it. */
+export const SELECT_KEYRING = sqlKeyringRow`
+  SELECT key_version, encode(wrapped_token_key, 'base64') AS wrapped_token_key, retired_at IS NOT NULL AS retired
+  FROM pii_vault.keyring ORDER BY key_version`;
+
+const VaultState = Type.Object({ present: Type.Boolean(), mark: Type.Union([Type.String(), Type.Null()]), user_logins_schema: Type.String() });
+const sqlVaultState = sql.type(toStandardSchema(VaultState));
+
+/**
+ * Create the vault when absent (only then: creating needs privileges a loading role set up
+ * by scripts/vault-roles.sql does not have). `user_logins` must exist.
+ *
+ * @throws {FatalError} when the vault was made by an earlier version of the tool
+ */
+export async function ensureVault(pool: DatabasePool): Promise<void> {
   await pool.transaction(async (tx) => {
     await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtext('sqs-login-masker vault schema'))`);
-    const present = await tx.oneFirst(sql.unsafe`
-      SELECT to_regclass('pii_vault.entries') IS NOT NULL AND to_regclass('pii_vault.keyring') IS NOT NULL
-         AND to_regclass('pii_vault.audit') IS NOT NULL`);
-    if (present) return;
-    for (const statement of VAULT_DDL) await tx.query(statement);
+    const state = await tx.one(sqlVaultState`
+      SELECT to_regnamespace('pii_vault') IS NOT NULL AS present,
+             obj_description(to_regnamespace('pii_vault'), 'pg_namespace') AS mark,
+             (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = 'user_logins'::regclass) AS user_logins_schema`);
+    if (state.present && state.mark === VAULT_SCHEMA_MARK) return;
+    if (state.present) {
+      throw new FatalError(
+        "Schema pii_vault was made by an earlier version of this tool, whose grants let roles read the vault directly: move it aside as its owner (ALTER SCHEMA pii_vault RENAME TO pii_vault_old) and run the tool again (docs/vault.md)",
+      );
+    }
+    for (const statement of vaultDdl(sql.identifier([state.user_logins_schema, "user_logins"]))) await tx.query(statement);
   });
 }
 
 /**
  * Load the token key for the current key version, making one if the keyring is empty.
  *
- * @throws {ConfigError} when `VAULT_KEY` does not open its keyring version, or the version is absent
+ * @throws {ConfigError} when `VAULT_KEY` does not open its keyring version, or the version is absent or retired
  * @throws {FatalError} when the keyring is empty and this role may not fill it
  */
 export async function loadTokenKey(pool: DatabasePool, keys: VaultKeys): Promise<Buffer> {
   return await pool.transaction(async (tx) => {
     await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtext('sqs-login-masker vault keyring'))`);
-    const rows = await tx.any(sqlKeyringRow`
-      SELECT key_version, encode(wrapped_token_key, 'base64') AS wrapped_token_key FROM pii_vault.keyring`);
+    const rows = await tx.any(SELECT_KEYRING);
     const { current } = keys;
     if (rows.length === 0) {
       if (!await tx.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.keyring', 'INSERT')`)) {
         throw new FatalError("The vault has no token key yet and this role may not create one: run the tool once as the database owner (see docs/vault.md)");
       }
       const tokenKey = randomBytes(32);
-      await insertKeyringRow(tx, current, tokenKey);
+      await tx.query(sql.unsafe`
+        INSERT INTO pii_vault.keyring (key_version, wrapped_token_key)
+        VALUES (${current.version}, decode(${wrapTokenKey(current, tokenKey).toString("base64")}, 'base64'))`);
       return tokenKey;
     }
+    const live = rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ");
     const row = rows.find((r) => r.key_version === current.version);
-    if (!row) {
-      const held = rows.map((r) => r.key_version).sort((a, b) => a - b).join(", ");
+    if (row?.retired) {
+      throw new ConfigError(`VAULT_KEY_VERSION=${current.version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`);
+    }
+    if (!row?.wrapped_token_key) {
       throw new ConfigError(
-        `VAULT_KEY_VERSION=${current.version} is not in the vault keyring (it holds version ${held}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds, or add this one with scripts/rotate-vault-key.ts`,
+        `VAULT_KEY_VERSION=${current.version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds, or add this one with scripts/rotate-vault-key.ts`,
       );
     }
     return openKeyringRow(current, row.wrapped_token_key);
@@ -310,30 +646,33 @@ export function openKeyringRow(key: VaultKey, wrappedBase64: string): Buffer {
   }
 }
 
-/** Add the keyring row for `key.version`, wrapping the given token key. */
-export async function insertKeyringRow(tx: DatabaseTransactionConnection, key: VaultKey, tokenKey: Uint8Array): Promise<void> {
-  await tx.query(sql.unsafe`
-    INSERT INTO pii_vault.keyring (key_version, wrapped_token_key)
-    VALUES (${key.version}, decode(${wrapTokenKey(key, tokenKey).toString("base64")}, 'base64'))`);
+/** Ciphertexts as a Postgres `bytea[]` parameter. */
+export function byteaArray(values: readonly Uint8Array[]) {
+  return sql.array(values.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)), "bytea");
 }
 
 /**
- * Write entries for the given masked values in the caller's transaction. Repeated values
- * are skipped by the primary key. `ON CONFLICT DO NOTHING` names no conflict target on
- * purpose: with one (`ON CONFLICT (token)`) Postgres demands SELECT on the table, without
- * one INSERT is enough, and the primary key is the only unique constraint here.
+ * Write entries for the given masked values in the caller's transaction, through
+ * `pii_vault.write_entries`: a value already there, or erased, is skipped without a word.
+ *
+ * @throws the database's error, with SQLSTATE {@link RETIRED_KEY_SQLSTATE} when `key` is retired
  */
-export async function insertEntries(tx: DatabaseTransactionConnection, key: VaultKey, values: readonly MaskedValue[]): Promise<void> {
-  const unique = new Map(values.map((v) => [v.masked, v]));
-  if (unique.size === 0) return;
-  const tuples = [...unique.values()].map(({ field, value, masked }) => [
-    masked, field, key.version, encryptEntry(key, field, masked, value).toString("base64"),
-  ]);
+export async function writeEntries(tx: DatabaseTransactionConnection, key: VaultKey, values: readonly MaskedValue[]): Promise<void> {
+  const unique = [...new Map(values.map((v) => [v.masked, v])).values()];
+  if (unique.length === 0) return;
   await tx.query(sql.unsafe`
-    INSERT INTO pii_vault.entries (token, field, key_version, sealed)
-    SELECT token, field, key_version, decode(sealed, 'base64')
-    FROM ${sql.unnest(tuples, ["text", "text", "int4", "text"])} AS t(token, field, key_version, sealed)
-    ON CONFLICT DO NOTHING`);
+    SELECT pii_vault.write_entries(${key.version}, ${sql.array(unique.map((v) => v.masked), "text")},
+      ${sql.array(unique.map((v) => v.field), "text")},
+      ${byteaArray(unique.map(({ field, value, masked }) => encryptEntry(key, field, masked, value)))})`);
+}
+
+/** The SQLSTATE anywhere in an error's chain of causes. */
+export function sqlStateOf(error: unknown): string | undefined {
+  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const { code } = e as Error & { code?: unknown };
+    if (typeof code === "string") return code;
+  }
+  return undefined;
 }
 
 /** The one line a loading role without the vault's grants gets, with the fix. */
@@ -356,14 +695,15 @@ export function create({ env }: StrategyOptions): MaskStrategy {
     name: "vault",
     async setup(pool) {
       try {
-        await ensureVaultTables(pool);
+        await ensureVault(pool);
         tokenKey = createSecretKey(await loadTokenKey(pool, keys));
       } catch (error) {
-        if (!/^42501/.test(describeDatabaseError(error))) throw error;
+        if (sqlStateOf(error) !== "42501") throw error;
         throw await createGrantError(pool, describeDatabaseError(error));
       }
-      if (!await pool.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.entries', 'INSERT')`)) {
-        throw await createGrantError(pool, "no INSERT on pii_vault.entries");
+      if (!await pool.oneFirst(sql.unsafe`
+        SELECT has_function_privilege('pii_vault.write_entries(integer, text[], text[], bytea[])', 'EXECUTE')`)) {
+        throw await createGrantError(pool, "no EXECUTE on pii_vault.write_entries");
       }
     },
     mask(value, field) {
@@ -371,7 +711,15 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       return createToken(tokenKey, field, value);
     },
     async persist(tx, values) {
-      await insertEntries(tx, keys.current, values);
+      try {
+        await writeEntries(tx, keys.current, values);
+      } catch (error) {
+        if (sqlStateOf(error) !== RETIRED_KEY_SQLSTATE) throw error;
+        throw new FatalError(
+          `Vault key version ${keys.current.version} was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (scripts/rotate-vault-key.ts, docs/vault.md)`,
+          { cause: error },
+        );
+      }
     },
   };
 }

@@ -1,117 +1,38 @@
 /**
  * The vault strategy against the real Postgres and SQS emulator: tokens, encryption,
  * recovery and its audit, the roles, erasure, key rotation, and the CLI end to end.
+ * tests/vault-insider.test.ts tries each role's limits as an insider would.
  */
-import { randomBytes } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import {
-  ConfigError, createDatabasePool, decodeMessage, ensureSchema, loadStrategy, type LoginRecord, maskRecord, type MaskStrategy,
-  writeBatch,
-} from "../mod.ts";
+import { ConfigError, loadStrategy, type MaskStrategy } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
-import { osUserName, VaultError } from "../scripts/_vault-command.ts";
+import { VaultError } from "../scripts/_vault-command.ts";
 import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
-import { createFixture, type Fixture, readRows, ROOT, runDeno, runTool } from "./helpers.ts";
+import { readRows, runDeno, runTool } from "./helpers.ts";
+import {
+  createVault as createVaultOn, createVaultFixture, load, login, OTHER_VAULT_KEY, runSqlFile, sqlState, TEST_VAULT_KEY, tokensOf,
+  type VaultFixture,
+} from "./vault-fixture.ts";
 
-const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
-const OTHER_VAULT_KEY = "w".repeat(32) + "-another-test-only-key";
-
-let f: Fixture;
+let f: VaultFixture;
 let env: Record<string, string>;
-const extraRoles: string[] = [];
 beforeEach(async () => {
-  f = await createFixture();
-  env = { ...f.env, VAULT_KEY: TEST_VAULT_KEY };
+  f = await createVaultFixture();
+  env = f.vaultEnv;
 });
 afterEach(async () => {
-  for (const role of extraRoles.splice(0)) {
-    await f.pool.query(sql.unsafe`DROP OWNED BY ${sql.identifier([role])}`);
-    await f.pool.query(sql.unsafe`DROP ROLE ${sql.identifier([role])}`);
-  }
   await f.close();
 });
 
-const login = (user_id: string, ip: string, device_id: string) =>
-  JSON.stringify({ user_id, app_version: "1.2.3", device_type: "ios", ip, locale: "US", device_id });
-
-async function createVault(pool: DatabasePool, vaultEnv: Record<string, string> = env): Promise<MaskStrategy> {
-  await ensureSchema(pool);
-  const strategy = await loadStrategy("vault", { env: vaultEnv });
-  await strategy.setup!(pool);
-  return strategy;
-}
-
-/** Load bodies straight through the sink, as the consumer would. */
-async function load(pool: DatabasePool, strategy: MaskStrategy, bodies: readonly string[]): Promise<void> {
-  const records = bodies.map((body, i) => (decodeMessage({
-    MessageId: `m-${randomBytes(4).toString("hex")}-${i}`, ReceiptHandle: "r", Body: body,
-    Attributes: { SentTimestamp: String(Date.now()) },
-  }) as { record: LoginRecord }).record);
-  await writeBatch(pool, strategy, await Promise.all(records.map((r) => maskRecord(strategy, r))));
-}
-
-async function tokensOf(pool: DatabasePool, userId: string): Promise<{ ip: string; device_id: string }> {
-  const row = (await readRows(pool)).find((r) => r.user_id === userId)!;
-  return { ip: row.masked_ip, device_id: row.masked_device_id };
-}
-
-/**
- * Run a file of SQL as `psql -f` would. Slonik takes one statement per query, so split at
- * semicolons that end a line outside `$$` bodies; BEGIN/COMMIT become one Slonik transaction.
- */
-async function runSqlFile(pool: DatabasePool, path: string): Promise<void> {
-  const statements: string[] = [];
-  let current = "";
-  for (const line of (await readFile(join(ROOT, path), "utf8")).split("\n")) {
-    if (/^\s*--/.test(line) || line.trim() === "") continue;
-    current += line + "\n";
-    if ((current.match(/\$\$/g) ?? []).length % 2 === 0 && /;\s*$/.test(line)) {
-      statements.push(current.trim().replace(/;$/, ""));
-      current = "";
-    }
-  }
-  await pool.transaction(async (tx) => {
-    for (const text of statements.filter((s) => !/^(BEGIN|COMMIT)$/i.test(s))) {
-      const parts = Object.freeze(Object.assign([text], { raw: Object.freeze([text]) }));
-      await tx.query(sql.unsafe(parts as unknown as TemplateStringsArray));
-    }
-  });
-}
-
-/** A login role in the given group roles, and a URL that connects as it. */
-async function createLoginRole(prefix: string, grants: string): Promise<string> {
-  const name = `${prefix}_${randomBytes(3).toString("hex")}`;
-  const password = randomBytes(12).toString("hex");
-  extraRoles.push(name);
-  await f.pool.query(sql.unsafe`CREATE ROLE ${sql.identifier([name])} LOGIN PASSWORD ${sql.literalValue(password)}`);
-  for (const group of grants.split(",").filter(Boolean)) {
-    await f.pool.query(sql.unsafe`GRANT ${sql.identifier([group.trim()])} TO ${sql.identifier([name])}`);
-  }
-  const url = new URL(f.databaseUrl);
-  url.username = name;
-  url.password = password;
-  return url.toString();
-}
-
-async function sqlState(pool: DatabasePool, query: ReturnType<typeof sql.unsafe>): Promise<string> {
-  try {
-    await pool.query(query);
-    return "ok";
-  } catch (error) {
-    for (let e: unknown = error; e instanceof Error; e = e.cause) if ("code" in e && typeof e.code === "string") return e.code;
-    return (error as Error).message;
-  }
-}
-
+const createVault = (pool: DatabasePool, vaultEnv: Record<string, string> = env): Promise<MaskStrategy> => createVaultOn(pool, vaultEnv);
 const auditCount = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit`) as number;
 const oneLine = (text: string) => text.trim().split("\n").length === 1;
 const recover = (args: string[], extra: Record<string, string | undefined> = {}) =>
-  runTool(["--reason", "test ticket", ...args], { ...env, ...extra }, "scripts/recover.ts");
+  runTool(["--reason", "test", "--ticket", "T-1", ...args], { ...env, ...extra }, "scripts/recover.ts");
+const asked = { reason: "t", ticket: "t" };
 
 describe("vault tokens and entries", () => {
   it("round-trips values through the vault, with one stable token per (field, value)", async () => {
@@ -130,7 +51,7 @@ describe("vault tokens and entries", () => {
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
     const a = await tokensOf(f.pool, "a");
     expect(await tokensOf(f.pool, "c")).toEqual(a);
-    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", tokens: [a.ip, a.device_id] });
+    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { ...asked, tokens: [a.ip, a.device_id] });
     expect(recovered).toEqual([
       { field: "ip", token: a.ip, value: "199.172.111.135" },
       { field: "device_id", token: a.device_id, value: "dev-aaaa-1" },
@@ -190,11 +111,11 @@ describe("recovery", () => {
     await f.pool.query(sql.unsafe`
       UPDATE pii_vault.entries SET sealed = (SELECT sealed FROM pii_vault.entries WHERE token = ${b.device_id})
       WHERE token = ${a.device_id}`);
-    await expect(recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", tokens: [a.device_id] }))
+    await expect(recoverValues(f.pool, parseVaultKeys(env), { ...asked, tokens: [a.device_id] }))
       .rejects.toBeInstanceOf(VaultError);
   });
 
-  it("audits every recovery in its transaction, refuses to run without a reason, and keeps the log append-only", async () => {
+  it("audits every recovery before serving it, refuses to run without a reason or ticket, and keeps the log append-only", async () => {
     const strategy = await createVault(f.pool);
     await load(f.pool, strategy, [login("a", "10.20.30.43", "device-audit-a")]);
     const a = await tokensOf(f.pool, "a");
@@ -203,37 +124,43 @@ describe("recovery", () => {
     expect(noReason.code).toBe(2);
     expect(noReason.stdout).toBe("");
     expect(noReason.stderr).toMatch(/^error: No reason given: pass --reason "TEXT"/);
+    const noTicket = await runTool(["--reason", "why", a.ip], env, "scripts/recover.ts");
+    expect(noTicket.code).toBe(2);
+    expect(noTicket.stderr).toMatch(/^error: No ticket given: pass --ticket ID/);
     expect(await auditCount()).toBe(0);
 
-    const run = await runTool(["--reason", "ticket SEC-1", a.ip, a.device_id], env, "scripts/recover.ts");
+    const run = await runTool(["--reason", "customer asked", "--ticket", "SEC-1", a.ip, a.device_id], env, "scripts/recover.ts");
     expect(run.code).toBe(0);
-    const audit = await f.pool.any(sql.unsafe`SELECT action, reason, db_user, os_user, tokens, user_id FROM pii_vault.audit`);
-    expect(audit).toEqual([{
-      action: "recover", reason: "ticket SEC-1", db_user: "postgres", os_user: osUserName(), tokens: [a.ip, a.device_id], user_id: null,
-    }]);
+    const audit = await f.pool.any(sql.unsafe`
+      SELECT action, outcome, reason, ticket, db_user, request_id = first_value(id) OVER (ORDER BY id) AS answers_first, detail
+      FROM pii_vault.audit ORDER BY id`);
+    expect(audit).toEqual([
+      { action: "recover", outcome: "requested", reason: "customer asked", ticket: "SEC-1", db_user: "postgres", answers_first: null, detail: "tokens=2" },
+      { action: "recover", outcome: "served", reason: null, ticket: null, db_user: "postgres", answers_first: true, detail: "values=2" },
+    ]);
     // Not even the owner rewrites history.
     for (const statement of [sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`, sql.unsafe`DELETE FROM pii_vault.audit`, sql.unsafe`TRUNCATE pii_vault.audit`]) {
       expect(await sqlState(f.pool, statement)).toBe("42501");
     }
-    expect(await auditCount()).toBe(1);
+    expect(await auditCount()).toBe(2);
   });
 });
 
 describe("roles from scripts/vault-roles.sql", () => {
-  it("lets the loader add to the vault but not read it, gives PUBLIC nothing, and audits recovery by its role", async () => {
+  it("lets the loader load values already in the vault, refuses a role without the grants, and recovers only through the functions", async () => {
     const strategy = await createVault(f.pool);
     await runSqlFile(f.pool, "scripts/vault-roles.sql");
+    // Idempotent, and the second run leaves the same grants.
     await runSqlFile(f.pool, "scripts/vault-roles.sql");
-    const loaderUrl = await createLoginRole("loader", "login_loader");
-    const recoveryUrl = await createLoginRole("recovery", "pii_recovery");
-    const nobodyUrl = await createLoginRole("nobody", "");
-    const sneakyUrl = await createLoginRole("sneaky", "");
-    const sneaky = sneakyUrl.match(/\/\/([^:]+):/)![1]!;
-    // Read access without the audit grant: the tool must refuse rather than recover unaudited.
+    const loaderUrl = await f.createLoginRole("loader", "login_loader");
+    const recoveryUrl = await f.createLoginRole("recovery", "pii_recovery");
+    const sneakyUrl = await f.createLoginRole("sneaky", "");
+    const sneaky = new URL(sneakyUrl).username;
+    // Read access without the functions' grants: the tool must refuse rather than recover unaudited.
     await f.pool.query(sql.unsafe`GRANT USAGE ON SCHEMA pii_vault TO ${sql.identifier([sneaky])}`);
     await f.pool.query(sql.unsafe`GRANT SELECT ON pii_vault.entries, pii_vault.keyring TO ${sql.identifier([sneaky])}`);
 
-    // Values already in the vault: the loader's ON CONFLICT DO NOTHING must work without SELECT.
+    // Values already in the vault: the loader's write answers the same, and nothing doubles.
     await load(f.pool, strategy, [login("z", "10.1.1.1", "device-role-a")]);
     await sendBodies(f.sqs, f.queueUrl, [login("a", "10.1.1.1", "device-role-a"), login("b", "10.1.1.1", "device-role-b")]);
     const drain = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: loaderUrl });
@@ -242,43 +169,25 @@ describe("roles from scripts/vault-roles.sql", () => {
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
 
     // A role that may load rows but was not given login_loader: one line with the fix.
-    const outsiderUrl = await createLoginRole("outsider", "");
+    const outsiderUrl = await f.createLoginRole("outsider", "");
     const outsider = new URL(outsiderUrl).username;
     await f.pool.query(sql.unsafe`GRANT INSERT ON user_logins TO ${sql.identifier([outsider])}`);
-    await f.pool.query(sql.unsafe`GRANT SELECT, INSERT, DELETE ON user_logins_sqs_messages TO ${sql.identifier([outsider])}`);
+    await f.pool.query(sql.unsafe`GRANT SELECT, INSERT ON user_logins_sqs_messages TO ${sql.identifier([outsider])}`);
     const refused = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: outsiderUrl });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(new RegExp(`^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see scripts/vault-roles.sql\n$`, "m"));
-
-    const loader = await createDatabasePool(loaderUrl, 1);
-    const nobody = await createDatabasePool(nobodyUrl, 1);
-    const recovery = await createDatabasePool(recoveryUrl, 1);
-    try {
-      expect(await sqlState(loader, sql.unsafe`SELECT * FROM pii_vault.entries`)).toBe("42501");
-      expect(await sqlState(loader, sql.unsafe`SELECT count(*) FROM pii_vault.entries`)).toBe("42501");
-      expect(await sqlState(loader, sql.unsafe`SELECT * FROM pii_vault.audit`)).toBe("42501");
-      expect(await sqlState(loader, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
-      for (const table of ["entries", "keyring", "audit"]) {
-        expect(await sqlState(nobody, sql.unsafe`SELECT * FROM ${sql.identifier(["pii_vault", table])}`)).toBe("42501");
-      }
-      expect(await sqlState(recovery, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
-      expect(await sqlState(recovery, sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`)).toBe("42501");
-      expect(await sqlState(recovery, sql.unsafe`INSERT INTO pii_vault.audit (action, reason, os_user, db_user) VALUES ('recover', 'x', 'x', 'someone')`)).toBe("42501");
-    } finally {
-      await Promise.all([loader.end(), nobody.end(), recovery.end()]);
-    }
 
     const a = await tokensOf(f.pool, "a");
     const sneakyRun = await recover([a.ip], { DATABASE_URL: sneakyUrl });
     expect(sneakyRun.code).toBe(1);
     expect(sneakyRun.stdout).toBe("");
     expect(sneakyRun.stderr).toMatch(/^error: Permission denied at .*scripts\/vault-roles\.sql/);
+    expect(await auditCount()).toBe(0);
 
     const run = await recover(["--user-id", "a"], { DATABASE_URL: recoveryUrl });
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe(`ip\t${a.ip}\t10.1.1.1\ndevice_id\t${a.device_id}\tdevice-role-a\n`);
-    const audit = await f.pool.one(sql.unsafe`SELECT db_user, user_id, tokens FROM pii_vault.audit`);
-    expect(audit).toEqual({ db_user: new URL(recoveryUrl).username, user_id: "a", tokens: [a.device_id, a.ip].sort() });
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT db_user FROM pii_vault.audit`)).toEqual([new URL(recoveryUrl).username]);
   });
 });
 
@@ -293,7 +202,7 @@ describe("erasure", () => {
     const goneDevice = gone.device_id;
     const housemate = await tokensOf(f.pool, "housemate");
 
-    const run = await runTool(["--user-id", "gone", "--reason", "GDPR request 7"], env, "scripts/forget.ts");
+    const run = await runTool(["--user-id", "gone", "--reason", "GDPR request", "--ticket", "ER-7"], env, "scripts/forget.ts");
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe("forgotten: rows=2 vault_entries_deleted=2 shared_entries_kept_for_other_users=1\n");
     const rows = (await readRows(f.pool)).filter((r) => r.user_id === "gone");
@@ -309,13 +218,13 @@ describe("erasure", () => {
     expect(byToken.stderr).toBe(`error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${goneDevice}\n`);
 
     // The housemate's own data stays recoverable.
-    expect((await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", userId: "housemate" })).map((v) => v.value))
+    expect((await recoverValues(f.pool, parseVaultKeys(env), { ...asked, userId: "housemate" })).map((v) => v.value))
       .toEqual(["172.16.0.9", "device-housemate"]);
     expect(housemate.ip).toBe(gone.ip);
-    const audit = await f.pool.one(sql.unsafe`SELECT action, reason, user_id, tokens, detail FROM pii_vault.audit WHERE action = 'forget'`);
-    expect(audit).toEqual({ action: "forget", reason: "GDPR request 7", user_id: "gone", tokens: [], detail: "rows=2 entries_deleted=2 shared_kept=1" });
+    const audit = await f.pool.one(sql.unsafe`SELECT action, outcome, reason, ticket, user_id, detail FROM pii_vault.audit WHERE action = 'forget'`);
+    expect(audit).toEqual({ action: "forget", outcome: "done", reason: "GDPR request", ticket: "ER-7", user_id: "gone", detail: "rows=2 entries_deleted=2 shared_kept=1" });
 
-    await expect(forgetUser(f.pool, { userId: "nobody", reason: "t", osUser: "t" })).rejects.toThrow('No rows for user_id "nobody" in user_logins: nothing to forget');
+    await expect(forgetUser(f.pool, { userId: "nobody", ...asked })).rejects.toThrow('No rows for user_id "nobody" in user_logins: nothing to forget');
   });
 });
 
@@ -331,20 +240,23 @@ describe("key rotation", () => {
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe("rotated: reencrypted=4 from_version=1 to_version=2 previous_version_retired\n");
     expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`)).toEqual([2]);
-    expect(await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring`)).toEqual([2]);
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring WHERE wrapped_token_key IS NOT NULL`)).toEqual([2]);
 
     const newKeyEnv = { ...env, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
     const rotated = await createVault(f.pool, newKeyEnv);
     expect(await rotated.mask("192.0.2.1", "ip")).toBe(before.find((r) => r.user_id === "a")!.masked_ip);
-    const recovered = await recoverValues(f.pool, parseVaultKeys(newKeyEnv), { reason: "t", osUser: "t", userId: "b" });
+    const recovered = await recoverValues(f.pool, parseVaultKeys(newKeyEnv), { ...asked, userId: "b" });
     expect(recovered.map((v) => v.value)).toEqual(["192.0.2.2", "device-rotate-b"]);
 
-    await expect(createVault(f.pool, env)).rejects.toThrow("VAULT_KEY_VERSION=1 is not in the vault keyring (it holds version 2)");
+    await expect(createVault(f.pool, env)).rejects.toThrow("VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)");
     const oldKey = await recover(["--user-id", "b"]);
     expect(oldKey.code).toBe(2);
-    expect(oldKey.stderr).toMatch(/^error: Token vlt1:\S+ was encrypted with key version 2, but VAULT_KEY is version 1/);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT detail FROM pii_vault.audit WHERE action = 'rotate'`))
-      .toBe("from=1 to=2 reencrypted=4 retired=true");
+    expect(oldKey.stderr).toBe("error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n");
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT outcome || ' ' || detail FROM pii_vault.audit WHERE action = 'rotate' ORDER BY id`))
+      .toEqual(["done added=2", "requested from=1 to=2", "done from=1 to=2 reencrypted=4 retired=true"]);
+    // Run again: nothing left to do, and it says so.
+    const again = await runTool(["--reason", "yearly"], rotateEnv, "scripts/rotate-vault-key.ts");
+    expect(again.stdout).toBe("rotated: reencrypted=0 from_version=1 to_version=2 previous_version_retired\n");
   });
 });
 
@@ -401,7 +313,7 @@ describe("a mixed batch drained by the CLI with --strategy vault", () => {
     const byUser = await recover(["--user-id", "edge-unicode"]);
     const edge = rows.find((r) => r.user_id === "edge-unicode")!;
     expect(byUser.stdout).toBe(`ip\t${edge.masked_ip}\t8.8.8.8\ndevice_id\t${edge.masked_device_id}\tустройство-ü-✓\n`);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE action = 'recover'`)).toBe(2);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE outcome = 'requested'`)).toBe(2);
   });
 });
 
@@ -415,7 +327,7 @@ describe("deno run -A mod.ts --strategy vault", () => {
     expect(run.stdout).toMatch(/^loaded=2 /);
     const a = await tokensOf(f.pool, "deno-a");
     expect(a.ip).toBe(await strategy.mask("203.0.113.7", "ip"));
-    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { reason: "t", osUser: "t", userId: "deno-b" });
+    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { ...asked, userId: "deno-b" });
     expect(recovered.map((v) => v.value)).toEqual(["203.0.113.8", "device-deno-b"]);
   });
 });
