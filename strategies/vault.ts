@@ -17,7 +17,8 @@
  *   Each entry records the key version that encrypted it.
  * - **Writes** happen in the batch's transaction (`persist`, handed only the values of
  *   messages new to the table), through `pii_vault.write_entries`, which answers nothing:
- *   the loading role can neither read the vault nor learn what it holds.
+ *   the loading role can neither read the vault nor learn what it holds. A token this
+ *   process wrote in a committed batch is not encrypted and sent again.
  * - **Every other role goes through functions too** (recovery, erasure, rotation), owned
  *   by a role nobody logs in as; who and when are the database's to record.
  *
@@ -675,6 +676,35 @@ export function sqlStateOf(error: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * A set that keeps at most `limit` keys, forgetting the least recently used first. `has`
+ * counts as a use.
+ */
+export function createRecentSet(limit: number): { has(key: string): boolean; add(key: string): void; readonly size: number } {
+  const keys = new Set<string>();
+  return {
+    has(key) {
+      if (!keys.delete(key)) return false;
+      keys.add(key);
+      return true;
+    },
+    add(key) {
+      keys.delete(key);
+      keys.add(key);
+      if (keys.size > limit) keys.delete(keys.values().next().value!);
+    },
+    get size() {
+      return keys.size;
+    },
+  };
+}
+
+/**
+ * Tokens this process wrote in a committed batch, so a value seen again is not encrypted
+ * and sent again. 100 000 tokens of 48 characters: about 10 MB.
+ */
+export const WRITTEN_TOKENS_LIMIT = 100_000;
+
 /** The one line a loading role without the vault's grants gets, with the fix. */
 async function createGrantError(pool: DatabasePool, reason: string): Promise<FatalError> {
   const role = await pool.oneFirst(sql.unsafe`SELECT current_user::text`);
@@ -691,6 +721,7 @@ export function create({ env }: StrategyOptions): MaskStrategy {
   const keys = parseVaultKeys(env);
   // A KeyObject made once: createHmac with raw bytes imports the key again on every call.
   let tokenKey: KeyObject | undefined;
+  const written = createRecentSet(WRITTEN_TOKENS_LIMIT);
   return {
     name: "vault",
     async setup(pool) {
@@ -711,8 +742,10 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       return createToken(tokenKey, field, value);
     },
     async persist(tx, values) {
+      const unwritten = values.filter((v) => !written.has(v.masked));
+      if (unwritten.length === 0) return;
       try {
-        await writeEntries(tx, keys.current, values);
+        await writeEntries(tx, keys.current, unwritten);
       } catch (error) {
         if (sqlStateOf(error) !== RETIRED_KEY_SQLSTATE) throw error;
         throw new FatalError(
@@ -720,6 +753,10 @@ export function create({ env }: StrategyOptions): MaskStrategy {
           { cause: error },
         );
       }
+      // Remembered only once the batch has committed: a rolled-back entry must be sent again.
+      return () => {
+        for (const v of unwritten) written.add(v.masked);
+      };
     },
   };
 }

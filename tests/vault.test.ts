@@ -5,16 +5,16 @@
  */
 import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConfigError, loadStrategy, type MaskStrategy } from "../mod.ts";
+import { ConfigError, insertRows, loadStrategy, maskRecord, type MaskStrategy } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
 import { VaultError } from "../scripts/_vault-command.ts";
-import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
+import { createRecentSet, createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
 import { readRows, runDeno, runTool } from "./helpers.ts";
 import {
-  createVault as createVaultOn, createVaultFixture, load, login, OTHER_VAULT_KEY, runSqlFile, sqlState, TEST_VAULT_KEY, tokensOf,
-  type VaultFixture,
+  createVault as createVaultOn, createVaultFixture, load, login, OTHER_VAULT_KEY, runSqlFile, sqlState, TEST_VAULT_KEY, toRecords,
+  tokensOf, type VaultFixture,
 } from "./vault-fixture.ts";
 
 let f: VaultFixture;
@@ -58,6 +58,40 @@ describe("vault tokens and entries", () => {
     ]);
     const versions = await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`);
     expect(versions).toEqual([1]);
+  });
+
+  it("sends no entry again for a token this process wrote in a committed batch, but sends one a rollback undid", async () => {
+    const strategy = await createVault(f.pool);
+    const entries = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`) as number;
+    await load(f.pool, strategy, [login("a", "10.3.3.3", "device-cache-a")]);
+    expect(await entries()).toBe(2);
+    // Gone from the table behind its back (only the owner can do this): the same process does not write it again...
+    await f.pool.query(sql.unsafe`DELETE FROM pii_vault.entries`);
+    await load(f.pool, strategy, [login("b", "10.3.3.3", "device-cache-a")]);
+    expect(await entries()).toBe(0);
+    // ...a process that did not write it does.
+    await load(f.pool, await createVault(f.pool), [login("c", "10.3.3.3", "device-cache-a")]);
+    expect(await entries()).toBe(2);
+
+    // A batch whose transaction rolls back after persisting: its tokens are not remembered.
+    const fresh = await createVault(f.pool);
+    const [record] = toRecords([login("d", "10.3.3.4", "device-cache-d")]);
+    const masked = await maskRecord(fresh, record!);
+    await expect(f.pool.transaction(async (tx) => {
+      await insertRows(tx, fresh, [masked]);
+      throw new Error("rolled back after persisting");
+    })).rejects.toThrow("rolled back after persisting");
+    await load(f.pool, fresh, [login("d", "10.3.3.4", "device-cache-d")]);
+    expect(await entries()).toBe(4);
+  });
+
+  it("keeps at most its limit of written tokens, forgetting the least recently used first", () => {
+    const recent = createRecentSet(2);
+    recent.add("a");
+    recent.add("b");
+    expect(recent.has("a")).toBe(true);
+    recent.add("c");
+    expect([recent.has("a"), recent.has("b"), recent.has("c"), recent.size]).toEqual([true, false, true, 2]);
   });
 
   // python3 -c "import hmac,hashlib,base64; print(base64.urlsafe_b64encode(hmac.new(bytes(range(32)),
