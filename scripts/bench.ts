@@ -10,7 +10,10 @@
  *
  * The SQS emulator (fauxqs) runs as its own process, as a real queue would, and Postgres is
  * embedded unless `DATABASE_URL` names a server. Each phase gets a fresh queue preloaded
- * with its messages and a fresh database, so no phase sees another's leftovers. Phases:
+ * with the same messages and a fresh database, so no phase sees another's leftovers. The
+ * messages repeat as a real login stream does (`--corpus logins`: N/10 users, each with
+ * their own devices and addresses; see `createLoginStream`), or are all different
+ * (`--corpus unique`). Phases:
  *
  * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
@@ -35,7 +38,7 @@ import { ConfigError, loadStrategy, parseCount, parseFlags } from "../mod.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 import { runScript } from "./_command.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
-import { sampleBodies, sendBodies } from "./produce.ts";
+import { createLoginStream, sampleBodies, sendBodies } from "./produce.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 /** A key for the benchmark's own throwaway data; never a real secret. */
@@ -51,6 +54,10 @@ function toolKeys(strategy: string): Record<string, string> {
 }
 const PHASES = ["ceiling", "tool", "baseline"] as const;
 type Phase = (typeof PHASES)[number];
+const CORPORA = ["logins", "unique"] as const;
+type Corpus = (typeof CORPORA)[number];
+/** Logins per user, on average, in the `logins` corpus. */
+const LOGINS_PER_USER = 10;
 
 /** What one bench run is asked to do. */
 export interface BenchOptions {
@@ -63,6 +70,8 @@ export interface BenchOptions {
   ceilingConcurrency: number;
   /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
   toolArgs: string[];
+  /** `logins`: users who come back, from their own devices and addresses; `unique`: every message different. */
+  corpus: Corpus;
   json: boolean;
 }
 
@@ -117,6 +126,8 @@ Postgres (embedded, or the server DATABASE_URL names).
   --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
   --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
+  --corpus logins|unique    logins: users who come back, from their own devices and addresses
+                            (default); unique: every message different (docs/benchmark.md)
   --json                    print the report as JSON instead of a table
   -h, --help                show this help
 
@@ -135,6 +146,7 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     strategies: { type: "string" },
     "ceiling-concurrency": { type: "string" },
     "tool-args": { type: "string" },
+    corpus: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   });
@@ -144,6 +156,8 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
   const phases = (flag("phases") ?? PHASES.join(",")).split(",").filter(Boolean);
   const unknown = phases.filter((p) => !(PHASES as readonly string[]).includes(p));
   if (unknown.length > 0) throw new ConfigError(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
+  const corpus = flag("corpus") ?? "logins";
+  if (!(CORPORA as readonly string[]).includes(corpus)) throw new ConfigError(`--corpus takes ${CORPORA.join(" or ")}, got "${corpus}"`);
   const strategies = (flag("strategies") ?? DEFAULT_STRATEGIES).split(",").filter(Boolean);
   // As the tool will load them, with the keys it will get: a bad name fails now, not mid-run.
   for (const strategy of strategies) await loadStrategy(strategy, { env: toolKeys(strategy) });
@@ -155,6 +169,7 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
+    corpus: corpus as Corpus,
     json: values.json === true,
   };
 }
@@ -197,16 +212,29 @@ interface Stage {
   drop(): Promise<void>;
 }
 
+/** The corpus's bodies, a slice at a time: the same for every phase of a run. */
+function createCorpus(corpus: Corpus, count: number): (size: number) => string[] {
+  if (corpus === "unique") {
+    let made = 0;
+    return (size) => sampleBodies(size, 0, (made += size) - size + 1);
+  }
+  const next = createLoginStream(1, Math.max(1, Math.round(count / LOGINS_PER_USER)));
+  return (size) => Array.from({ length: size }, next);
+}
+
 /** A fresh queue holding `count` messages and a fresh database, for one phase. */
-async function stage(emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number): Promise<Stage> {
+async function stage(
+  emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number, corpus: Corpus,
+): Promise<Stage> {
   // A strategy may be a module path: keep what queue and database names allow.
   const id = `${name.replace(/\.[cm]?[jt]s$/, "").replace(/[^a-z0-9]+/gi, "_").slice(-40).toLowerCase()}_${randomBytes(3).toString("hex")}`;
   // Long enough that no message comes back while the slowest phase is still working.
   const queueUrl = await emulator.createQueue(`bench-${id}`.replace(/_/g, "-"), { VisibilityTimeout: "120" });
   // Made and sent in slices so a million bodies never sit in memory at once.
   const slice = 20_000;
+  const bodies = createCorpus(corpus, count);
   for (let sent = 0; sent < count; sent += slice) {
-    await sendBodies(sqs, queueUrl, sampleBodies(Math.min(slice, count - sent), 0, sent + 1), 32);
+    await sendBodies(sqs, queueUrl, bodies(Math.min(slice, count - sent)), 32);
   }
   const databaseUrl = await postgres.createDatabase(`bench_${id}`);
   return {
@@ -471,7 +499,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const results: PhaseResult[] = [];
   try {
     if (options.phases.includes("ceiling")) {
-      const s = await stage(emulator, sqs, postgres, "ceiling", options.n);
+      const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
       log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
       const before = await markCpu(emulator.pid);
       const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
@@ -481,7 +509,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
     if (options.phases.includes("tool")) {
       for (const strategy of options.strategies) {
-        const s = await stage(emulator, sqs, postgres, strategy, options.n);
+        const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
         log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
         const before = await markCpu(emulator.pid);
         const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs);
@@ -505,7 +533,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       }
     }
     if (options.phases.includes("baseline")) {
-      const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN);
+      const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN, options.corpus);
       log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
       const before = await markCpu(emulator.pid);
       const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
@@ -535,7 +563,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 /** The report as a Markdown table. */
 export function formatTable(report: BenchReport): string {
   const lines = [
-    `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}`,
+    `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}; corpus: ${report.options.corpus}`,
     "",
     "| phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

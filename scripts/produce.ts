@@ -87,6 +87,63 @@ export function sampleBodies(count: number, invalidRatio = 0, seed = 42): string
   return bodies;
 }
 
+/** Keeps the few most active users of {@link createLoginStream} from drowning the rest. */
+const ZIPF_SHIFT = 10;
+
+/** One user of {@link createLoginStream}: who they are, and the devices and addresses they use. */
+interface StreamUser {
+  user_id: string;
+  app_version: string;
+  locale: string | null;
+  devices: Array<{ device_id: string; device_type: string }>;
+  ips: string[];
+}
+
+/**
+ * Logins as a real stream repeats them: a population of `users`, a few logging in very
+ * often and most now and then, each from their own one or two devices and one to three
+ * addresses (docs/benchmark.md gives the figures).
+ *
+ * - The user of each login has rank k with P(rank <= k) = ln((k + 10) / 10) / ln((users + 10) / 10):
+ *   Zipf-Mandelbrot with exponent 1 and shift 10, drawn by inverting that for `u` uniform
+ *   in [0, 1). With 10 000 users the most active makes ~1.4% of all logins, the top 10 ~10%,
+ *   the top 100 ~35%, the top 1 000 ~67%.
+ * - A user has 1 device (2 in one case of three) and 1 to 3 addresses, drawn once from the
+ *   user's own seed; a login takes one of the devices at random, and the first address
+ *   70% of the time, another one otherwise.
+ *
+ * @param seed the stream's seed: the same seed, the same stream
+ * @returns a function giving the next body each time it is called
+ */
+export function createLoginStream(seed: number, users: number): () => string {
+  const random = seededRandom(seed);
+  const known = new Map<number, StreamUser>();
+  const userOf = (rank: number): StreamUser => {
+    let user = known.get(rank);
+    if (!user) {
+      const own = seededRandom(Math.imul(seed ^ 0x9e3779b9, 2654435761) ^ rank);
+      const base = sampleLogin(own);
+      const devices = Array.from({ length: own() < 1 / 3 ? 2 : 1 }, () => {
+        const { device_id, device_type } = sampleLogin(own);
+        return { device_id: String(device_id), device_type: String(device_type) };
+      });
+      const ips = Array.from({ length: 1 + Math.floor(own() * 3) }, () => String(sampleLogin(own).ip));
+      user = { user_id: String(base.user_id), app_version: String(base.app_version), locale: base.locale as string | null, devices, ips };
+      known.set(rank, user);
+    }
+    return user;
+  };
+  return () => {
+    const user = userOf(1 + Math.floor(ZIPF_SHIFT * ((users + ZIPF_SHIFT) / ZIPF_SHIFT) ** random() - ZIPF_SHIFT));
+    const device = user.devices[Math.floor(random() * user.devices.length)]!;
+    const ip = user.ips.length === 1 || random() < 0.7 ? user.ips[0]! : user.ips[1 + Math.floor(random() * (user.ips.length - 1))]!;
+    return JSON.stringify({
+      user_id: user.user_id, app_version: user.app_version, device_type: device.device_type, ip, locale: user.locale,
+      device_id: device.device_id,
+    });
+  };
+}
+
 /**
  * Send bodies in batches of 10, several batches in flight.
  *

@@ -1,10 +1,12 @@
 /**
  * The benchmark at a tiny N: proves `npm run bench` works end to end (its own emulator
- * process, every phase, the JSON shape). No figure is asserted: CI machines vary, and a
- * timed assertion would fail for reasons that are not bugs.
+ * process, every phase, the JSON shape), and that its corpus repeats as documented. No
+ * rate is asserted: CI machines vary, and a timed assertion would fail for reasons that
+ * are not bugs.
  */
 import { inject, expect, it } from "vitest";
 import type { BenchReport, PhaseResult } from "../scripts/bench.ts";
+import { createLoginStream } from "../scripts/produce.ts";
 import { runTool } from "./helpers.ts";
 
 const N = 300;
@@ -47,3 +49,29 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
     expect(Math.min(r.cpu!.consumer, r.cpu!.emulator, r.cpu!.postgres)).toBeGreaterThanOrEqual(0);
   }
 }, 90_000);
+
+it("sends a corpus that repeats as docs/benchmark.md says: the same users, devices and addresses again and again", () => {
+  const logins = 20_000;
+  const next = createLoginStream(1, logins / 10);
+  const bodies = Array.from({ length: logins }, next);
+  expect(Array.from({ length: 5 }, createLoginStream(1, logins / 10))).toEqual(bodies.slice(0, 5));
+  const parsed = bodies.map((b) => JSON.parse(b) as { user_id: string; ip: string; device_id: string });
+  const perUser = new Map<string, { ips: Set<string>; devices: Set<string>; logins: number }>();
+  for (const { user_id, ip, device_id } of parsed) {
+    const user = perUser.get(user_id) ?? { ips: new Set(), devices: new Set(), logins: 0 };
+    user.ips.add(ip);
+    user.devices.add(device_id);
+    user.logins++;
+    perUser.set(user_id, user);
+  }
+  const users = [...perUser.values()];
+  expect(users.length).toBeLessThanOrEqual(logins / 10);
+  expect(Math.max(...users.map((u) => u.ips.size))).toBeLessThanOrEqual(3);
+  expect(Math.max(...users.map((u) => u.devices.size))).toBeLessThanOrEqual(2);
+  const distinct = new Set(parsed.flatMap((p) => [p.ip, p.device_id])).size / (2 * logins);
+  expect(distinct).toBeGreaterThan(0.05);
+  expect(distinct).toBeLessThan(0.25);
+  const top = users.map((u) => u.logins).sort((a, b) => b - a);
+  expect(top[0]! / logins).toBeLessThan(0.03);
+  expect(top.slice(0, 10).reduce((a, b) => a + b) / logins).toBeGreaterThan(0.05);
+});
