@@ -677,24 +677,33 @@ export function sqlStateOf(error: unknown): string | undefined {
 }
 
 /**
- * A set that keeps at most `limit` keys, forgetting the least recently used first. `has`
- * counts as a use.
+ * A set that keeps at most `limit` keys, the recently used ones: two generations of up to
+ * `limit / 2` keys each. When the young one is full the old one is dropped whole; a key
+ * found in the old one (`has` counts as a use) moves to the young one. No key is ever
+ * deleted one by one: a JavaScript Set keeps a deleted key's slot until it rehashes, and
+ * evicting the oldest of one large Set walked over those slots every time.
  */
 export function createRecentSet(limit: number): { has(key: string): boolean; add(key: string): void; readonly size: number } {
-  const keys = new Set<string>();
+  const generation = Math.max(1, Math.floor(limit / 2));
+  let young = new Set<string>();
+  let old = new Set<string>();
+  const add = (key: string) => {
+    young.add(key);
+    if (young.size >= generation) {
+      old = young;
+      young = new Set();
+    }
+  };
   return {
     has(key) {
-      if (!keys.delete(key)) return false;
-      keys.add(key);
+      if (young.has(key)) return true;
+      if (!old.has(key)) return false;
+      add(key);
       return true;
     },
-    add(key) {
-      keys.delete(key);
-      keys.add(key);
-      if (keys.size > limit) keys.delete(keys.values().next().value!);
-    },
+    add,
     get size() {
-      return keys.size;
+      return young.size + old.size;
     },
   };
 }

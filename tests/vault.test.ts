@@ -85,13 +85,16 @@ describe("vault tokens and entries", () => {
     expect(await entries()).toBe(4);
   });
 
-  it("keeps at most its limit of written tokens, forgetting the least recently used first", () => {
-    const recent = createRecentSet(2);
-    recent.add("a");
-    recent.add("b");
-    expect(recent.has("a")).toBe(true);
-    recent.add("c");
-    expect([recent.has("a"), recent.has("b"), recent.has("c"), recent.size]).toEqual([true, false, true, 2]);
+  it("keeps at most its limit of written tokens, forgetting those not used for longest", () => {
+    const recent = createRecentSet(4);
+    for (const key of ["a", "b", "c", "d", "e", "f"]) {
+      recent.add(key);
+      expect(recent.size).toBeLessThanOrEqual(4);
+      if (key !== "a") expect(recent.has("a")).toBe(true); // used all along: kept
+    }
+    // The last added, and the one used all along, are kept; the early ones not used since are gone.
+    expect([recent.has("f"), recent.has("a"), recent.has("b"), recent.has("c")]).toEqual([true, true, false, false]);
+    expect(recent.size).toBeLessThanOrEqual(4);
   });
 
   // python3 -c "import hmac,hashlib,base64; print(base64.urlsafe_b64encode(hmac.new(bytes(range(32)),
