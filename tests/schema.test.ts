@@ -1,7 +1,7 @@
 /** Validation, table-driven: what loads, what is refused and why, and app_version encoding. */
 import type { Message } from "@aws-sdk/client-sqs";
 import { describe, expect, it } from "vitest";
-import { decodeAppVersion, decodeMessage, encodeAppVersion } from "../mod.ts";
+import { canonicalIp, decodeAppVersion, decodeMessage, encodeAppVersion, loadStrategy, maskRecord } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES } from "../scripts/produce.ts";
 
 const SENT = Date.UTC(2024, 0, 31, 23, 59, 59);
@@ -98,5 +98,64 @@ describe("decodeMessage", () => {
       expect(decoded.ok).toBe(false);
       expect(!decoded.ok && decoded.reason).not.toMatch(/203\.0\.113|SECRET-DEVICE/);
     }
+  });
+});
+
+describe("input fidelity: equal values mask equal, different values never collide", () => {
+  const emoji = "\u{1F600}"; // one character (code point), two UTF-16 units
+
+  it.each([
+    ["user_id", 128], ["device_type", 32], ["locale", 32], ["device_id", 256],
+  ] as const)("counts %s in characters, as varchar(%i) does", (field, max) => {
+    expect(decodeMessage(message(JSON.stringify({ ...valid, [field]: emoji.repeat(max) }))).ok).toBe(true);
+    const tooLong = decodeMessage(message(JSON.stringify({ ...valid, [field]: emoji.repeat(max + 1) })));
+    expect(!tooLong.ok && tooLong.reason).toBe(`${field}: at most ${max} characters`);
+  });
+
+  it.each(["user_id", "device_type", "locale", "device_id"])("refuses an unpaired surrogate in %s, naming no value", (field) => {
+    // JSON can carry one as an escape; it would reach Postgres and the hash as U+FFFD.
+    for (const text of ["\uD800", "ab\uDC00", "x\uD83D"]) {
+      const decoded = decodeMessage(message(JSON.stringify({ ...valid, [field]: text })));
+      expect(decoded).toEqual({ ok: false, reason: `${field}: not valid Unicode (an unpaired surrogate)` });
+    }
+    // A pair is a character like any other.
+    expect(decodeMessage(message(JSON.stringify({ ...valid, [field]: "\uD83D\uDE00" }))).ok).toBe(true);
+  });
+
+  it.each([
+    ["2001:DB8::ABCD", "2001:db8::abcd"],
+    ["2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"],
+    ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"], // the first of two equal runs of zeros
+    ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"], // one zero group is not compressed
+    ["::ffff:203.0.113.9", "203.0.113.9"], // IPv4-mapped: the IPv4 address
+    ["::FFFF:CB00:7109", "203.0.113.9"],
+    ["0:0:0:0:0:ffff:203.0.113.9", "203.0.113.9"],
+    ["64:ff9b::203.0.113.9", "64:ff9b::cb00:7109"], // not mapped: RFC 5952 hex
+    ["FE80::1%eth0", "fe80::1%eth0"], // the zone is kept as written
+    ["203.0.113.9", "203.0.113.9"],
+    ["::", "::"],
+  ])("writes %s as %s (RFC 5952; IPv4-mapped as IPv4)", (written, canonical) => {
+    expect(canonicalIp(written)).toBe(canonical);
+  });
+
+  it("masks one address written two ways alike", async () => {
+    const strategy = await loadStrategy("sha256", { env: {} });
+    const maskedIp = async (ip: string) => {
+      const decoded = decodeMessage(message(JSON.stringify({ ...valid, ip })));
+      if (!decoded.ok) throw new Error(decoded.reason);
+      return (await maskRecord(strategy, decoded.record)).row.masked_ip;
+    };
+    expect(await maskedIp("2001:DB8::ABCD")).toBe(await maskedIp("2001:db8::abcd"));
+    expect(await maskedIp("::ffff:203.0.113.9")).toBe(await maskedIp("203.0.113.9"));
+    expect(await maskedIp("2001:db8::abcd")).not.toBe(await maskedIp("2001:db8::abce"));
+  });
+
+  it("keeps sha256 of a plain dotted IPv4 byte-identical to Python's hashlib", async () => {
+    const strategy = await loadStrategy("sha256", { env: {} });
+    const decoded = decodeMessage(message(JSON.stringify({ ...valid, ip: "199.172.111.135" })));
+    if (!decoded.ok) throw new Error(decoded.reason);
+    // python3 -c "import hashlib; print(hashlib.sha256('199.172.111.135'.encode()).hexdigest())"
+    expect((await maskRecord(strategy, decoded.record)).row.masked_ip)
+      .toBe("a6d0e2f27f6111e10b06790db42f34123e724aa0fd24b280f4a0ef5ee986784c");
   });
 });
