@@ -60,12 +60,29 @@ export const VERSION = "0.1.0";
 export const EXIT_USAGE = 2;
 /** Exit code for a runtime failure (unreachable service, missing permission). */
 export const EXIT_FAILURE = 1;
+/** Exit code for a second SIGINT/SIGTERM during a stop: exit at once, as shells expect of Ctrl-C. */
+export const EXIT_SECOND_SIGNAL = 130;
 
 export const DEFAULT_STRATEGY = "hmac";
 export const DEFAULT_BATCH_SIZE = 500;
 export const DEFAULT_CONCURRENCY = 16;
-/** How long a stop waits for in-flight work before it releases the rest to the queue. */
-export const DEFAULT_SHUTDOWN_GRACE_MS = 20_000;
+/**
+ * How long a stop waits for what is in flight before it abandons it and hands it back.
+ * Orchestrators must allow more: compose's `stop_grace_period` and Kubernetes'
+ * `terminationGracePeriodSeconds` (both 30 s by default) must exceed it by `STOP_MARGIN_SECONDS`.
+ */
+export const DEFAULT_STOP_GRACE_SECONDS = 20;
+/** After the grace, a stop needs at most this long to abandon its calls, release and exit. */
+export const STOP_MARGIN_SECONDS = 5;
+/** A batch not committed this long after it was formed is abandoned and its messages released. */
+export const DEFAULT_BATCH_DEADLINE_SECONDS = 60;
+/**
+ * Message bodies held in flight at most, in MiB. A receive of SQS's largest bodies (10 of
+ * 1 MiB) passes through several copies on its way in (bytes, text, parsed, checked), so the
+ * process's peak is a multiple of this: 16 kept it near 240 MB with 1 MiB bodies (8: 230,
+ * 32: 300), measured with `npm run bench -- --phases large`.
+ */
+export const DEFAULT_MAX_IN_FLIGHT_MB = 16;
 /** SQS hands out at most 10 messages per receive and takes at most 10 entries per batch call. */
 export const SQS_MAX_BATCH = 10;
 
@@ -91,6 +108,11 @@ export interface Config {
   logLevel: LogLevel;
   /** Serve /metrics, /healthz and /readyz on this port; none when undefined. */
   metricsPort: number | undefined;
+  /** The address the metrics server listens on; every interface when undefined. */
+  metricsHost: string | undefined;
+  stopGraceSeconds: number;
+  batchDeadlineSeconds: number;
+  maxInFlightMb: number;
   help: boolean;
   version: boolean;
 }
@@ -105,9 +127,20 @@ const FLAGS = {
   concurrency: { type: "string" },
   "log-level": { type: "string" },
   "metrics-port": { type: "string" },
+  "metrics-host": { type: "string" },
+  "stop-grace": { type: "string" },
+  "batch-deadline": { type: "string" },
+  "max-in-flight-mb": { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean" },
 } as const;
+
+/** A setting's value and where it came from, so that an error names what the user wrote. */
+interface Setting {
+  value: string;
+  /** `--flag` or the environment variable's name. */
+  source: string;
+}
 
 /**
  * Apply flags > environment > defaults and check everything up front.
@@ -125,33 +158,41 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
   const values = parseFlags(argv, FLAGS);
   const help = values.help === true;
   const version = values.version === true;
-  const pick = (flag: string, variable: string) => {
-    const value = (values[flag] as string | undefined) ?? env[variable];
-    return value === undefined || value.trim() === "" ? undefined : value.trim();
+  const pick = (flag: string, variable?: string): Setting | undefined => {
+    const fromFlag = values[flag] as string | undefined;
+    const [value, source] = fromFlag !== undefined ? [fromFlag, `--${flag}`] : [variable ? env[variable] : undefined, variable ?? ""];
+    return value === undefined || value.trim() === "" ? undefined : { value: value.trim(), source };
   };
+  const count = (setting: Setting | undefined, fallback: number, min: number, max: number) =>
+    parseCount(setting?.value, setting?.source ?? "", fallback, min, max);
   const queueUrl = pick("queue-url", "QUEUE_URL");
+  const dlqUrl = pick("dlq-url", "DLQ_URL");
   const databaseUrl = pick("database-url", "DATABASE_URL");
   const config: Config = {
-    queueUrl: queueUrl ?? "",
-    dlqUrl: pick("dlq-url", "DLQ_URL"),
-    databaseUrl: databaseUrl ?? "",
-    strategy: pick("strategy", "MASK_STRATEGY") ?? DEFAULT_STRATEGY,
+    queueUrl: queueUrl?.value ?? "",
+    dlqUrl: dlqUrl?.value,
+    databaseUrl: databaseUrl?.value ?? "",
+    strategy: pick("strategy", "MASK_STRATEGY")?.value ?? DEFAULT_STRATEGY,
     drain: values.drain === true,
-    batchSize: parseCount(values["batch-size"] as string | undefined, "--batch-size", DEFAULT_BATCH_SIZE, 1, 10_000),
-    concurrency: parseCount(values.concurrency as string | undefined, "--concurrency", DEFAULT_CONCURRENCY, 1, 64),
+    batchSize: count(pick("batch-size"), DEFAULT_BATCH_SIZE, 1, 10_000),
+    concurrency: count(pick("concurrency"), DEFAULT_CONCURRENCY, 1, 64),
     logLevel: parseLogLevel(pick("log-level", "LOG_LEVEL")),
-    metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), "--metrics-port", 1, 65_535),
+    metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), 1, 65_535),
+    metricsHost: pick("metrics-host", "METRICS_HOST")?.value,
+    stopGraceSeconds: count(pick("stop-grace", "STOP_GRACE_SECONDS"), DEFAULT_STOP_GRACE_SECONDS, 0, 3_600),
+    batchDeadlineSeconds: count(pick("batch-deadline", "BATCH_DEADLINE_SECONDS"), DEFAULT_BATCH_DEADLINE_SECONDS, 1, 86_400),
+    maxInFlightMb: count(pick("max-in-flight-mb", "MAX_IN_FLIGHT_MB"), DEFAULT_MAX_IN_FLIGHT_MB, 1, 65_536),
     help,
     version,
   };
   if (help || version) return config;
-  parseQueueUrl(queueUrl);
-  if (config.dlqUrl) checkUrl(config.dlqUrl, "--dlq-url", ["http:", "https:"]);
-  if (config.dlqUrl === queueUrl) {
-    throw new ConfigError("--dlq-url is the same queue as --queue-url: invalid messages would come straight back");
+  parseQueueUrl(queueUrl?.value, queueUrl?.source);
+  if (dlqUrl) checkUrl(dlqUrl.value, dlqUrl.source, ["http:", "https:"]);
+  if (dlqUrl && dlqUrl.value === queueUrl?.value) {
+    throw new ConfigError(`${dlqUrl.source} is the same queue as ${queueUrl.source}: invalid messages would come straight back`);
   }
   if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
-  checkUrl(databaseUrl, "--database-url", ["postgres:", "postgresql:"]);
+  checkUrl(databaseUrl.value, databaseUrl.source, ["postgres:", "postgresql:"]);
   return config;
 }
 
@@ -175,54 +216,69 @@ export function parseFlags(
 /**
  * The source queue's URL (from --queue-url or QUEUE_URL), checked.
  *
+ * @param source where it came from, for the error: the flag or the variable
  * @throws {ConfigError} when it is missing or not an http(s) URL
  */
-export function parseQueueUrl(raw: string | undefined): string {
+export function parseQueueUrl(raw: string | undefined, source = "--queue-url"): string {
   const queueUrl = raw?.trim();
   if (!queueUrl) throw new ConfigError("No queue given: pass --queue-url URL or set QUEUE_URL");
-  checkUrl(queueUrl, "--queue-url", ["http:", "https:"]);
+  checkUrl(queueUrl, source, ["http:", "https:"]);
   return queueUrl;
 }
 
 /**
- * A whole-number flag: `fallback` when absent.
+ * A whole-number setting: `fallback` when absent.
  *
- * @throws {ConfigError} naming the flag and the range when it is not a whole number in [min, max]
+ * @param source where it came from, for the error: the flag (`--count`) or the variable (`METRICS_PORT`)
+ * @throws {ConfigError} naming the source and the range when it is not a whole number in [min, max]
  */
-export function parseCount(raw: string | undefined, flag: string, fallback: number, min: number, max: number): number {
+export function parseCount(raw: string | undefined, source: string, fallback: number, min: number, max: number): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {
-    throw new ConfigError(`${flag} must be a whole number from ${min} to ${max}, got "${raw}"`);
+    throw new ConfigError(`${source} must be a whole number from ${min} to ${max}, got "${raw}"`);
   }
   return value;
 }
 
-function optionalCount(raw: string | undefined, flag: string, min: number, max: number): number | undefined {
-  return raw === undefined ? undefined : parseCount(raw, flag, min, min, max);
+function optionalCount(setting: Setting | undefined, min: number, max: number): number | undefined {
+  return setting === undefined ? undefined : parseCount(setting.value, setting.source, min, min, max);
 }
 
-function checkUrl(raw: string, flag: string, protocols: readonly string[]): void {
+/** Check a URL's form, naming where it came from; never echo it, since it may carry a password. */
+function checkUrl(value: string, source: string, protocols: readonly string[]): void {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    // The usual cause: a password holding a character that ends the URL's userinfo early.
+    const hint = /[#/?%]/.test(value.replace(/^[a-z]+:\/\//i, "").split("@").slice(0, -1).join("@"))
+      ? "; if the password holds # / ? or %, percent-encode it (# as %23, / as %2F, ? as %3F, % as %25)"
+      : "";
+    throw new ConfigError(`${source} is not a URL: expected ${protocols[0]}//...${hint}`);
+  }
+  if (!protocols.includes(url.protocol)) {
+    throw new ConfigError(`${source} must start with ${protocols.join(" or ")}//, got ${url.protocol}//`);
+  }
+}
+
+/** Query parameters that carry a secret: libpq's passwords, AWS's signatures and tokens. */
+const SECRET_PARAMETER = /pass|secret|token|signature|credential|key/i;
+
+/** The URL with every secret-bearing part (password, secret query parameters) hidden, safe to print. */
+export function redactUrl(raw: string): string {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError(`${flag} is not a URL: expected ${protocols[0]}//...`);
+    return "(a URL that does not parse)";
   }
-  if (!protocols.includes(url.protocol)) {
-    throw new ConfigError(`${flag} must start with ${protocols.join(" or ")}//, got ${url.protocol}//`);
-  }
-}
-
-/** The URL without its password, safe to print. */
-export function redactUrl(raw: string): string {
-  try {
-    const url = new URL(raw);
-    if (url.password) url.password = "***";
-    return url.toString();
-  } catch {
-    return "(unparseable URL)";
-  }
+  if (url.password) url.password = "***";
+  // Rebuilt by hand: URLSearchParams would percent-encode the stars.
+  const query = [...url.searchParams].map(([name, value]) =>
+    `${encodeURIComponent(name)}=${SECRET_PARAMETER.test(name) ? "***" : encodeURIComponent(value)}`);
+  url.search = "";
+  return url.toString() + (query.length > 0 ? `?${query.join("&")}` : "");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -613,12 +669,12 @@ function checkMasked(strategy: MaskStrategy, value: string, field: PiiField, mas
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 const LOG_LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 99 };
 
-function parseLogLevel(raw: string | undefined): LogLevel {
-  if (raw === undefined) return "info";
-  if (!(raw in LOG_LEVELS)) {
-    throw new ConfigError(`--log-level must be one of ${Object.keys(LOG_LEVELS).join(", ")}, got "${raw}"`);
+function parseLogLevel(setting: Setting | undefined): LogLevel {
+  if (setting === undefined) return "info";
+  if (!(setting.value in LOG_LEVELS)) {
+    throw new ConfigError(`${setting.source} must be one of ${Object.keys(LOG_LEVELS).join(", ")}, got "${setting.value}"`);
   }
-  return raw as LogLevel;
+  return setting.value as LogLevel;
 }
 
 export type LogFields = Record<string, string | number | boolean | undefined>;
@@ -1054,7 +1110,8 @@ export function describeSqsError(error: unknown): string {
   }
   if (/AccessDenied/.test(name)) return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
   if (causeCode && TRANSIENT_NETWORK_CODES.has(causeCode)) {
-    return `endpoint unreachable (${causeCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${process.env.AWS_ENDPOINT_URL ?? "unset"})`;
+    const endpoint = process.env.AWS_ENDPOINT_URL;
+    return `endpoint unreachable (${causeCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${endpoint ? redactUrl(endpoint) : "unset"})`;
   }
   return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
 }
@@ -1251,7 +1308,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     // Drain mode short-polls: a 1 s long poll made every run end a second after its last
     // message, which at 100 000 messages is several percent of the run.
     waitTimeSeconds = drain ? 0 : 20,
-    shutdownGraceMs = DEFAULT_SHUTDOWN_GRACE_MS,
+    shutdownGraceMs = DEFAULT_STOP_GRACE_SECONDS * 1000,
     logger = createLogger("silent"),
     observer = {},
   } = options;
@@ -1771,11 +1828,12 @@ export interface MetricsServer {
  * `/readyz` (200 when Postgres and SQS answer, else 503 naming which does not; cached
  * for `READY_CACHE_MS`).
  *
- * @param port TCP port, on all interfaces (0 picks a free one)
+ * @param port TCP port (0 picks a free one)
  * @param render the metrics text
  * @param checks what `/readyz` asks
+ * @param host the address to listen on; every interface when undefined (what a container needs)
  */
-export async function startMetricsServer(port: number, render: () => string, checks: ReadinessChecks): Promise<MetricsServer> {
+export async function startMetricsServer(port: number, render: () => string, checks: ReadinessChecks, host?: string): Promise<MetricsServer> {
   const { createServer } = await import("node:http");
   let cached: { at: number; answer: Promise<{ ok: boolean; text: string }> } | undefined;
   const readiness = () => {
@@ -1805,8 +1863,8 @@ export async function startMetricsServer(port: number, render: () => string, che
     reply(404, "try /metrics, /healthz or /readyz\n");
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error) => reject(new FatalError(`Cannot serve metrics on port ${port}: ${(error as Error).message}`)));
-    server.listen(port, () => resolve());
+    server.once("error", (error) => reject(new FatalError(`Cannot serve metrics on ${host ?? "every interface"} port ${port}: ${(error as Error).message}`)));
+    server.listen(port, host, () => resolve());
   });
   return {
     port: (server.address() as { port: number }).port,
@@ -1939,9 +1997,12 @@ Consume login events from SQS, mask ip and device_id, load them into Postgres (u
 Options (flags > environment > defaults):
   --queue-url URL        source queue                               [env QUEUE_URL]
   --dlq-url URL          dead-letter queue for invalid messages      [env DLQ_URL]
-                         (without it, invalid messages stay in the queue for SQS's
-                         own redrive policy, and are counted and logged)
+                         (without it, or for a message too big for it, invalid
+                         messages stay in the queue for SQS's own redrive policy,
+                         and are counted and logged)
   --database-url URL     postgres://user:password@host:port/db       [env DATABASE_URL]
+                         (percent-encode # / ? % in the password, or leave it out
+                         of the URL and set PGPASSWORD)
   --strategy NAME|PATH   hmac (default), sha256, vault, ipcrypt, ipcrypt-pfx,
                          or a path to your own module
                                                                      [env MASK_STRATEGY]
@@ -1949,9 +2010,19 @@ Options (flags > environment > defaults):
                          without it, run until SIGINT/SIGTERM
   --batch-size N         rows per insert transaction (default ${DEFAULT_BATCH_SIZE})
   --concurrency N        receives in flight (default ${DEFAULT_CONCURRENCY})
+  --max-in-flight-mb N   message bodies held in flight at most, in MiB: what bounds
+                         memory with large bodies (default ${DEFAULT_MAX_IN_FLIGHT_MB})  [env MAX_IN_FLIGHT_MB]
+  --batch-deadline S     seconds a batch may take to commit before it is abandoned and
+                         its messages released for any consumer (default ${DEFAULT_BATCH_DEADLINE_SECONDS})
+                                                                     [env BATCH_DEADLINE_SECONDS]
+  --stop-grace S         seconds a stop waits for what is in flight before it releases
+                         it to the queue (default ${DEFAULT_STOP_GRACE_SECONDS}); it exits within
+                         S + ${STOP_MARGIN_SECONDS} s, so give orchestrators more     [env STOP_GRACE_SECONDS]
   --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
   --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
                                                                      [env METRICS_PORT]
+  --metrics-host ADDR    address for the metrics port (default: every interface, as
+                         a container needs; 127.0.0.1 keeps it local) [env METRICS_HOST]
   --version              print the version
   -h, --help             show this help
 
@@ -1972,11 +2043,15 @@ Strategies:
            masked, so they are linkable at /24 by design.
            Both: device_id as hmac (MASK_HMAC_KEY); whoever holds MASK_IPCRYPT_KEY can
            decrypt every ip with scripts/ipcrypt.ts.
+  An ip is masked in one canonical text: IPv6 as RFC 5952 writes it, an IPv4-mapped
+  address as its IPv4 address.
 
 AWS region, credentials and endpoint come from the SDK's default chain
 (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).
 
-Exit codes: 0 done or stopped cleanly, 1 runtime failure, 2 usage or configuration error.
+Exit codes: 0 done or stopped cleanly, 1 runtime failure, 2 usage or configuration error,
+130 a second SIGINT/SIGTERM during a stop (exits at once; what was in flight comes back
+after its visibility timeout).
 `;
 
 /** Print the one-line summary of a run to stdout. */
@@ -1987,16 +2062,39 @@ export function formatSummary(stats: ConsumerStats): string {
     `left_in_queue=${stats.leftInQueue} retries=${stats.retries} seconds=${seconds.toFixed(2)} rate=${rate}/s`;
 }
 
-/** Describe any error thrown at start-up as one line, without a stack trace. */
+/** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
 export function describeStartupError(error: unknown, databaseUrl: string): string {
   if (error instanceof ConfigError || error instanceof FatalError) return error.message;
   if (errorChain(error).some((e) => e.name === "SchemaValidationError")) return `Unexpected row shape: ${describeDatabaseError(error)}`;
-  const kind = classifyDatabaseError(error);
   const where = redactUrl(databaseUrl);
+  const url = (() => {
+    try {
+      return new URL(databaseUrl);
+    } catch {
+      return undefined;
+    }
+  })();
+  const messages = errorChain(error).map((e) => e.message).join("\n");
+  if (errorChain(error).some((e) => e instanceof URIError)) {
+    return `The password in ${where} holds a % that is not a percent-escape: write % as %25 (or leave the password out of the URL and set PGPASSWORD)`;
+  }
+  if (/client password must be a (non-empty )?string/.test(messages)) {
+    // Slonik reads the password from the URL's userinfo only; pg falls back to PGPASSWORD.
+    const ignored = url?.searchParams.has("password") ? " (a ?password= parameter is not read)" : "";
+    return `Postgres at ${where} asks for a password and none was given: put it in the URL (postgres://user:PASSWORD@host/db, percent-encoded) or set PGPASSWORD${ignored}`;
+  }
+  const kind = classifyDatabaseError(error);
   const text = describeDatabaseError(error);
+  // A connection that closes before any Postgres message: something else listens there.
+  if (kind === "transient" && /Connection terminated unexpectedly/.test(messages) && !errorChain(error).some((e) => typeof e.code === "string")) {
+    return `Something at ${where} hung up without speaking Postgres: is the port right? (Postgres listens on 5432 unless told otherwise; check --database-url)`;
+  }
   if (kind === "transient") return `Cannot reach Postgres at ${where}: ${text} (is it running? check --database-url)`;
   if (/^28/.test(text)) return `Postgres refused the login at ${where}: ${text} (check the user and password)`;
-  if (/^3D000/.test(text)) return `Database does not exist at ${where}: ${text}`;
+  if (/^3D000/.test(text)) {
+    const name = url ? decodeURIComponent(url.pathname.slice(1)) || "(none)" : "(unknown)";
+    return `Database ${name} does not exist at ${where}: create it (CREATE DATABASE ${name}) or fix the name in the URL's path`;
+  }
   if (/^42501/.test(text)) return `Permission denied at ${where}: ${text} (grant CREATE on the schema or create user_logins first)`;
   return `Postgres error at ${where}: ${text}`;
 }
@@ -2124,14 +2222,14 @@ export async function main(argv: readonly string[], env: Record<string, string |
       } else {
         // Nothing is lost: unacknowledged messages return to the queue after their timeout.
         logger.warn("second signal: exiting now", { signal });
-        process.exit(130);
+        process.exit(EXIT_SECOND_SIGNAL);
       }
     };
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     if (config.metricsPort !== undefined) {
       metricsServer = await startMetricsServer(config.metricsPort, () => metrics.render(consumer.stats, consumer.inFlight),
-        createReadinessChecks(db, sqs, config.queueUrl));
+        createReadinessChecks(db, sqs, config.queueUrl), config.metricsHost);
     }
     logger.info("consuming", {
       queue: config.queueUrl, dlq: config.dlqUrl ?? "none", strategy: strategy.name, drain: config.drain,

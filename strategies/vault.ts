@@ -84,7 +84,8 @@ function parseVersion(raw: string | undefined, variable: string, fallback: numbe
   if (raw === undefined || raw.trim() === "") return fallback;
   const version = Number(raw);
   if (!/^\d+$/.test(raw.trim()) || version < 1 || version > 2_147_483_647) {
-    throw new ConfigError(`${variable} must be a whole number from 1, got "${raw}"`);
+    // Not echoed: a key pasted into the wrong variable would land in the logs.
+    throw new ConfigError(`${variable} must be a whole number from 1 (the value is not shown, in case it is a key)`);
   }
   return version;
 }

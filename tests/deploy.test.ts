@@ -13,7 +13,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Secret, ServiceAccount } from "kubernetes-models/v1";
 import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_SHUTDOWN_GRACE_MS } from "../mod.ts";
+import { DEFAULT_STOP_GRACE_SECONDS, STOP_MARGIN_SECONDS } from "../mod.ts";
 import { ROOT } from "./helpers.ts";
 
 const DIR = join(ROOT, "deploy", "kubernetes");
@@ -101,7 +101,8 @@ describe("deploy/kubernetes", () => {
     expect(String(port.containerPort)).toBe(config.data.METRICS_PORT);
     expect(container.livenessProbe.httpGet).toEqual({ path: "/healthz", port: "metrics" });
     expect(container.readinessProbe.httpGet).toEqual({ path: "/readyz", port: "metrics" });
-    expect(pod.terminationGracePeriodSeconds).toBeGreaterThanOrEqual(DEFAULT_SHUTDOWN_GRACE_MS / 1000 + 10);
+    // A stop exits within its grace plus STOP_MARGIN_SECONDS; Kubernetes kills it after this.
+    expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(DEFAULT_STOP_GRACE_SECONDS + STOP_MARGIN_SECONDS);
     expect(pod.securityContext.runAsNonRoot).toBe(true);
     expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
     expect(container.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
-import { DEFAULT_SHUTDOWN_GRACE_MS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { DEFAULT_STOP_GRACE_SECONDS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, seededRandom, sendBodies } from "../scripts/produce.ts";
 import {
   countRows, createFixture, expectNoPii, type Fixture, openTransactions, queueDepth, rawPii, receiveAll, ROOT, runTool,
@@ -298,7 +298,7 @@ describe("clean stop while Postgres is down", { timeout: 60_000 }, () => {
     expect(result.code).toBe(0);
     // The grace period, then release and exit: within the grace plus a margin, and inside
     // the stop grace compose gives the container before it kills it.
-    expect(stopMs).toBeLessThan(Math.min(DEFAULT_SHUTDOWN_GRACE_MS + 5_000, await composeStopGraceMs()));
+    expect(stopMs).toBeLessThan(Math.min(DEFAULT_STOP_GRACE_SECONDS * 1000 + 5_000, await composeStopGraceMs()));
     expect(summaryOf(result)).toMatchObject({ loaded: 0 });
     expect(result.stderr).toContain("releasing unfinished messages to the queue");
     // Released, not left invisible for the 30 s timeout: visible again at once.
