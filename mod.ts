@@ -19,6 +19,8 @@
  *
  * @module
  */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { Buffer } from "node:buffer";
 import { isIP } from "node:net";
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
@@ -41,12 +43,15 @@ import {
   createPool,
   type DatabasePool,
   type DatabaseTransactionConnection,
+  type DriverClient,
+  type DriverFactory,
   type Interceptor,
   type QuerySqlToken,
   SchemaValidationError,
   sql,
   type ValueExpression,
 } from "slonik";
+import { createPgDriverFactory } from "@slonik/pg-driver";
 import type { StandardSchemaV1 } from "@standard-schema/spec";
 
 // ---------------------------------------------------------------------------------------
@@ -752,19 +757,112 @@ const resultParserInterceptor: Interceptor = {
   },
 };
 
+/** Postgres cancels a statement that runs longer itself (`statement_timeout`). */
+const STATEMENT_TIMEOUT_MS = 10_000;
 /**
- * Create the Slonik pool. Connecting is lazy; `ensureSchema` makes the first connection.
+ * The client's own deadline for one database call: the server's timeout and time for its
+ * answer. Past it no answer is coming (a half-open connection, a hung server), and a
+ * server-side timeout cannot say so across a silent socket.
+ */
+export const DATABASE_CALL_DEADLINE_MS = STATEMENT_TIMEOUT_MS + 5_000;
+/** The server ends a transaction left idle this long: its client may be gone without a word. */
+const IDLE_IN_TRANSACTION_TIMEOUT_MS = 30_000;
+/** Closing a connection waits this long at most for its last call and its goodbye. */
+const CONNECTION_CLOSE_WAIT_MS = 1_000;
+/** Pruning old ids may take minutes on a big table; it is housekeeping, not a batch. */
+const PRUNE_TIMEOUT_MS = 5 * 60_000;
+
+/** What bounds the database calls made inside `withDatabaseCallLimits`. */
+export interface DatabaseCallLimits {
+  /** Each call's deadline (default `DATABASE_CALL_DEADLINE_MS`). */
+  deadlineMs?: number;
+  /** When it aborts, the calls in progress are abandoned and new ones refused. */
+  signal?: AbortSignal;
+}
+
+const callLimits = new AsyncLocalStorage<DatabaseCallLimits>();
+
+/**
+ * Run `work` with its database calls bounded by `limits`: a batch's deadline, a stop.
+ *
+ * @example
+ * ```ts
+ * await withDatabaseCallLimits({ signal: AbortSignal.timeout(60_000) }, () => writeBatch(pool, strategy, batch));
+ * ```
+ */
+export function withDatabaseCallLimits<T>(limits: DatabaseCallLimits, work: () => Promise<T>): Promise<T> {
+  return callLimits.run(limits, work);
+}
+
+/** A database call given up on: no answer by its deadline, or its work was abandoned. */
+export class DatabaseCallAbandonedError extends Error {
+  override name = "DatabaseCallAbandonedError";
+}
+
+/**
+ * Slonik's pg driver, with a deadline and an abandon signal on every call. A call given up
+ * on destroys its connection: its socket may be half-open, and closing it is what makes the
+ * server roll the transaction back; the pool never hands it out again. (pg's own
+ * `query_timeout` leaves the connection in use, and Slonik's driver passes neither it nor
+ * pg's `keepAlive`; the deadline covers what keepalive would find.)
+ */
+function withCallDeadlines(factory: DriverFactory): DriverFactory {
+  return async (input) => {
+    // Setting up reads type ids over a connection of its own: bounded like any call.
+    const driver = await withTimeout(factory(input), DATABASE_CALL_DEADLINE_MS,
+      () => new DatabaseCallAbandonedError(`no answer from Postgres within ${DATABASE_CALL_DEADLINE_MS / 1000} s`));
+    return {
+      createClient: async () => {
+        const client = await driver.createClient();
+        let abandoned: Error | undefined;
+        const abandon = (reason: string): Error => {
+          if (!abandoned) {
+            abandoned = new DatabaseCallAbandonedError(`${reason}; connection closed`);
+            void client.destroy().catch(() => {});
+          }
+          return abandoned;
+        };
+        const query: DriverClient["query"] = (text, values, options) => {
+          if (abandoned) return Promise.reject(abandoned);
+          const { deadlineMs = DATABASE_CALL_DEADLINE_MS, signal } = callLimits.getStore() ?? {};
+          if (signal?.aborted) return Promise.reject(abandon("call abandoned"));
+          return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(abandon(`no answer from Postgres within ${deadlineMs / 1000} s`)), deadlineMs);
+            const onAbort = () => reject(abandon("call abandoned"));
+            signal?.addEventListener("abort", onAbort, { once: true });
+            client.query(text, values, options).then(resolve, reject).finally(() => {
+              clearTimeout(timer);
+              signal?.removeEventListener("abort", onAbort);
+            });
+          });
+        };
+        return { ...client, query };
+      },
+    };
+  };
+}
+
+/**
+ * Create the Slonik pool. Every call has a client-side deadline (`withDatabaseCallLimits`),
+ * statements a server-side one.
  *
  * @param databaseUrl postgres://user:password@host:port/database
  * @param maxPoolSize connections at most
  */
 export async function createDatabasePool(databaseUrl: string, maxPoolSize = 4): Promise<DatabasePool> {
   return await createPool(databaseUrl, {
+    driverFactory: withCallDeadlines(createPgDriverFactory()),
     interceptors: [resultParserInterceptor],
     maxPoolSize,
     connectionTimeout: 5_000,
     // Our own retry loop decides what is transient; Slonik's would retry inside it.
     connectionRetryLimit: 0,
+    statementTimeout: STATEMENT_TIMEOUT_MS,
+    idleInTransactionSessionTimeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
+    gracefulTerminationTimeout: CONNECTION_CLOSE_WAIT_MS,
+    // Slonik's reset on release, bounded: a reset that does not answer destroys the connection.
+    resetConnection: ({ query }) => withTimeout(query("DISCARD ALL"), DATABASE_CALL_DEADLINE_MS,
+      () => new DatabaseCallAbandonedError("no answer to DISCARD ALL")),
     captureStackTrace: false,
   });
 }
@@ -831,7 +929,20 @@ async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> 
   }
   const mayPrune = await tx.oneFirst(sql.unsafe`
     SELECT coalesce(has_function_privilege(to_regprocedure(format('%I.%I()', ${ledger.schema}::text, ${PRUNE_FUNCTION}::text)), 'EXECUTE'), false)`);
-  if (mayPrune) await tx.query(sql.unsafe`SELECT ${prune}()`);
+  if (mayPrune) {
+    // Housekeeping that may take minutes on a big table: its own limits, not a batch's.
+    await tx.query(sql.unsafe`SELECT set_config('statement_timeout', ${String(PRUNE_TIMEOUT_MS)}, true)`);
+    await withDatabaseCallLimits({ deadlineMs: PRUNE_TIMEOUT_MS + 5_000 }, () => tx.query(sql.unsafe`SELECT ${prune}()`));
+  }
+}
+
+/** `promise`, or the error `onTimeout` makes if it has not settled within `ms`. */
+function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout = () => new Error(`no answer within ${ms} ms`)): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** How a failed database call should be handled: wait and retry, isolate the row, or stop. */
@@ -840,7 +951,10 @@ export type DatabaseErrorKind = "transient" | "row" | "fatal";
 const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "40", "55P03", "58"];
 const ROW_CODE_PREFIXES = ["22", "23", "54"];
 const TRANSIENT_NETWORK_CODES = new Set(["ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ENOTFOUND"]);
-const TRANSIENT_ERROR_NAMES = new Set(["ConnectionError", "BackendTerminatedError", "BackendTerminatedUnexpectedlyError", "StatementTimeoutError", "IdleTransactionTimeoutError"]);
+const TRANSIENT_ERROR_NAMES = new Set([
+  "ConnectionError", "BackendTerminatedError", "BackendTerminatedUnexpectedlyError", "StatementTimeoutError", "IdleTransactionTimeoutError",
+  "DatabaseCallAbandonedError",
+]);
 
 function errorChain(error: unknown): Array<Error & { code?: string }> {
   const chain: Array<Error & { code?: string }> = [];
@@ -1056,9 +1170,15 @@ export async function writeBatch(
 // SQS source
 // ---------------------------------------------------------------------------------------
 
+/** SQS answers a call within this, or the call is given up (a half-open connection, a hung endpoint). */
+export const SQS_CALL_DEADLINE_MS = 10_000;
+/** Opening a connection to SQS, at most. */
+const SQS_CONNECT_TIMEOUT_MS = 3_000;
+
 /**
- * The SQS client. Region, credentials and endpoint (`AWS_ENDPOINT_URL`) come from the
- * SDK's default chain; nothing is invented here.
+ * The SQS client. Region, credentials and endpoint come from the SDK's default chain;
+ * nothing is invented here. Every request has a deadline (by default the SDK has none, and a
+ * silent socket holds a call forever); `boundedSqsCall` sets each call's own.
  */
 export function createSqsClient(logger: Logger = createLogger("silent")): SQSClient {
   // The SDK's info log carries request inputs and outputs, message bodies included: never
@@ -1070,16 +1190,81 @@ export function createSqsClient(logger: Logger = createLogger("silent")): SQSCli
     warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
     error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
   };
-  return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
+  return new SQSClient({
+    logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]>,
+    requestHandler: { connectionTimeout: SQS_CONNECT_TIMEOUT_MS, requestTimeout: SQS_CALL_DEADLINE_MS, throwOnRequestTimeout: true },
+  });
+}
+
+/** An SQS call given up at its deadline: transient, waited out like any network fault. */
+class SqsDeadlineError extends Error {
+  override name = "TimeoutError";
+}
+
+/** What an SQS call is handed: the SDK's per-call options. */
+export interface SqsCallOptions {
+  abortSignal: AbortSignal;
+  requestTimeout: number;
+}
+
+/**
+ * Make one SQS call with a deadline: past it the request is aborted (its socket destroyed)
+ * and a `TimeoutError` thrown. `signal` abandons it sooner (a stop), rethrowing the abort.
+ *
+ * @param call sends the command with the options it is given
+ * @param deadlineMs a long poll's is its wait plus `SQS_CALL_DEADLINE_MS`
+ * @example
+ * ```ts
+ * await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({ QueueUrl }), options));
+ * ```
+ */
+export async function boundedSqsCall<T>(call: (options: SqsCallOptions) => Promise<T>, deadlineMs = SQS_CALL_DEADLINE_MS, signal?: AbortSignal): Promise<T> {
+  const deadline = deadlineSignal(deadlineMs, signal);
+  try {
+    return await call({ abortSignal: deadline.signal, requestTimeout: deadlineMs });
+  } catch (error) {
+    if (deadline.expired()) throw new SqsDeadlineError(`no answer within ${deadlineMs / 1000} s`);
+    throw error;
+  } finally {
+    deadline.clear();
+  }
+}
+
+/**
+ * A signal that aborts after `ms`, or when `outer` aborts, whichever comes first; `clear`
+ * ends its timer, `expired` tells whether the time ran out (rather than `outer`).
+ */
+function deadlineSignal(ms: number, outer?: AbortSignal) {
+  const controller = new AbortController();
+  let expired = false;
+  const timer = setTimeout(() => {
+    expired = true;
+    controller.abort();
+  }, ms);
+  const onOuterAbort = () => controller.abort(outer!.reason);
+  if (outer?.aborted) onOuterAbort();
+  else outer?.addEventListener("abort", onOuterAbort, { once: true });
+  return {
+    signal: controller.signal,
+    expired: () => expired,
+    clear() {
+      clearTimeout(timer);
+      outer?.removeEventListener("abort", onOuterAbort);
+    },
+  };
 }
 
 /** What the tool needs to know about a queue before it starts. */
 export interface QueueInfo {
   visibilityTimeoutSeconds: number;
+  /** The largest message the queue takes, body and attributes, in bytes. */
+  maximumMessageSize: number;
+  /** SQS's own redrive policy: after `maxReceiveCount` receives it moves a message itself. */
+  redrivePolicy?: { maxReceiveCount: number; deadLetterTargetArn: string };
 }
 
 /**
- * Check that a queue is reachable and read its visibility timeout.
+ * Check that a queue is reachable and read its visibility timeout, size limit and redrive policy.
  *
  * @throws {FatalError} with the fix: region, credentials, endpoint or queue name
  */
@@ -1090,12 +1275,26 @@ export async function inspectQueue(client: SQSClient, queueUrl: string, flag: st
     throw new ConfigError("AWS region is not set: set AWS_REGION (or a region in your AWS profile)");
   }
   try {
-    const { Attributes } = await client.send(
-      new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["VisibilityTimeout"] }),
-    );
-    return { visibilityTimeoutSeconds: Number(Attributes?.VisibilityTimeout ?? 30) };
+    const { Attributes = {} } = await boundedSqsCall((options) => client.send(new GetQueueAttributesCommand({
+      QueueUrl: queueUrl, AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy"],
+    }), options));
+    return {
+      visibilityTimeoutSeconds: Number(Attributes.VisibilityTimeout ?? 30),
+      maximumMessageSize: Number(Attributes.MaximumMessageSize ?? SQS_MAX_BATCH_BYTES),
+      redrivePolicy: parseRedrivePolicy(Attributes.RedrivePolicy),
+    };
   } catch (error) {
-    throw new FatalError(`Cannot use ${flag} ${queueUrl}: ${describeSqsError(error)}`);
+    throw new FatalError(`Cannot use ${flag} ${redactUrl(queueUrl)}: ${describeSqsError(error)}`);
+  }
+}
+
+function parseRedrivePolicy(raw: string | undefined): QueueInfo["redrivePolicy"] {
+  if (!raw) return undefined;
+  try {
+    const { maxReceiveCount, deadLetterTargetArn } = JSON.parse(raw);
+    return Number(maxReceiveCount) > 0 ? { maxReceiveCount: Number(maxReceiveCount), deadLetterTargetArn: String(deadLetterTargetArn) } : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -1116,7 +1315,7 @@ export function describeSqsError(error: unknown): string {
   return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
 }
 
-/** Whether an SQS error is worth waiting out (network, throttling, 5xx). */
+/** Whether an SQS error is worth waiting out (network, throttling, 5xx, no answer by the deadline). */
 export function isTransientSqsError(error: unknown): boolean {
   const e = error as Error & { $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
   const status = e?.$metadata?.httpStatusCode;
@@ -1128,28 +1327,68 @@ export function isTransientSqsError(error: unknown): boolean {
   );
 }
 
-/** SQS takes at most this many bytes in one batch call (bodies and attributes together). */
+/** SQS takes at most this many bytes in one message, and in one batch call (bodies and attributes together). */
 export const SQS_MAX_BATCH_BYTES = 1_048_576;
+/** A dead-letter reason is cut to this many bytes at most. */
+const MAX_REASON_BYTES = 1_000;
+/** Characters SQS accepts in a message or attribute (as the emulator checks: the BMP only). */
+const NOT_SQS_TEXT = /[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD]/g;
 
-/** A dead-letter entry: the body unchanged, why it was refused, and where it came from. */
-function toDeadLetterEntry(message: Message, reason: string) {
+/** A dead-letter entry ready to send, and the bytes SQS counts for it. */
+export interface DeadLetterEntry {
+  entry: {
+    MessageBody: string;
+    MessageAttributes: Record<"invalid_reason" | "source_message_id" | "source_sent_timestamp", { DataType: string; StringValue: string }>;
+  };
+  bytes: number;
+}
+
+/**
+ * The dead-letter entry of a message: the body unchanged, why it was refused, and where it
+ * came from. SQS counts the body and every attribute's name, type and value against the
+ * DLQ's limit, so the reason is shortened to fit beside the body.
+ *
+ * @param maxBytes the DLQ's `MaximumMessageSize`, at most SQS's 1 MiB
+ * @returns the entry, or undefined when the body leaves no room even for a shortened reason
+ */
+export function fitDeadLetterEntry(message: Message, reason: string, maxBytes = SQS_MAX_BATCH_BYTES): DeadLetterEntry | undefined {
+  const MessageBody = message.Body || "(empty body)";
+  const sourceId = message.MessageId ?? "";
+  const sentTimestamp = message.Attributes?.SentTimestamp ?? "0";
+  const withoutReason = utf8Bytes(MessageBody) + utf8Bytes("invalid_reason") + utf8Bytes("String") +
+    utf8Bytes("source_message_id") + utf8Bytes("String") + utf8Bytes(sourceId) +
+    utf8Bytes("source_sent_timestamp") + utf8Bytes("Number") + utf8Bytes(sentTimestamp);
+  const room = Math.min(Math.min(maxBytes, SQS_MAX_BATCH_BYTES) - withoutReason, MAX_REASON_BYTES);
+  const shown = cutToBytes(reason.replace(NOT_SQS_TEXT, "?"), room);
+  if (shown === "") return undefined;
   return {
-    MessageBody: message.Body || "(empty body)",
-    MessageAttributes: {
-      invalid_reason: { DataType: "String", StringValue: reason.slice(0, 1000) },
-      source_message_id: { DataType: "String", StringValue: message.MessageId ?? "" },
-      source_sent_timestamp: { DataType: "Number", StringValue: message.Attributes?.SentTimestamp ?? "0" },
+    entry: {
+      MessageBody,
+      MessageAttributes: {
+        invalid_reason: { DataType: "String", StringValue: shown },
+        source_message_id: { DataType: "String", StringValue: sourceId },
+        source_sent_timestamp: { DataType: "Number", StringValue: sentTimestamp },
+      },
     },
+    bytes: withoutReason + utf8Bytes(shown),
   };
 }
 
-/** Bytes SQS counts for an entry: body, and each attribute's name, type and value. */
-function deadLetterEntryBytes(entry: ReturnType<typeof toDeadLetterEntry>): number {
-  let bytes = utf8Bytes(entry.MessageBody);
-  for (const [name, { DataType, StringValue }] of Object.entries(entry.MessageAttributes)) {
-    bytes += utf8Bytes(name) + utf8Bytes(DataType) + utf8Bytes(StringValue);
+/** `text` in at most `maxBytes` of UTF-8, cut on a character and marked with "…" when cut. */
+function cutToBytes(text: string, maxBytes: number): string {
+  if (maxBytes <= 0) return "";
+  if (utf8Bytes(text) <= maxBytes) return text;
+  const ellipsis = maxBytes > 3 ? "…" : "";
+  let budget = maxBytes - utf8Bytes(ellipsis);
+  let end = 0;
+  for (const char of text) {
+    const point = char.codePointAt(0)!;
+    const size = point < 0x80 ? 1 : point < 0x800 ? 2 : point < 0x10000 ? 3 : 4;
+    if (size > budget) break;
+    budget -= size;
+    end += char.length;
   }
-  return bytes;
+  return end === 0 ? "" : text.slice(0, end) + ellipsis;
 }
 
 /**
@@ -1175,9 +1414,8 @@ export function chunkByBytes<T>(items: readonly T[], bytesOf: (item: T) => numbe
   return groups;
 }
 
-const utf8 = new TextEncoder();
 function utf8Bytes(text: string): number {
-  return utf8.encode(text).length;
+  return Buffer.byteLength(text, "utf8");
 }
 
 function chunk<T>(items: readonly T[], size: number): T[][] {
@@ -1196,8 +1434,13 @@ export interface ConsumerStats {
   loaded: number;
   duplicates: number;
   deadLettered: number;
-  /** Invalid messages left in the queue because no DLQ is configured. */
+  /**
+   * Invalid messages left in the queue, for its own redrive policy to move: no DLQ is
+   * configured, or the message is too big for the DLQ, or the DLQ refused it.
+   */
   leftInQueue: number;
+  /** Messages handed back to the queue unfinished (visible again at once): at a stop, or past a batch's deadline. */
+  released: number;
   retries: number;
   startedAt: number;
   finishedAt?: number;
@@ -1209,17 +1452,23 @@ export interface ConsumerOptions {
   strategy: MaskStrategy;
   queueUrl: string;
   dlqUrl?: string | undefined;
+  /** The DLQ's `MaximumMessageSize`: an entry that cannot fit is left to the queue's redrive policy. */
+  dlqMaxMessageBytes?: number;
   /** Stop when the queue holds nothing, neither visible nor in flight. */
   drain?: boolean;
   batchSize?: number;
   /** Receives in flight at once. */
   concurrency?: number;
+  /** Bytes of message bodies held in flight at most; receiving waits while they would exceed it. */
+  maxInFlightBytes?: number;
   /** The queue's visibility timeout, for the heartbeat that keeps slow work invisible. */
   visibilityTimeoutSeconds?: number;
   /** Long-poll wait per receive. */
   waitTimeSeconds?: number;
-  /** How long a stop may wait for in-flight work before releasing it to the queue. */
+  /** How long a stop may wait for in-flight work before abandoning it and releasing it to the queue. */
   shutdownGraceMs?: number;
+  /** A batch not committed this long after it was formed is abandoned and its messages released. */
+  batchDeadlineMs?: number;
   logger?: Logger;
   /** Told of each batch and retry, for metrics and the per-second summary. */
   observer?: ConsumerObserver;
@@ -1245,17 +1494,24 @@ export interface ConsumerObserver {
 export interface Consumer {
   /** Run until drained or stopped; resolves with the final counters. */
   run(): Promise<ConsumerStats>;
-  /** Stop receiving, finish and commit what is in flight, release what cannot finish. */
+  /**
+   * Stop receiving, finish and commit what is in flight within the grace, then abandon what
+   * is left and release it to the queue.
+   */
   stop(): void;
   readonly stats: ConsumerStats;
   /** Messages received and not yet deleted or released. */
   readonly inFlight: number;
+  /** Bytes of the bodies of those messages. */
+  readonly inFlightBytes: number;
 }
 
 interface InFlight {
   message: Message;
   receiptHandle: string;
   extendedAt: number;
+  /** The body's size, counted against the byte bound. */
+  bytes: number;
 }
 
 const BACKOFF_START_MS = 200;
@@ -1268,6 +1524,18 @@ const MAX_PARALLEL_WRITES = 2;
 /** How often drain mode looks whether it is done; the run ends at most this late. */
 const DRAIN_CHECK_MS = 50;
 const EMPTY_SHORT_POLL_PAUSE_MS = 50;
+/** How often a stop says what it still waits for. */
+const STOP_PROGRESS_MS = 5_000;
+/** After the grace, how long abandoned work gets to unwind (closing connections) before release. */
+const ABANDON_WAIT_MS = 2_000;
+/** Releasing at the end of a stop: one short try, then the messages return after their timeout. */
+const RELEASE_DEADLINE_MS = 2_000;
+/**
+ * What one receive may bring is guessed from the largest recent one, which counts for less
+ * with each receive after it: a burst of large bodies narrows the receives in flight at once,
+ * and a run of small ones widens them again within some tens of receives.
+ */
+const RECEIVE_ESTIMATE_DECAY = 0.8;
 
 function backoffDelay(attempt: number): number {
   const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_START_MS * 2 ** attempt);
@@ -1287,10 +1555,18 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Wait for `promise`, or `ms` at most; no timer is left behind either way. */
+async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  const done = new AbortController();
+  await Promise.race([promise, sleep(ms, done.signal)]);
+  done.abort();
+}
+
 /**
  * Create a consumer: receives in parallel, batches valid messages into one transaction,
  * dead-letters invalid ones, deletes in batches of 10, keeps slow work invisible, and
- * waits out transient faults.
+ * waits out transient faults. Every call to SQS and Postgres has a deadline, what is held in
+ * flight is bounded in messages and bytes, and a stop ends within its grace whatever blocks.
  *
  * @example
  * ```ts
@@ -1301,19 +1577,23 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 export function createConsumer(options: ConsumerOptions): Consumer {
   const {
     sqs, pool, strategy, queueUrl, dlqUrl,
+    dlqMaxMessageBytes = SQS_MAX_BATCH_BYTES,
     drain = false,
     batchSize = DEFAULT_BATCH_SIZE,
     concurrency = DEFAULT_CONCURRENCY,
+    maxInFlightBytes = DEFAULT_MAX_IN_FLIGHT_MB * 1024 * 1024,
     visibilityTimeoutSeconds = 30,
-    // Drain mode short-polls: a 1 s long poll made every run end a second after its last
-    // message, which at 100 000 messages is several percent of the run.
-    waitTimeSeconds = drain ? 0 : 20,
     shutdownGraceMs = DEFAULT_STOP_GRACE_SECONDS * 1000,
+    // Drain mode short-polls: a 1 s long poll made every run end a second after its last
+    // message, which at 100 000 messages is several percent of the run. A long poll waits
+    // no longer than a stop's grace (see `release`).
+    waitTimeSeconds = drain ? 0 : Math.max(1, Math.min(20, Math.floor(shutdownGraceMs / 1000))),
+    batchDeadlineMs = DEFAULT_BATCH_DEADLINE_SECONDS * 1000,
     logger = createLogger("silent"),
     observer = {},
   } = options;
   const stats: ConsumerStats = {
-    received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, retries: 0, startedAt: Date.now(),
+    received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, released: 0, retries: 0, startedAt: Date.now(),
   };
   // Backpressure: receive no more while this many messages await their commit and delete.
   const maxInFlight = Math.max(batchSize * (MAX_PARALLEL_WRITES + 1), concurrency * SQS_MAX_BATCH * 2);
@@ -1321,9 +1601,16 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   const receiving = new AbortController(); // ends the pollers' and drain watcher's waits on stop
   // Each receive in flight: its abort, when it started, and the timer that aborts it on stop.
   const activeReceives = new Map<AbortController, { startedAt: number; abortTimer?: ReturnType<typeof setTimeout> }>();
-  const abandoning = new AbortController(); // aborts retries once the grace period ends
+  const abandoning = new AbortController(); // at the end of a stop's grace: abandons every call and wait
   const inFlight = new Map<string, InFlight>();
-  const leftInQueue = new Set<string>();
+  let inFlightBytes = 0;
+  // Until the first receive answers, assume the largest (ten bodies of SQS's largest size),
+  // so that one receive goes alone; from then on, what receives bring.
+  let receiveBytesEstimate = SQS_MAX_BATCH * SQS_MAX_BATCH_BYTES;
+  let receivesAnswered = 0;
+  // Ids of invalid messages left in the queue, and the last receipt of each, so a stop can
+  // hand them back; neither heartbeated nor counted in flight.
+  const leftInQueue = new Map<string, string>();
   const work = new Set<Promise<void>>();
   let pending: Array<{ entry: InFlight; record: LoginRecord }> = [];
   let lingerTimer: ReturnType<typeof setTimeout> | undefined;
@@ -1332,6 +1619,11 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   // Every poller may be waiting for capacity at once: keep all their wake-ups, not the last.
   const capacityWaiters = new Set<() => void>();
   let stopping = false;
+  let stopDeadline = 0;
+  // Until when SQS may still answer the long polls a stop aborted (see `release`).
+  let abortedPollsEndAt = 0;
+  // While Postgres does not take writes, receive nothing: what is received would only wait.
+  let postgresDown = false;
   let fatal: Error | undefined;
   let lastEmptyReceiveAt = 0;
 
@@ -1350,12 +1642,19 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       );
       logger.error("stopping after a failure that waiting cannot fix", { reason: fatal.message });
     }
-    stop();
+    beginStop();
+  }
+
+  function hold(entry: InFlight): void {
+    inFlight.set(entry.receiptHandle, entry);
+    inFlightBytes += entry.bytes;
   }
 
   function settle(entries: readonly InFlight[]): void {
-    for (const entry of entries) inFlight.delete(entry.receiptHandle);
-    if (inFlight.size < maxInFlight) wakeCapacityWaiters();
+    for (const entry of entries) {
+      if (inFlight.delete(entry.receiptHandle)) inFlightBytes -= entry.bytes;
+    }
+    wakeCapacityWaiters();
   }
 
   function wakeCapacityWaiters(): void {
@@ -1363,20 +1662,32 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     capacityWaiters.clear();
   }
 
-  async function waitForCapacity(): Promise<void> {
-    while (inFlight.size + SQS_MAX_BATCH > maxInFlight && !stopping) {
-      await new Promise<void>((resolve) => capacityWaiters.add(resolve));
-    }
+  /** Whether one more receive fits: its ten messages and its bytes, beside those held and those on the way. */
+  function roomForReceive(): boolean {
+    if (postgresDown) return false;
+    const coming = activeReceives.size + 1;
+    // One receive at a time always fits, whatever the bounds: the run must move.
+    if (coming === 1 && inFlight.size === 0) return true;
+    return inFlight.size + coming * SQS_MAX_BATCH <= maxInFlight && inFlightBytes + coming * receiveBytesEstimate <= maxInFlightBytes;
   }
 
-  /** Run an SQS call until it succeeds, waiting out transient faults; false if abandoned. */
-  async function withSqsRetry<T>(what: string, call: () => Promise<T>): Promise<T | undefined> {
+  /** Wait for room, then count the receive in before anyone else looks. */
+  async function startReceive(): Promise<AbortController | undefined> {
+    while (!stopping && !roomForReceive()) await new Promise<void>((resolve) => capacityWaiters.add(resolve));
+    if (stopping) return undefined;
+    const receive = new AbortController();
+    activeReceives.set(receive, { startedAt: Date.now() });
+    return receive;
+  }
+
+  /** Run an SQS call until it succeeds, waiting out transient faults; undefined if abandoned. */
+  async function withSqsRetry<T>(what: string, call: (options: SqsCallOptions) => Promise<T>): Promise<T | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await call();
+        return await boundedSqsCall(call, SQS_CALL_DEADLINE_MS, abandoning.signal);
       } catch (error) {
-        if (!isTransientSqsError(error)) throw new FatalError(`SQS ${what} failed: ${describeSqsError(error)}`);
         if (abandoning.signal.aborted) return undefined;
+        if (!isTransientSqsError(error)) throw new FatalError(`SQS ${what} failed: ${describeSqsError(error)}`);
         stats.retries++;
         observer.onRetry?.("sqs");
         logger.warn(`SQS ${what} failed, retrying`, { reason: describeSqsError(error), attempt: attempt + 1 });
@@ -1386,14 +1697,16 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   }
 
   async function deleteMessages(entries: readonly InFlight[]): Promise<void> {
+    const deleted: InFlight[] = [];
     await Promise.all(chunk(entries, SQS_MAX_BATCH).map(async (group) => {
       let remaining = group;
       for (let attempt = 0; remaining.length > 0 && attempt < 5; attempt++) {
-        const result = await withSqsRetry("delete", () => sqs.send(new DeleteMessageBatchCommand({
+        const result = await withSqsRetry("delete", (options) => sqs.send(new DeleteMessageBatchCommand({
           QueueUrl: queueUrl,
           Entries: remaining.map((entry, i) => ({ Id: String(i), ReceiptHandle: entry.receiptHandle })),
-        })));
-        if (!result) break;
+        }), options));
+        // Abandoned at a stop: left in flight, so that the stop releases it.
+        if (!result) return;
         const failed = result.Failed ?? [];
         // A stale handle means the message was received again elsewhere; that delivery
         // finds its id already processed and deletes it then. Other failures: try again.
@@ -1402,33 +1715,50 @@ export function createConsumer(options: ConsumerOptions): Consumer {
             message_id: remaining[Number(f.Id)]?.message.MessageId, code: f.Code, sender_fault: f.SenderFault,
           });
         }
+        const failedIds = new Set(failed.map((f) => f.Id));
+        deleted.push(...remaining.filter((_, i) => !failedIds.has(String(i))));
         remaining = failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid").map((f) => remaining[Number(f.Id)]!);
         if (remaining.length > 0) await sleep(backoffDelay(attempt), abandoning.signal);
       }
+      // Given up after five tries, or a stale handle: it comes back and finds its id processed.
+      deleted.push(...remaining);
     }));
-    settle(entries);
+    settle(deleted);
   }
 
-  /** Send invalid messages to the DLQ with their reason, then delete them from the queue. */
+  /**
+   * Send invalid messages to the DLQ with their reason, then delete them from the queue.
+   * What cannot go to the DLQ (none set, too big for it, refused by it) is left in the queue
+   * for its own redrive policy: counted, not heartbeated, handed back by a stop.
+   */
   async function deadLetter(items: ReadonlyArray<{ entry: InFlight; reason: string }>): Promise<void> {
     if (items.length === 0) return;
     if (!dlqUrl) {
       for (const { entry, reason } of items) {
-        const id = entry.message.MessageId ?? "";
-        if (!leftInQueue.has(id)) stats.leftInQueue++;
-        leftInQueue.add(id);
-        logger.warn("invalid message left in the queue (no --dlq-url)", { message_id: id, reason });
+        leaveInQueue(entry);
+        logger.warn("invalid message left in the queue (no --dlq-url)", { message_id: entry.message.MessageId, reason });
       }
-      settle(items.map((i) => i.entry));
       return;
     }
+    const fitting: Array<{ item: { entry: InFlight; reason: string }; entry: DeadLetterEntry }> = [];
+    for (const item of items) {
+      const entry = fitDeadLetterEntry(item.entry.message, item.reason, dlqMaxMessageBytes);
+      if (entry) {
+        fitting.push({ item, entry });
+        continue;
+      }
+      leaveInQueue(item.entry);
+      logger.warn("invalid message too big for the DLQ left in the queue for its redrive policy", {
+        message_id: item.entry.message.MessageId, reason: item.reason, bytes: item.entry.bytes, dlq_limit: dlqMaxMessageBytes,
+      });
+    }
     const sent: InFlight[] = [];
-    const entries = items.map((item) => ({ item, entry: toDeadLetterEntry(item.entry.message, item.reason) }));
-    for (const group of chunkByBytes(entries, (e) => deadLetterEntryBytes(e.entry))) {
-      const result = await withSqsRetry("send to DLQ", () => sqs.send(new SendMessageBatchCommand({
+    for (const group of chunkByBytes(fitting, (f) => f.entry.bytes)) {
+      const result = await withSqsRetry("send to DLQ", (options) => sqs.send(new SendMessageBatchCommand({
         QueueUrl: dlqUrl,
-        Entries: group.map(({ entry }, i) => ({ ...entry, Id: String(i) })),
-      })));
+        Entries: group.map(({ entry }, i) => ({ ...entry.entry, Id: String(i) })),
+      }), options));
+      // Abandoned at a stop: left in flight, so that the stop releases it.
       if (!result) continue;
       for (const ok of result.Successful ?? []) {
         const { item } = group[Number(ok.Id)]!;
@@ -1436,18 +1766,25 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         logger.warn("invalid message sent to the DLQ", { message_id: item.entry.message.MessageId, reason: item.reason });
       }
       for (const f of result.Failed ?? []) {
-        // Not deleted: it stays in the queue and is tried again after its visibility timeout.
-        logger.error("DLQ refused a message; it stays in the queue", { message_id: group[Number(f.Id)]?.item.entry.message.MessageId, code: f.Code });
+        const { item } = group[Number(f.Id)]!;
+        leaveInQueue(item.entry);
+        logger.warn("DLQ refused a message; left in the queue for its redrive policy", { message_id: item.entry.message.MessageId, code: f.Code });
       }
     }
     stats.deadLettered += sent.length;
-    const unsent = items.map((i) => i.entry).filter((e) => !sent.includes(e));
-    settle(unsent);
     await deleteMessages(sent);
   }
 
-  /** Write one batch, waiting out transient database faults, then acknowledge it. */
-  async function processBatch(batch: Array<{ entry: InFlight; record: LoginRecord }>): Promise<void> {
+  /** Leave an invalid message in the queue: counted once per message, no longer in flight. */
+  function leaveInQueue(entry: InFlight): void {
+    const id = entry.message.MessageId ?? "";
+    if (!leftInQueue.has(id)) stats.leftInQueue++;
+    leftInQueue.set(id, entry.receiptHandle);
+    settle([entry]);
+  }
+
+  /** Write one batch, waiting out transient database faults until its deadline, then acknowledge it. */
+  async function processBatch(batch: Array<{ entry: InFlight; record: LoginRecord }>, deadline: ReturnType<typeof deadlineSignal>): Promise<void> {
     const startedAt = Date.now();
     const masked: MaskedRecord[] = [];
     for (const { record } of batch) {
@@ -1456,18 +1793,18 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     }
     let outcome: WriteOutcome | undefined;
     for (let attempt = 0; !outcome; attempt++) {
+      if (deadline.signal.aborted) return await giveUp(batch.map((b) => b.entry), deadline);
       try {
-        outcome = await writeBatch(pool, strategy, masked);
+        outcome = await withDatabaseCallLimits({ signal: deadline.signal }, () => writeBatch(pool, strategy, masked));
+        postgresAnswers();
       } catch (error) {
+        if (deadline.signal.aborted) return await giveUp(batch.map((b) => b.entry), deadline);
         if (classifyDatabaseError(error) !== "transient") throw error;
-        if (abandoning.signal.aborted) {
-          logger.warn("giving up on a batch at shutdown; its messages return to the queue", { size: batch.length });
-          return;
-        }
+        postgresFails();
         stats.retries++;
         observer.onRetry?.("postgres");
         logger.warn("Postgres unavailable, retrying the batch", { reason: describeDatabaseError(error), attempt: attempt + 1, size: batch.length });
-        await sleep(backoffDelay(attempt), abandoning.signal);
+        await sleep(backoffDelay(attempt), deadline.signal);
       }
     }
     stats.loaded += outcome.inserted;
@@ -1481,6 +1818,54 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       deleteMessages(committed),
       deadLetter(outcome.rejected.map((r) => ({ entry: entryOf.get(r.masked.record)!, reason: r.reason }))),
     ]);
+  }
+
+  /**
+   * A batch that cannot commit in time: at a stop its messages stay in flight for the stop
+   * to release; past its own deadline they are released now, for any consumer to take,
+   * rather than kept invisible by the heartbeat while this one cannot write them.
+   */
+  async function giveUp(entries: readonly InFlight[], deadline: ReturnType<typeof deadlineSignal>): Promise<void> {
+    if (!deadline.expired()) {
+      logger.warn("giving up on a batch at shutdown; its messages return to the queue", { size: entries.length });
+      return;
+    }
+    logger.warn("batch not committed by its deadline; releasing its messages to the queue", { size: entries.length, deadline_s: batchDeadlineMs / 1000 });
+    // Whatever held it (no answer, a lock) holds the next batch too: take no more until a write goes through.
+    postgresFails();
+    await releaseToQueue(entries, SQS_CALL_DEADLINE_MS);
+  }
+
+  /** Postgres failed a write: receive nothing more until it answers again. */
+  function postgresFails(): void {
+    if (postgresDown) return;
+    postgresDown = true;
+    logger.warn("Postgres unavailable: receiving paused until it answers");
+    track(probePostgres());
+  }
+
+  function postgresAnswers(): void {
+    if (!postgresDown) return;
+    postgresDown = false;
+    logger.info("Postgres answers again: receiving resumed");
+    wakeCapacityWaiters();
+  }
+
+  /**
+   * While receiving is paused and no batch may be left to find out, ask Postgres itself:
+   * with a write of no rows, which waits for the same table lock a batch would.
+   */
+  async function probePostgres(): Promise<void> {
+    for (let attempt = 0; postgresDown && !stopping; attempt++) {
+      await sleep(backoffDelay(attempt), receiving.signal);
+      if (!postgresDown || stopping) return;
+      try {
+        await withDatabaseCallLimits({ signal: receiving.signal }, () => pool.query(sql.unsafe`INSERT INTO user_logins (user_id) SELECT NULL WHERE false`));
+        postgresAnswers();
+      } catch {
+        // Still down; the batches' retries say why.
+      }
+    }
   }
 
   async function acquireWriter(): Promise<void> {
@@ -1499,12 +1884,15 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     while (pending.length > 0) {
       const batch = pending.slice(0, batchSize);
       pending = pending.slice(batchSize);
+      // The deadline counts from now: waiting for a writer is part of not committing in time.
+      const deadline = deadlineSignal(batchDeadlineMs, abandoning.signal);
       track((async () => {
         await acquireWriter();
         try {
-          await processBatch(batch);
+          await processBatch(batch, deadline);
         } finally {
           releaseWriter();
+          deadline.clear();
         }
       })());
     }
@@ -1513,9 +1901,8 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   function accept(messages: readonly Message[]): void {
     const invalid: Array<{ entry: InFlight; reason: string }> = [];
     for (const message of messages) {
-      if (!message.ReceiptHandle) continue;
-      const entry: InFlight = { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now() };
-      inFlight.set(entry.receiptHandle, entry);
+      const entry = received(message);
+      if (!entry) continue;
       const decoded = decodeMessage(message);
       if (decoded.ok) pending.push({ entry, record: decoded.record });
       else invalid.push({ entry, reason: decoded.reason });
@@ -1525,27 +1912,37 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     else if (pending.length > 0 && !lingerTimer) lingerTimer = setTimeout(flush, LINGER_MS);
   }
 
+  /** Hold a received message in flight; undefined if SQS gave no receipt to act on it with. */
+  function received(message: Message): InFlight | undefined {
+    if (!message.ReceiptHandle) return undefined;
+    const entry = { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now(), bytes: message.Body?.length ?? 0 };
+    hold(entry);
+    return entry;
+  }
+
   async function poll(): Promise<void> {
     for (let attempt = 0; !stopping;) {
-      await waitForCapacity();
-      if (stopping) break;
-      const receive = new AbortController();
-      activeReceives.set(receive, { startedAt: Date.now() });
+      const receive = await startReceive();
+      if (!receive) break;
       try {
-        const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
+        const { Messages = [] } = await boundedSqsCall((options) => sqs.send(new ReceiveMessageCommand({
           QueueUrl: queueUrl,
           MaxNumberOfMessages: SQS_MAX_BATCH,
           WaitTimeSeconds: waitTimeSeconds,
           MessageSystemAttributeNames: ["SentTimestamp"],
-        }), { abortSignal: receive.signal });
+        }), options), waitTimeSeconds * 1000 + SQS_CALL_DEADLINE_MS, receive.signal);
         attempt = 0;
         stats.received += Messages.length;
+        let bytes = 0;
+        for (const message of Messages) bytes += message.Body?.length ?? 0;
+        receiveBytesEstimate = receivesAnswered++ === 0 ? bytes : Math.max(bytes, receiveBytesEstimate * RECEIVE_ESTIMATE_DECAY);
         if (Messages.length === 0) {
           lastEmptyReceiveAt = Date.now();
           // A short poll answers at once; pause so an empty queue is not asked in a tight loop.
           if (waitTimeSeconds === 0) await sleep(EMPTY_SHORT_POLL_PAUSE_MS, receiving.signal);
         } else if (stopping) {
-          holdForRelease(Messages);
+          // Not started: held only to be handed back by `release()`.
+          for (const message of Messages) received(message);
         } else {
           accept(Messages);
         }
@@ -1560,6 +1957,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
         // A pending abort timer would hold the process open after the run (a second, measured).
         clearTimeout(activeReceives.get(receive)?.abortTimer);
         activeReceives.delete(receive);
+        wakeCapacityWaiters();
       }
     }
   }
@@ -1571,25 +1969,19 @@ export function createConsumer(options: ConsumerOptions): Consumer {
    */
   function abortParkedReceives(): void {
     for (const [receive, active] of activeReceives) {
+      abortedPollsEndAt = Math.max(abortedPollsEndAt, active.startedAt + waitTimeSeconds * 1000);
       const wait = RECEIVE_SETTLE_MS - (Date.now() - active.startedAt);
       if (wait <= 0) receive.abort();
       else active.abortTimer = setTimeout(() => receive.abort(), wait);
     }
   }
 
-  /** Messages that arrived after stop: not started, so handed back by `release()`. */
-  function holdForRelease(messages: readonly Message[]): void {
-    for (const message of messages) {
-      if (message.ReceiptHandle) inFlight.set(message.ReceiptHandle, { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now() });
-    }
-  }
-
-  /** Set the visibility timeout of up to 10 in-flight messages; entry ids are their indexes. */
-  function changeVisibility(group: readonly InFlight[], seconds: number) {
-    return sqs.send(new ChangeMessageVisibilityBatchCommand({
+  /** Set the visibility timeout of up to 10 messages; entry ids are their indexes. */
+  function changeVisibility(group: ReadonlyArray<{ receiptHandle: string }>, seconds: number, deadlineMs = SQS_CALL_DEADLINE_MS) {
+    return boundedSqsCall((options) => sqs.send(new ChangeMessageVisibilityBatchCommand({
       QueueUrl: queueUrl,
       Entries: group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: seconds })),
-    }));
+    }), options), deadlineMs);
   }
 
   /**
@@ -1618,13 +2010,40 @@ export function createConsumer(options: ConsumerOptions): Consumer {
     }));
   }
 
-  /** Return messages that cannot finish to the queue at once, instead of after their timeout. */
+  /** Make messages visible again in `seconds` (not after their timeout), and stop holding them. */
+  async function releaseToQueue(entries: readonly InFlight[], deadlineMs: number, seconds = 0): Promise<void> {
+    const unfinished = entries.filter((e) => inFlight.has(e.receiptHandle));
+    await Promise.all(chunk(entries, SQS_MAX_BATCH).map(async (group) => {
+      try {
+        const { Failed = [] } = await changeVisibility(group, seconds, deadlineMs);
+        // A stale receipt (the message was received again since) needs nothing from us.
+        const failed = Failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid");
+        if (failed.length > 0) logger.warn("SQS did not release some messages; they return after their visibility timeout", { count: failed.length, code: failed[0]!.Code });
+      } catch (error) {
+        logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) });
+      }
+    }));
+    stats.released += unfinished.length;
+    settle(unfinished);
+  }
+
+  /**
+   * At the end of a run: hand back what is in flight, and what was left for the redrive
+   * policy. A long poll aborted by the stop lives on in SQS until its wait ends, and SQS
+   * gives it the next visible message, which nobody then reads: a message released at once
+   * would go there and stay invisible for a whole timeout. So it becomes visible when
+   * the last of those polls has ended; after a full grace (polls wait no longer) that is now.
+   */
   async function release(): Promise<void> {
     const entries = [...inFlight.values()];
-    if (entries.length === 0) return;
-    logger.warn("releasing unfinished messages to the queue", { count: entries.length });
-    await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => changeVisibility(group, 0).catch((error) => logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) }))));
-    inFlight.clear();
+    const left = [...leftInQueue.values()].map((receiptHandle) => ({ receiptHandle }) as InFlight);
+    leftInQueue.clear();
+    if (entries.length === 0 && left.length === 0) return;
+    // A second more than they may live: a poll that ends takes what is visible at that moment.
+    const visibleIn = abortedPollsEndAt > Date.now() ? Math.ceil((abortedPollsEndAt - Date.now()) / 1000) + 1 : 0;
+    if (entries.length > 0) logger.warn("releasing unfinished messages to the queue", { count: entries.length, visible_in_s: visibleIn });
+    // A receipt of a message left in the queue may be stale by now (received again since): harmless.
+    await releaseToQueue([...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
   }
 
   /** In drain mode: done when nothing is ours and the queue holds only what we left in it. */
@@ -1634,29 +2053,55 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       if (stopping || inFlight.size > 0 || pending.length > 0 || work.size > 0) continue;
       if (Date.now() - lastEmptyReceiveAt > 1_000) continue;
       try {
-        const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+        const { Attributes = {} } = await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({
           QueueUrl: queueUrl,
           AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
-        }));
+        }), options), SQS_CALL_DEADLINE_MS, receiving.signal);
         const total = Number(Attributes.ApproximateNumberOfMessages ?? 0) +
           Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0) +
           Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0);
         if (total <= leftInQueue.size && inFlight.size === 0 && work.size === 0) {
           logger.debug("queue drained", { left_in_queue: leftInQueue.size });
-          stop();
+          beginStop();
         }
       } catch (error) {
-        logger.warn("could not read queue depth", { reason: describeSqsError(error) });
+        if (!stopping) logger.warn("could not read queue depth", { reason: describeSqsError(error) });
       }
     }
   }
 
-  function stop(): void {
+  /** Stop receiving; what is in flight has the grace from now to finish. */
+  function beginStop(): void {
     if (stopping) return;
     stopping = true;
+    stopDeadline = Date.now() + shutdownGraceMs;
     receiving.abort();
     abortParkedReceives();
     wakeCapacityWaiters();
+  }
+
+  /**
+   * Wait for what is in flight to finish until the grace ends, saying what it waits for;
+   * then abandon it (calls aborted, connections closed, so open transactions roll back) and
+   * give it a moment to unwind. What is left is released by `release()`.
+   */
+  async function finishInFlight(): Promise<void> {
+    const settled = (async () => {
+      while (work.size > 0) await Promise.all([...work]);
+    })();
+    if (work.size === 0) return;
+    const progress = setInterval(() => logger.info("stopping: still waiting", {
+      in_flight: inFlight.size, seconds_left: Math.max(0, Math.round((stopDeadline - Date.now()) / 1000)),
+    }), STOP_PROGRESS_MS);
+    try {
+      await waitAtMost(settled, stopDeadline - Date.now());
+    } finally {
+      clearInterval(progress);
+    }
+    if (work.size === 0) return;
+    logger.warn("stop grace over: abandoning what is in flight", { in_flight: inFlight.size });
+    abandoning.abort();
+    await waitAtMost(settled, ABANDON_WAIT_MS);
   }
 
   async function run(): Promise<ConsumerStats> {
@@ -1668,9 +2113,7 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       if (drain) void watchDrain();
       await Promise.all(pollers);
       flush();
-      const grace = setTimeout(() => abandoning.abort(), shutdownGraceMs);
-      while (work.size > 0) await Promise.all([...work]);
-      clearTimeout(grace);
+      await finishInFlight();
       await release();
     } finally {
       clearInterval(heartbeatTimer);
@@ -1682,9 +2125,20 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   }
 
   return {
-    run, stop, stats,
+    run, stats,
+    stop() {
+      if (stopping) return;
+      beginStop();
+      // What someone who pressed Ctrl-C wants to see: how much is in flight, and how long it may take.
+      logger.info("stopping: finishing what is in flight", {
+        in_flight: inFlight.size, wait_until: new Date(stopDeadline).toISOString(), grace_s: shutdownGraceMs / 1000,
+      });
+    },
     get inFlight() {
       return inFlight.size;
+    },
+    get inFlightBytes() {
+      return inFlightBytes;
     },
   };
 }
@@ -1731,7 +2185,7 @@ class Histogram {
 export interface Metrics {
   observer: Required<ConsumerObserver>;
   /** The Prometheus text exposition of everything, for `GET /metrics`. */
-  render(stats: ConsumerStats, inFlight: number): string;
+  render(stats: ConsumerStats, inFlight: number, inFlightBytes?: number): string;
 }
 
 /**
@@ -1754,13 +2208,16 @@ export function createMetrics(): Metrics {
         retries[service]++;
       },
     },
-    render(stats, inFlight) {
+    render(stats, inFlight, inFlightBytes = 0) {
       return [
         ...counter("messages_received_total", "Messages received from the queue, redeliveries included.", stats.received),
         ...counter("rows_loaded_total", "Rows inserted into user_logins.", stats.loaded),
         ...counter("duplicates_total", "Messages whose row was already loaded (redeliveries).", stats.duplicates),
         ...counter("messages_dead_lettered_total", "Invalid or refused messages sent to the dead-letter queue.", stats.deadLettered),
-        ...counter("messages_left_in_queue_total", "Invalid messages left in the queue because no DLQ is set.", stats.leftInQueue),
+        ...counter("messages_left_in_queue_total",
+          "Invalid messages left in the queue for its redrive policy: no DLQ set, too big for the DLQ, or refused by it.", stats.leftInQueue),
+        ...counter("messages_released_total",
+          "Messages handed back to the queue unfinished: at a stop, or not committed by their batch's deadline.", stats.released),
         `# HELP ${METRIC_PREFIX}_retries_total Calls retried after a transient fault, by service.`,
         `# TYPE ${METRIC_PREFIX}_retries_total counter`,
         `${METRIC_PREFIX}_retries_total{service="sqs"} ${retries.sqs}`,
@@ -1768,6 +2225,9 @@ export function createMetrics(): Metrics {
         `# HELP ${METRIC_PREFIX}_in_flight_messages Messages received and not yet deleted or released.`,
         `# TYPE ${METRIC_PREFIX}_in_flight_messages gauge`,
         `${METRIC_PREFIX}_in_flight_messages ${inFlight}`,
+        `# HELP ${METRIC_PREFIX}_in_flight_bytes Bytes of the bodies of the messages in flight (bounded by --max-in-flight-mb).`,
+        `# TYPE ${METRIC_PREFIX}_in_flight_bytes gauge`,
+        `${METRIC_PREFIX}_in_flight_bytes ${inFlightBytes}`,
         ...batchSize.render(`${METRIC_PREFIX}_batch_size`, "Messages per written batch."),
         ...batchSeconds.render(`${METRIC_PREFIX}_batch_duration_seconds`, "Time from masking a batch to its commit."),
       ].join("\n") + "\n";
@@ -1793,7 +2253,8 @@ export function createReadinessChecks(pool: DatabasePool, sqs: SQSClient, queueU
   return {
     async postgres() {
       try {
-        await withTimeout(pool.query(sql.unsafe`SELECT 1`), READY_CHECK_TIMEOUT_MS);
+        // The call's own deadline closes a silent connection; the outer one covers the wait for a free one.
+        await withTimeout(withDatabaseCallLimits({ deadlineMs: READY_CHECK_TIMEOUT_MS }, () => pool.query(sql.unsafe`SELECT 1`)), READY_CHECK_TIMEOUT_MS);
       } catch (error) {
         throw new Error(describeDatabaseError(error));
       }
@@ -1807,14 +2268,6 @@ export function createReadinessChecks(pool: DatabasePool, sqs: SQSClient, queueU
       }
     },
   };
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** A running metrics server. */
@@ -2059,7 +2512,7 @@ export function formatSummary(stats: ConsumerStats): string {
   const seconds = ((stats.finishedAt ?? Date.now()) - stats.startedAt) / 1000;
   const rate = seconds > 0 ? Math.round(stats.loaded / seconds) : 0;
   return `loaded=${stats.loaded} duplicates=${stats.duplicates} dead_lettered=${stats.deadLettered} ` +
-    `left_in_queue=${stats.leftInQueue} retries=${stats.retries} seconds=${seconds.toFixed(2)} rate=${rate}/s`;
+    `left_in_queue=${stats.leftInQueue} released=${stats.released} retries=${stats.retries} seconds=${seconds.toFixed(2)} rate=${rate}/s`;
 }
 
 /** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
@@ -2180,9 +2633,9 @@ export async function main(argv: readonly string[], env: Record<string, string |
     // The queues and the database are checked side by side; a queue's error is told first.
     const [queueCheck, databaseSetup] = await Promise.allSettled([
       (async () => {
-        const info = await inspectQueue(sqs, config.queueUrl, "--queue-url");
-        if (config.dlqUrl) await inspectQueue(sqs, config.dlqUrl, "--dlq-url");
-        return info;
+        const source = await inspectQueue(sqs, config.queueUrl, "--queue-url");
+        const dlq = config.dlqUrl ? await inspectQueue(sqs, config.dlqUrl, "--dlq-url") : undefined;
+        return { source, dlq };
       })(),
       (async () => {
         const db = pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
@@ -2193,8 +2646,13 @@ export async function main(argv: readonly string[], env: Record<string, string |
     ]);
     if (queueCheck.status === "rejected") throw queueCheck.reason;
     if (databaseSetup.status === "rejected") throw databaseSetup.reason;
-    const queue = queueCheck.value;
+    const { source: queue, dlq } = queueCheck.value;
     const db = databaseSetup.value;
+    if (!queue.redrivePolicy) {
+      logger.warn("the queue has no RedrivePolicy: an invalid message that cannot go to a DLQ (none set, or too big for it) " +
+        "comes back after every visibility timeout until the queue's retention drops it; give the queue a RedrivePolicy " +
+        "(maxReceiveCount) so that SQS moves such messages to a DLQ itself", { queue: redactUrl(config.queueUrl) });
+    }
     const metrics = createMetrics();
     const batchSummary = summary = createBatchSummary(logger);
     const consumer = createConsumer({
@@ -2208,16 +2666,20 @@ export async function main(argv: readonly string[], env: Record<string, string |
       },
       queueUrl: config.queueUrl,
       dlqUrl: config.dlqUrl,
+      dlqMaxMessageBytes: dlq?.maximumMessageSize,
       drain: config.drain,
       batchSize: config.batchSize,
       concurrency: config.concurrency,
+      maxInFlightBytes: config.maxInFlightMb * 1024 * 1024,
       visibilityTimeoutSeconds: queue.visibilityTimeoutSeconds,
+      shutdownGraceMs: config.stopGraceSeconds * 1000,
+      batchDeadlineMs: config.batchDeadlineSeconds * 1000,
     });
     let signals = 0;
     const onSignal = (signal: string) => {
       signals++;
       if (signals === 1) {
-        logger.info("stopping: finishing what is in flight", { signal });
+        logger.info("stop requested; a second signal exits at once (code 130)", { signal });
         consumer.stop();
       } else {
         // Nothing is lost: unacknowledged messages return to the queue after their timeout.
@@ -2228,12 +2690,13 @@ export async function main(argv: readonly string[], env: Record<string, string |
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
     if (config.metricsPort !== undefined) {
-      metricsServer = await startMetricsServer(config.metricsPort, () => metrics.render(consumer.stats, consumer.inFlight),
+      metricsServer = await startMetricsServer(config.metricsPort, () => metrics.render(consumer.stats, consumer.inFlight, consumer.inFlightBytes),
         createReadinessChecks(db, sqs, config.queueUrl), config.metricsHost);
     }
     logger.info("consuming", {
-      queue: config.queueUrl, dlq: config.dlqUrl ?? "none", strategy: strategy.name, drain: config.drain,
-      batch_size: config.batchSize, concurrency: config.concurrency, metrics_port: metricsServer?.port,
+      queue: redactUrl(config.queueUrl), dlq: config.dlqUrl ? redactUrl(config.dlqUrl) : "none", strategy: strategy.name, drain: config.drain,
+      batch_size: config.batchSize, concurrency: config.concurrency, max_in_flight_mb: config.maxInFlightMb,
+      stop_grace_s: config.stopGraceSeconds, metrics_port: metricsServer?.port,
     });
     if (config.drain && tty) {
       progress = createProgressLine(consumer.stats, () => queueDepthVisible(sqs, config.queueUrl), (text) => process.stderr.write(text));
@@ -2251,20 +2714,33 @@ export async function main(argv: readonly string[], env: Record<string, string |
     progress?.stop();
     summary?.stop();
     await metricsServer?.close();
-    await pool?.end().catch(() => {});
+    // Closing waits for each connection's goodbye, which a half-open one never sends: bounded.
+    await withTimeout(pool?.end() ?? Promise.resolve(), CLEANUP_WAIT_MS).catch(() => {});
     sqs.destroy();
   }
 }
 
+/** Closing the pool at exit, at most. */
+const CLEANUP_WAIT_MS = 1_000;
+/** After main returns, what is still open (a half-open socket no goodbye closes) may hold the process this long. */
+const EXIT_WAIT_MS = 2_000;
+
 async function queueDepthVisible(sqs: SQSClient, queueUrl: string): Promise<number> {
-  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
+  const { Attributes = {} } = await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({
     QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages"],
-  }));
+  }), options));
   return Number(Attributes.ApproximateNumberOfMessages ?? 0);
 }
 
 if (import.meta.main) {
   // Not a top-level await: a strategy module that imports this file (strategies/vault.ts
   // does) would wait for this module to finish evaluating while main() waits for it.
-  void main(process.argv.slice(2), process.env).then((code) => (process.exitCode = code));
+  void main(process.argv.slice(2), process.env).then((code) => {
+    process.exitCode = code;
+    // Normally the process ends here by itself. A socket that never closes (its peer gone)
+    // must not keep it: exit anyway, a moment later, without holding it open for that.
+    const exitAnyway = setTimeout(() => process.exit(code), EXIT_WAIT_MS) as unknown;
+    if (typeof exitAnyway === "number") (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(exitAnyway);
+    else (exitAnyway as { unref(): void }).unref();
+  });
 }

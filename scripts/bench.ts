@@ -6,6 +6,7 @@
  * npm run bench                                   # N = 100 000, every phase, a table
  * npm run bench -- --n 1000000 --phases tool --strategies hmac   # peak RSS at a million
  * npm run bench -- --n 300 --json                 # for machines (CI runs this)
+ * npm run bench -- --phases large --large-n 600     # memory with SQS's largest bodies
  * ```
  *
  * The SQS emulator (fauxqs) runs as its own process, as a real queue would, and Postgres is
@@ -19,6 +20,9 @@
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
  * - `tool`: `mod.ts --drain` as a child process (`node --import tsx`, as users run it), timed
  *   from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
+ * - `large`: the tool again (`hmac`), on bodies of nearly SQS's 1 MiB limit (valid logins
+ *   padded with a field the tool ignores): what bounds its memory is `--max-in-flight-mb`,
+ *   not the number of messages, and its peak RSS says whether that holds.
  * - `baseline`: one message per receive, a new database connection and one insert per
  *   message, one delete per message; run on a smaller N since it is slow.
  *
@@ -52,7 +56,9 @@ function toolKeys(strategy: string): Record<string, string> {
     MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
   };
 }
-const PHASES = ["ceiling", "tool", "baseline"] as const;
+const PHASES = ["ceiling", "tool", "large", "baseline"] as const;
+/** A `large` phase body: SQS's 1 MiB limit less room for the JSON around the padding. */
+const LARGE_BODY_BYTES = 1_040_000;
 type Phase = (typeof PHASES)[number];
 const CORPORA = ["logins", "unique"] as const;
 type Corpus = (typeof CORPORA)[number];
@@ -64,6 +70,8 @@ export interface BenchOptions {
   n: number;
   /** Messages for the slow per-message baseline. */
   baselineN: number;
+  /** Messages of nearly 1 MiB for the `large` phase. */
+  largeN: number;
   phases: Phase[];
   strategies: string[];
   /** Receives in flight for the ceiling client. */
@@ -122,7 +130,8 @@ Postgres (embedded, or the server DATABASE_URL names).
 
   --n N                     messages per phase (default 100000)
   --baseline-n N            messages for the slow baseline (default: --n, at most 1000)
-  --phases LIST             which of ceiling,tool,baseline to run (default: all)
+  --large-n N               messages of nearly 1 MiB for the large phase (default 300)
+  --phases LIST             which of ceiling,tool,large,baseline to run (default: all)
   --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
   --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
@@ -142,6 +151,7 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
   const values = parseFlags(argv, {
     n: { type: "string" },
     "baseline-n": { type: "string" },
+    "large-n": { type: "string" },
     phases: { type: "string" },
     strategies: { type: "string" },
     "ceiling-concurrency": { type: "string" },
@@ -165,6 +175,7 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     n,
     // About ten seconds of the slow consumer is enough for a steady rate.
     baselineN: parseCount(flag("baseline-n"), "--baseline-n", Math.min(n, 1_000), 1, MAX_N),
+    largeN: parseCount(flag("large-n"), "--large-n", 300, 1, MAX_N),
     phases: phases as Phase[],
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
@@ -222,19 +233,29 @@ function createCorpus(corpus: Corpus, count: number): (size: number) => string[]
   return (size) => Array.from({ length: size }, next);
 }
 
-/** A fresh queue holding `count` messages and a fresh database, for one phase. */
+/**
+ * A fresh queue holding `count` messages and a fresh database, for one phase; with
+ * `bodyBytes`, each body is padded to that size.
+ */
 async function stage(
-  emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number, corpus: Corpus,
+  emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number, corpus: Corpus, bodyBytes?: number,
 ): Promise<Stage> {
   // A strategy may be a module path: keep what queue and database names allow.
   const id = `${name.replace(/\.[cm]?[jt]s$/, "").replace(/[^a-z0-9]+/gi, "_").slice(-40).toLowerCase()}_${randomBytes(3).toString("hex")}`;
   // Long enough that no message comes back while the slowest phase is still working.
   const queueUrl = await emulator.createQueue(`bench-${id}`.replace(/_/g, "-"), { VisibilityTimeout: "120" });
   // Made and sent in slices so a million bodies never sit in memory at once.
-  const slice = 20_000;
+  const slice = bodyBytes ? 32 : 20_000;
   const bodies = createCorpus(corpus, count);
   for (let sent = 0; sent < count; sent += slice) {
-    await sendBodies(sqs, queueUrl, bodies(Math.min(slice, count - sent)), 32);
+    const some = bodies(Math.min(slice, count - sent));
+    if (!bodyBytes) {
+      await sendBodies(sqs, queueUrl, some, 32);
+      continue;
+    }
+    // One per call: SQS takes 1 MiB per call.
+    const padded = some.map((body) => body.slice(0, -1) + `,"padding":"${"p".repeat(bodyBytes - body.length - 14)}"}`);
+    await Promise.all(padded.map((body) => sendBodies(sqs, queueUrl, [body], 1)));
   }
   const databaseUrl = await postgres.createDatabase(`bench_${id}`);
   return {
@@ -531,6 +552,23 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         }
         await s.drop();
       }
+    }
+    if (options.phases.includes("large")) {
+      const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
+      log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
+      const before = await markCpu(emulator.pid);
+      const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, "hmac", options.largeN, options.toolArgs);
+      const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
+      const done = await countRows(s.databaseUrl);
+      results.push({
+        phase: "large", strategy: "hmac", n: options.largeN, seconds: round(run.seconds, 2),
+        status: run.code === 0 ? "ok" : "failed",
+        ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
+        done, leftInQueue: await queueDepth(sqs, s.queueUrl), rate: round(done / run.seconds),
+        ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
+        ...(cpu && { cpu }),
+      });
+      await s.drop();
     }
     if (options.phases.includes("baseline")) {
       const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN, options.corpus);

@@ -11,11 +11,12 @@ import { runTool } from "./helpers.ts";
 
 const N = 300;
 const BASELINE_N = 50;
+const LARGE_N = 20;
 
 it("runs every phase at a small N and reports each as drained, as JSON", async () => {
   // The bench starts its own emulator; Postgres is the suite's, where it makes and drops
   // databases of its own.
-  const run = await runTool(["--n", String(N), "--baseline-n", String(BASELINE_N), "--json"], {
+  const run = await runTool(["--n", String(N), "--baseline-n", String(BASELINE_N), "--large-n", String(LARGE_N), "--json"], {
     DATABASE_URL: inject("postgresUrl"),
   }, "scripts/bench.ts");
   expect(run.stderr).not.toMatch(/^error/m);
@@ -23,7 +24,7 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
   const report = JSON.parse(run.stdout) as BenchReport;
 
   expect(report.machine).toEqual({ nproc: expect.any(Number), cpu: expect.any(String), node: process.version });
-  expect(report.options).toMatchObject({ n: N, baselineN: BASELINE_N, phases: ["ceiling", "tool", "baseline"] });
+  expect(report.options).toMatchObject({ n: N, baselineN: BASELINE_N, largeN: LARGE_N, phases: ["ceiling", "tool", "large", "baseline"] });
 
   const byName = (phase: string, strategy?: string) =>
     report.results.find((r) => r.phase === phase && r.strategy === strategy) as PhaseResult;
@@ -34,6 +35,9 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
   };
   drained(byName("ceiling"), N);
   drained(byName("baseline"), BASELINE_N);
+  // Bodies of nearly 1 MiB: drained too, with the peak RSS the bound is judged by.
+  drained(byName("large", "hmac"), LARGE_N);
+  expect(byName("large", "hmac").peakRssMb).toBeGreaterThan(0);
   for (const strategy of ["hmac", "sha256", "vault", "ipcrypt", "ipcrypt-pfx"]) {
     const tool = byName("tool", strategy);
     drained(tool, N);

@@ -29,17 +29,30 @@ export interface Fixture {
   close(): Promise<void>;
 }
 
-export async function createFixture(options: { visibilityTimeout?: number } = {}): Promise<Fixture> {
+export interface FixtureOptions {
+  visibilityTimeout?: number;
+  /** The DLQ's own size limit in bytes (SQS's default is 1 MiB; older queues have 256 KiB). */
+  dlqMaximumMessageSize?: number;
+  /** Give the source queue SQS's own redrive policy to the DLQ after this many receives. */
+  maxReceiveCount?: number;
+}
+
+export async function createFixture(options: FixtureOptions = {}): Promise<Fixture> {
   const endpoint = inject("sqsEndpoint");
   const id = randomBytes(4).toString("hex");
   const emulator = attachEmulator(endpoint, "us-east-1", async () => {});
-  const attributes = { VisibilityTimeout: String(options.visibilityTimeout ?? 30) };
+  const sqs = emulatorClient(endpoint);
+  const dlqUrl = await emulator.createQueue(`login-${id}-dlq`,
+    options.dlqMaximumMessageSize === undefined ? undefined : { MaximumMessageSize: String(options.dlqMaximumMessageSize) });
+  const attributes: Record<string, string> = { VisibilityTimeout: String(options.visibilityTimeout ?? 30) };
+  if (options.maxReceiveCount !== undefined) {
+    const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }));
+    attributes.RedrivePolicy = JSON.stringify({ deadLetterTargetArn: Attributes.QueueArn, maxReceiveCount: options.maxReceiveCount });
+  }
   const queueUrl = await emulator.createQueue(`login-${id}`, attributes);
-  const dlqUrl = await emulator.createQueue(`login-${id}-dlq`);
   const server = await usePostgres({ DATABASE_URL: inject("postgresUrl") });
   const databaseUrl = await server.createDatabase(`t_${id}`);
   const pool = await createDatabasePool(databaseUrl);
-  const sqs = emulatorClient(endpoint);
   return {
     sqs, endpoint, queueUrl, dlqUrl, databaseUrl, pool,
     env: { ...emulatorEnv(endpoint), QUEUE_URL: queueUrl, DLQ_URL: dlqUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: TEST_HMAC_KEY },

@@ -11,7 +11,7 @@ import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts"
 import { countRows, createFixture, expectNoPii, type Fixture, queueDepth, rawPii, ROOT, runTool, waitFor } from "./helpers.ts";
 import { startTcpProxy, type TcpProxy } from "./proxy.ts";
 
-const STATS: ConsumerStats = { received: 12, loaded: 9, duplicates: 1, deadLettered: 2, leftInQueue: 0, retries: 3, startedAt: 0 };
+const STATS: ConsumerStats = { received: 12, loaded: 9, duplicates: 1, deadLettered: 2, leftInQueue: 0, released: 4, retries: 3, startedAt: 0 };
 
 describe("metrics text", () => {
   it("renders counters from the stats and histograms from the observer", () => {

@@ -8,9 +8,12 @@
 import fc from "fast-check";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
-import { decodeMessage, ensureSchema } from "../mod.ts";
+import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { decodeMessage, ensureSchema, fitDeadLetterEntry, SQS_MAX_BATCH_BYTES } from "../mod.ts";
 import { sampleBodies, sendBodies } from "../scripts/produce.ts";
-import { countRows, createFixture, expectNoPii, type Fixture, queueDepth, rawPii, receiveAll, runTool } from "./helpers.ts";
+import {
+  countRows, createFixture, expectNoPii, type Fixture, type FixtureOptions, queueDepth, rawPii, receiveAll, type RunningTool, runTool, waitFor,
+} from "./helpers.ts";
 
 let f: Fixture | undefined;
 afterEach(async () => {
@@ -180,5 +183,157 @@ describe("the CLI on poison input", () => {
     const dead = await receiveAll(f.sqs, f.dlqUrl);
     expect(dead.map((m) => m.Body!.length).sort()).toEqual([400_000, 400_000, 400_000]);
     expect(await queueDepth(f.sqs, f.queueUrl)).toBe(0);
+  });
+});
+
+describe("the dead-letter entry", () => {
+  const message = { MessageId: "0f8fad5b-d9cb-469f-a165-70867728950e", Body: "x", Attributes: { SentTimestamp: "1700000000000" } };
+  const REASON = "user_id: required; app_version: required; device_type: required";
+  // Each attribute's name, type and value but the reason's value: what a body shares the limit with.
+  const fixedBytes = "invalid_reason".length + 6 + "source_message_id".length + 6 + 36 + "source_sent_timestamp".length + 6 + 13;
+
+  it("carries the body, the reason, the source id and time, and counts its bytes as SQS does", () => {
+    const entry = fitDeadLetterEntry({ ...message, Body: "not json" }, REASON, SQS_MAX_BATCH_BYTES)!;
+    expect(entry.entry.MessageBody).toBe("not json");
+    expect(entry.entry.MessageAttributes.invalid_reason.StringValue).toBe(REASON);
+    expect(entry.entry.MessageAttributes.source_message_id.StringValue).toBe(message.MessageId);
+    // body + for each attribute its name, type and value, in UTF-8 bytes
+    expect(entry.bytes).toBe(8 + "invalid_reason".length + 6 + REASON.length + "source_message_id".length + 6 + 36
+      + "source_sent_timestamp".length + 6 + 13);
+  });
+
+  it("shortens the reason so that a body near the limit still fits", () => {
+    const body = "y".repeat(SQS_MAX_BATCH_BYTES - fixedBytes - 30);
+    const entry = fitDeadLetterEntry({ ...message, Body: body }, REASON, SQS_MAX_BATCH_BYTES)!;
+    expect(entry.bytes).toBeLessThanOrEqual(SQS_MAX_BATCH_BYTES);
+    const reason = entry.entry.MessageAttributes.invalid_reason.StringValue;
+    expect(reason.length).toBeLessThan(REASON.length);
+    expect(REASON.startsWith(reason.replace(/…$/, ""))).toBe(true);
+  });
+
+  it("gives up when the body itself leaves no room, under SQS's limit or a smaller DLQ's", () => {
+    expect(fitDeadLetterEntry({ ...message, Body: "z".repeat(SQS_MAX_BATCH_BYTES - 100) }, REASON, SQS_MAX_BATCH_BYTES)).toBeUndefined();
+    expect(fitDeadLetterEntry({ ...message, Body: "z".repeat(300 * 1024) }, REASON, 256 * 1024)).toBeUndefined();
+  });
+
+  it("never splits a character, and keeps a reason to characters SQS accepts", () => {
+    const reason = "rejected by Postgres: 22021 ungültige Bytefolge \u0001 ✓✓✓✓✓✓✓✓";
+    for (let room = 1; room < 40; room++) {
+      const body = "y".repeat(SQS_MAX_BATCH_BYTES - fixedBytes - room);
+      const fitted = fitDeadLetterEntry({ ...message, Body: body }, reason + "\u0000\uFFFF", SQS_MAX_BATCH_BYTES);
+      if (!fitted) continue;
+      const value = fitted.entry.MessageAttributes.invalid_reason.StringValue;
+      expect(value).toMatch(SQS_BODY);
+      expect(Buffer.byteLength(value)).toBeLessThanOrEqual(room);
+      expect(fitted.bytes).toBeLessThanOrEqual(SQS_MAX_BATCH_BYTES);
+    }
+  });
+});
+
+/** Run the CLI; fail (and kill it) if it has not exited within `ms`. */
+async function exitsWithin(run: RunningTool, ms: number) {
+  const timer = setTimeout(() => run.child.kill("SIGKILL"), ms);
+  const result = await run;
+  clearTimeout(timer);
+  if (result.signal === "SIGKILL") throw new Error(`still running after ${ms} ms; stderr tail: ${result.stderr.slice(-400)}`);
+  return result;
+}
+
+function summaryOf(stdout: string): Record<string, number> {
+  const line = stdout.split("\n").find((l) => l.startsWith("loaded="));
+  if (!line) throw new Error("no summary line");
+  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number.parseFloat(v!)]));
+}
+
+async function queueCounts(queueUrl: string): Promise<{ visible: number; invisible: number }> {
+  const { Attributes = {} } = await f!.sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+  }));
+  return { visible: Number(Attributes.ApproximateNumberOfMessages), invisible: Number(Attributes.ApproximateNumberOfMessagesNotVisible) };
+}
+
+describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
+  const SMALL_DLQ: FixtureOptions = { dlqMaximumMessageSize: 256 * 1024 };
+  const tooBigForSmallDlq = "not json ".repeat(300 * 1024 / 9);
+
+  it("is left in the queue when a DLQ's own limit refuses it; --drain still ends, and says so", async () => {
+    f = await createFixture({ ...SMALL_DLQ, visibilityTimeout: 2 });
+    const valid = sampleBodies(20, 0, 15);
+    await sendBodies(f.sqs, f.queueUrl, [...valid.slice(0, 10), tooBigForSmallDlq, ...valid.slice(10)]);
+    const run = await exitsWithin(runTool(["--drain", "--strategy", "sha256"], f.env), 30_000);
+    expect(run.code).toBe(0);
+    expect(summaryOf(run.stdout)).toMatchObject({ loaded: 20, dead_lettered: 0, left_in_queue: 1 });
+    expect(run.stderr).toContain("too big for the DLQ");
+    // No redrive policy on the queue: said once, with what it means.
+    expect(run.stderr.match(/has no RedrivePolicy/g)).toHaveLength(1);
+    // Handed back at the end of the run, not left invisible.
+    expect(await queueCounts(f.queueUrl)).toEqual({ visible: 1, invisible: 0 });
+    expect(await receiveAll(f.sqs, f.dlqUrl)).toHaveLength(0);
+    expectNoPii(run.stdout + run.stderr, rawPii(valid));
+  });
+
+  it("near SQS's 1 MiB limit: dead-letters one with a shortened reason, leaves one that cannot fit to SQS's redrive", async () => {
+    f = await createFixture({ visibilityTimeout: 2, maxReceiveCount: 1 });
+    const valid = sampleBodies(50, 0, 16);
+    // A JSON object missing every field: a long reason, shortened to fit beside the body.
+    const fitsShortened = JSON.stringify({ pad: "q".repeat(SQS_MAX_BATCH_BYTES - 160) });
+    const cannotFit = "r".repeat(SQS_MAX_BATCH_BYTES - 100);
+    await sendBodies(f.sqs, f.queueUrl, valid.slice(0, 25), 1);
+    await sendBodies(f.sqs, f.queueUrl, [fitsShortened]);
+    await sendBodies(f.sqs, f.queueUrl, [cannotFit]);
+    await sendBodies(f.sqs, f.queueUrl, valid.slice(25), 1);
+    const run = await exitsWithin(runTool(["--drain", "--strategy", "sha256"], f.env), 30_000);
+    expect(run.stderr).not.toMatch(/^error/m);
+    expect(run.code).toBe(0);
+    expect(summaryOf(run.stdout)).toMatchObject({ loaded: 50, dead_lettered: 1, left_in_queue: 1 });
+    expect(run.stderr).not.toContain("has no RedrivePolicy");
+    expect(await countRows(f.pool)).toBe(50);
+    const [dead] = await receiveAll(f.sqs, f.dlqUrl);
+    expect(dead!.Body).toBe(fitsShortened);
+    expect(dead!.MessageAttributes?.invalid_reason?.StringValue).toMatch(/^user_id: required.*…$/);
+    // The one left behind: its next receive passes maxReceiveCount, and SQS moves it itself.
+    await waitFor("SQS's redrive to move it", async () => {
+      await f!.sqs.send(new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 1 }));
+      return (await queueDepth(f!.sqs, f!.queueUrl)) === 0;
+    }, 20_000, 200);
+    const redriven = await receiveAll(f.sqs, f.dlqUrl);
+    expect(redriven.map((m) => m.Body!.length)).toEqual([cannotFit.length]);
+  });
+
+  it("is not heartbeated: SQS's redrive takes it while the tool runs", async () => {
+    f = await createFixture({ ...SMALL_DLQ, visibilityTimeout: 2, maxReceiveCount: 2 });
+    await sendBodies(f.sqs, f.queueUrl, [tooBigForSmallDlq]);
+    const run = runTool(["--strategy", "sha256"], f.env);
+    try {
+      await waitFor("SQS's redrive to move it to the DLQ", async () => (await queueCounts(f!.dlqUrl)).visible === 1, 30_000, 200);
+    } finally {
+      run.child.kill("SIGTERM");
+    }
+    const result = await exitsWithin(run, 15_000);
+    expect(result.code).toBe(0);
+    expect(summaryOf(result.stdout)).toMatchObject({ dead_lettered: 0, left_in_queue: 1 });
+  });
+
+  it("is handed back by a stop like any other message", async () => {
+    f = await createFixture({ ...SMALL_DLQ, visibilityTimeout: 30 });
+    await sendBodies(f.sqs, f.queueUrl, [tooBigForSmallDlq]);
+    // A 2 s grace: long polls then wait 2 s, and what a stop hands back is visible once they end.
+    const run = runTool(["--strategy", "sha256"], { ...f.env, STOP_GRACE_SECONDS: "2" });
+    try {
+      await waitFor("the tool to take it", () => run.stderrSoFar().includes("too big for the DLQ") || run.stderrSoFar().includes("DLQ refused"), 20_000, 100);
+    } finally {
+      run.child.kill("SIGTERM");
+    }
+    const result = await exitsWithin(run, 15_000);
+    expect(result.code).toBe(0);
+    // Another consumer can take it once the stop's aborted long polls are over (2 s), not after
+    // the queue's 30 s visibility timeout.
+    const stoppedAt = Date.now();
+    const again = await waitFor("another consumer to receive it", async () => {
+      const { Messages = [] } = await f!.sqs.send(new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 0 }));
+      return Messages[0];
+    }, 10_000, 100);
+    expect(again.Body).toBe(tooBigForSmallDlq);
+    expect(Date.now() - stoppedAt).toBeLessThan(10_000);
   });
 });

@@ -1,7 +1,15 @@
 /**
- * A TCP proxy a test can cut and restore: the outage of a service without stopping the
- * shared one. Cutting destroys every open connection and stops listening, so new
- * connections are refused (ECONNREFUSED), as when the service is down.
+ * A TCP proxy a test can cut, stall and restore: the outage of a service without stopping
+ * the shared one.
+ *
+ * - Cutting destroys every open connection and stops listening, so new connections are
+ *   refused (ECONNREFUSED), as when the service is down.
+ * - Stalling makes every connection, open or new, go silent: the proxy reads what the
+ *   client sends and drops it, answers nothing, and does not close its side (a half-open
+ *   connection after a NAT timeout or a failover, or a hung endpoint). When the stall ends,
+ *   new connections are served again; the silent ones stay silent. A client that gives up
+ *   on one and closes it closes the proxy's upstream connection too, so the server sees the
+ *   client leave (and Postgres rolls its transaction back).
  */
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { freePort } from "../scripts/embedded.ts";
@@ -14,32 +22,71 @@ export interface TcpProxy {
   cut(): Promise<void>;
   /** Listen again on the same port. */
   restore(): Promise<void>;
+  /** Silence every connection, open or new, for `ms`; then serve new connections again. */
+  stall(ms: number): void;
+  /** Whether a stall is on now. */
+  readonly stalled: boolean;
   /** Connections accepted so far (to see that the tool came back through the proxy). */
   readonly accepted: number;
   close(): Promise<void>;
+}
+
+interface Pair {
+  client: Socket;
+  upstream?: Socket;
+  silent: boolean;
 }
 
 /** Start a proxy on a free port forwarding to `target` (a URL or host:port). */
 export async function startTcpProxy(target: string): Promise<TcpProxy> {
   const { hostname, port: targetPort } = new URL(target.includes("://") ? target : `tcp://${target}`);
   const port = await freePort();
-  const sockets = new Set<Socket>();
+  const pairs = new Set<Pair>();
   let server: Server | undefined;
   let accepted = 0;
+  let stallTimer: ReturnType<typeof setTimeout> | undefined;
+
+  /** Stop forwarding both ways and drop whatever arrives; keep the client's socket open. */
+  function silence(pair: Pair): void {
+    if (pair.silent) return;
+    pair.silent = true;
+    pair.client.unpipe();
+    pair.upstream?.unpipe();
+    pair.client.resume();
+    pair.upstream?.resume();
+  }
 
   function listen(): Promise<void> {
-    server = createServer((client) => {
+    // allowHalfOpen: a silent connection must not answer a client's FIN with its own.
+    server = createServer({ allowHalfOpen: true }, (client) => {
       accepted++;
-      const upstream = connect(Number(targetPort), hostname);
-      for (const s of [client, upstream]) {
-        sockets.add(s);
-        s.on("error", () => {});
-        s.on("close", () => {
-          sockets.delete(s);
-          client.destroy();
-          upstream.destroy();
-        });
+      const pair: Pair = { client, silent: false };
+      pairs.add(pair);
+      client.on("error", () => {});
+      const forget = () => {
+        pairs.delete(pair);
+        client.destroy();
+        pair.upstream?.destroy();
+      };
+      // The client leaving ends the upstream connection, stalled or not; a silent
+      // connection does not answer the client's FIN with its own.
+      client.on("end", () => (pair.silent ? pair.upstream?.destroy() : forget()));
+      client.on("close", forget);
+      if (stallTimer !== undefined) {
+        silence(pair);
+        return;
       }
+      const upstream = connect(Number(targetPort), hostname);
+      pair.upstream = upstream;
+      upstream.on("error", () => {});
+      // The server leaving closes the client's connection, unless it is silent: a client of
+      // a half-open connection hears nothing, not even that.
+      upstream.on("close", () => {
+        if (!pair.silent) forget();
+      });
+      upstream.on("end", () => {
+        if (!pair.silent) forget();
+      });
       client.pipe(upstream).pipe(client);
     });
     return new Promise((resolve, reject) => {
@@ -49,9 +96,15 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   }
 
   async function stopListening(): Promise<void> {
+    clearTimeout(stallTimer);
+    stallTimer = undefined;
     const s = server;
     server = undefined;
-    for (const socket of sockets) socket.destroy();
+    for (const pair of pairs) {
+      pair.client.destroy();
+      pair.upstream?.destroy();
+    }
+    pairs.clear();
     if (s) await new Promise<void>((resolve) => s.close(() => resolve()));
   }
 
@@ -67,6 +120,14 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     cut: stopListening,
     async restore() {
       if (!server) await listen();
+    },
+    stall(ms) {
+      for (const pair of pairs) silence(pair);
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => (stallTimer = undefined), ms);
+    },
+    get stalled() {
+      return stallTimer !== undefined;
     },
     get accepted() {
       return accepted;
