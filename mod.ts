@@ -1172,13 +1172,11 @@ export async function writeBatch(
 
 /** SQS answers a call within this, or the call is given up (a half-open connection, a hung endpoint). */
 export const SQS_CALL_DEADLINE_MS = 10_000;
-/** Opening a connection to SQS, at most. */
-const SQS_CONNECT_TIMEOUT_MS = 3_000;
 
 /**
  * The SQS client. Region, credentials and endpoint come from the SDK's default chain;
- * nothing is invented here. Every request has a deadline (by default the SDK has none, and a
- * silent socket holds a call forever); `boundedSqsCall` sets each call's own.
+ * nothing is invented here. The SDK sets no deadline of its own (a silent socket holds a
+ * call forever): every call of the tool goes through `boundedSqsCall`.
  */
 export function createSqsClient(logger: Logger = createLogger("silent")): SQSClient {
   // The SDK's info log carries request inputs and outputs, message bodies included: never
@@ -1190,10 +1188,7 @@ export function createSqsClient(logger: Logger = createLogger("silent")): SQSCli
     warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
     error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
   };
-  return new SQSClient({
-    logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]>,
-    requestHandler: { connectionTimeout: SQS_CONNECT_TIMEOUT_MS, requestTimeout: SQS_CALL_DEADLINE_MS, throwOnRequestTimeout: true },
-  });
+  return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
 }
 
 /** An SQS call given up at its deadline: transient, waited out like any network fault. */
@@ -1204,12 +1199,14 @@ class SqsDeadlineError extends Error {
 /** What an SQS call is handed: the SDK's per-call options. */
 export interface SqsCallOptions {
   abortSignal: AbortSignal;
-  requestTimeout: number;
 }
 
 /**
  * Make one SQS call with a deadline: past it the request is aborted (its socket destroyed)
  * and a `TimeoutError` thrown. `signal` abandons it sooner (a stop), rethrowing the abort.
+ * One timer per call, which covers the SDK's own retries and the response's body too
+ * (the SDK's `requestTimeout` would add timers of its own per attempt, and end at the
+ * response's headers).
  *
  * @param call sends the command with the options it is given
  * @param deadlineMs a long poll's is its wait plus `SQS_CALL_DEADLINE_MS`
@@ -1221,7 +1218,7 @@ export interface SqsCallOptions {
 export async function boundedSqsCall<T>(call: (options: SqsCallOptions) => Promise<T>, deadlineMs = SQS_CALL_DEADLINE_MS, signal?: AbortSignal): Promise<T> {
   const deadline = deadlineSignal(deadlineMs, signal);
   try {
-    return await call({ abortSignal: deadline.signal, requestTimeout: deadlineMs });
+    return await call({ abortSignal: deadline.signal });
   } catch (error) {
     if (deadline.expired()) throw new SqsDeadlineError(`no answer within ${deadlineMs / 1000} s`);
     throw error;
