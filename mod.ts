@@ -2525,6 +2525,14 @@ export function describeStartupError(error: unknown, databaseUrl: string): strin
     }
   })();
   const messages = errorChain(error).map((e) => e.message).join("\n");
+  // Slonik reads the URL's query with a schema: name the parameter and what it takes, not the value.
+  const badParameter = (error as { name?: string; issues?: Array<{ path?: unknown[]; values?: unknown[] }> })?.name === "ZodError"
+    ? (error as { issues: Array<{ path?: unknown[]; values?: unknown[] }> }).issues[0]
+    : undefined;
+  if (badParameter) {
+    const takes = badParameter.values ? `: it takes ${badParameter.values.join(", ")}` : "";
+    return `The URL's ${badParameter.path?.join(".") ?? "query"} parameter is not one the Postgres client takes${takes} (check --database-url)`;
+  }
   if (errorChain(error).some((e) => e instanceof URIError)) {
     return `The password in ${where} holds a % that is not a percent-escape: write % as %25 (or leave the password out of the URL and set PGPASSWORD)`;
   }

@@ -248,6 +248,11 @@ describe("start-up errors with the hint that fixes them", () => {
     expect(line).toMatch(/^Database no_such_database_11 does not exist at .*: create it \(CREATE DATABASE no_such_database_11\) or fix the name in the URL/);
   });
 
+  it("a query parameter the client does not take: which, and what it takes", async () => {
+    const line = await startupError(withDatabase(inject("postgresUrl"), "x") + "?sslmode=verify-full");
+    expect(line).toBe("The URL's sslmode parameter is not one the Postgres client takes: it takes disable, no-verify, require (check --database-url)");
+  });
+
   it("a port where something else answers: check the port", async () => {
     // The SQS emulator speaks HTTP, not Postgres.
     const { port } = new URL(inject("sqsEndpoint"));
