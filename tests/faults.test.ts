@@ -386,7 +386,10 @@ async function throughStall(options: {
   const stallEndedAt = Date.now();
   const { valid } = expectations(bodies);
   await waitFor("every row, and the queue empty, within 30 s of the stall's end",
-    async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0, 30_000, 200);
+    async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0, 30_000, 200)
+    .catch((error) => {
+      throw new Error(`${(error as Error).message}; rows ${rowsWhenStallEnded} at the stall's end; stderr tail: ${run.stderrSoFar().slice(-3000)}`);
+    });
   const recoveryMs = Date.now() - stallEndedAt;
   expect(run.child.exitCode).toBeNull();
   const { result, stopMs } = await stopWithSigterm(run);
