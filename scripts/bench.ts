@@ -30,8 +30,10 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
 import { availableParallelism, cpus } from "node:os";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand,
@@ -78,6 +80,8 @@ export interface BenchOptions {
   ceilingConcurrency: number;
   /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
   toolArgs: string[];
+  /** The checkout whose `mod.ts` the tool phases run: this one, or another for a paired run. */
+  toolDir: string;
   /** `logins`: users who come back, from their own devices and addresses; `unique`: every message different. */
   corpus: Corpus;
   json: boolean;
@@ -135,6 +139,8 @@ Postgres (embedded, or the server DATABASE_URL names).
   --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
   --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
+  --tool-dir DIR            run the mod.ts of another checkout (with its node_modules) on
+                            the same corpus and services: before/after in paired runs
   --corpus logins|unique    logins: users who come back, from their own devices and addresses
                             (default); unique: every message different (docs/benchmark.md)
   --json                    print the report as JSON instead of a table
@@ -156,6 +162,7 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     strategies: { type: "string" },
     "ceiling-concurrency": { type: "string" },
     "tool-args": { type: "string" },
+    "tool-dir": { type: "string" },
     corpus: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -180,9 +187,20 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
+    toolDir: await checkToolDir(flag("tool-dir")),
     corpus: corpus as Corpus,
     json: values.json === true,
   };
+}
+
+/** The checkout `--tool-dir` names, checked to hold a mod.ts and tsx; this one by default. */
+async function checkToolDir(raw: string | undefined): Promise<string> {
+  if (raw === undefined) return ROOT;
+  const dir = resolve(raw);
+  for (const needed of ["mod.ts", "node_modules/tsx/package.json"]) {
+    if (!existsSync(join(dir, needed))) throw new ConfigError(`--tool-dir ${raw} has no ${needed}: give a checkout with its dependencies installed`);
+  }
+  return dir;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -461,14 +479,14 @@ interface ToolRun {
  * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
  */
 async function runTool(
-  endpoint: string, queueUrl: string, databaseUrl: string, strategy: string, messages: number, extra: string[],
+  endpoint: string, queueUrl: string, databaseUrl: string, strategy: string, messages: number, extra: string[], toolDir: string,
 ): Promise<ToolRun> {
   const started = performance.now();
   const child: ChildProcess = spawn(process.execPath, [
     ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
     "--import", "tsx", "mod.ts", "--drain", "--strategy", strategy, "--log-level", "warn", ...extra,
   ], {
-    cwd: ROOT,
+    cwd: toolDir,
     env: {
       PATH: process.env.PATH, HOME: process.env.HOME, ...emulatorEnv(endpoint),
       QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, ...toolKeys(strategy),
@@ -533,7 +551,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
         log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
         const before = await markCpu(emulator.pid);
-        const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs);
+        const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs, options.toolDir);
         const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
         const base = { phase: "tool" as const, strategy, n: options.n, seconds: round(run.seconds, 2) };
         if (run.code !== 0 && /not available/i.test(run.stderr)) {
@@ -557,7 +575,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
       log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
       const before = await markCpu(emulator.pid);
-      const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, "hmac", options.largeN, options.toolArgs);
+      const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, "hmac", options.largeN, options.toolArgs, options.toolDir);
       const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
       const done = await countRows(s.databaseUrl);
       results.push({
