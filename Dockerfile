@@ -18,6 +18,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY package.json mod.ts ./
+COPY src ./src
 COPY strategies ./strategies
 COPY scripts ./scripts
 # The image's own unprivileged user; nothing in /app is writable by it.

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "../mod.ts";
+import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "../src/errors.ts";
 
 /** Run a command's body; what it throws becomes `error: <first line>` and an exit code. */
 export async function runScript(body: () => Promise<number>): Promise<number> {

@@ -8,10 +8,10 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { DatabasePool } from "slonik";
-import {
-  classifyDatabaseError, ConfigError, createDatabasePool, describeDatabaseError, describeStartupError, EXIT_FAILURE,
-  EXIT_USAGE, redactUrl,
-} from "../mod.ts";
+import { describeStartupError } from "../src/cli.ts";
+import { createDatabasePool } from "../src/database.ts";
+import { ConfigError, describeDatabaseError, EXIT_FAILURE, EXIT_USAGE, redactUrl } from "../src/errors.ts";
+import { classifyDatabaseError, fatalDatabaseCause } from "../src/postgres-errors.ts";
 
 /** A vault operation that could not be done as asked; the message says why and names no value. */
 export class VaultError extends Error {
@@ -73,10 +73,11 @@ export function parseVaultArgs(
 /** Describe any failure of a vault command as one line that holds no value. */
 export function describeVaultError(error: unknown, databaseUrl: string): string {
   if (error instanceof VaultError) return error.message;
-  if (/^42501/.test(describeDatabaseError(error)) && classifyDatabaseError(error) === "fatal") {
+  const cause = classifyDatabaseError(error) === "fatal" ? fatalDatabaseCause(error) : undefined;
+  if (cause === "permission") {
     return `Permission denied at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (this role needs the grants in scripts/vault-roles.sql; see docs/vault.md)`;
   }
-  if (/^42P01/.test(describeDatabaseError(error))) {
+  if (cause === "no-table") {
     return `The vault tables are missing at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (run the tool once with --strategy vault)`;
   }
   return describeStartupError(error, databaseUrl);

@@ -40,7 +40,9 @@ import {
   ReceiveMessageCommand, type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
-import { ConfigError, loadStrategy, parseCount, parseFlags } from "../mod.ts";
+import { parseCount, parseFlags } from "../src/config.ts";
+import { ConfigError } from "../src/errors.ts";
+import { loadStrategy } from "../src/masking.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 import { runScript } from "./_command.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";

@@ -11,9 +11,8 @@
 import { randomBytes } from "node:crypto";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
-import {
-  createConsumer, createDatabasePool, createLogger, ensureSchema, formatSummary, loadStrategy, parseFlags, sqlUserLoginRow,
-} from "../mod.ts";
+import { createConsumer, createDatabasePool, createLogger, ensureSchema, formatSummary, loadStrategy, sqlUserLoginRow } from "../mod.ts";
+import { parseFlags } from "../src/config.ts";
 import { runScript } from "./_command.ts";
 import { emulatorClient, startBoth, startSqsEmulator, usePostgres } from "./embedded.ts";
 import { sampleBodies, sendBodies } from "./produce.ts";
@@ -56,7 +55,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const strategy = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: randomBytes(32).toString("hex") } });
     const consumer = createConsumer({
       sqs, pool, strategy, queueUrl, dlqUrl, drain: true,
-      logger: createLogger("warn", undefined, true),
+      logger: createLogger({ level: "warn", pretty: true }),
     });
     const stats = await consumer.run();
 

@@ -9,9 +9,9 @@
  * @module
  */
 import { SendMessageBatchCommand, type SQSClient } from "@aws-sdk/client-sqs";
-import {
-  ConfigError, createSqsClient, describeSqsError, FatalError, inspectQueue, parseCount, parseFlags, parseQueueUrl,
-} from "../mod.ts";
+import { parseCount, parseFlags, parseQueueUrl } from "../src/config.ts";
+import { ConfigError, FatalError } from "../src/errors.ts";
+import { createSqsClient, describeSqsError, inspectQueue } from "../src/sqs.ts";
 import { runScript } from "./_command.ts";
 
 /** A small seeded PRNG (mulberry32), so samples are the same from run to run. */

@@ -13,7 +13,7 @@
  * @module
  */
 import { createHmac, createSecretKey, type KeyObject } from "node:crypto";
-import type { MaskStrategy, StrategyOptions } from "../mod.ts";
+import type { MaskStrategy, StrategyOptions } from "../src/contract.ts";
 
 /** RFC 2104 recommends a key at least as long as the hash output. */
 export const MIN_KEY_BYTES = 32;

@@ -18,7 +18,7 @@
  *
  * @module
  */
-import type { MaskStrategy, StrategyOptions } from "../mod.ts";
+import type { MaskStrategy, StrategyOptions } from "../src/contract.ts";
 import { createIpcryptStrategy } from "./ipcrypt.ts";
 
 /** Create the strategy from `MASK_IPCRYPT_KEY` (32 bytes, hex) and `MASK_HMAC_KEY`. */

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import type { MaskStrategy, StrategyOptions } from "../mod.ts";
+import type { MaskStrategy, StrategyOptions } from "../src/contract.ts";
 import { createIpCipher, type IpcryptMode, readIpcryptKey } from "./_ipcrypt.ts";
 import { create as createHmac } from "./hmac.ts";
 

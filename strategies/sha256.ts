@@ -9,7 +9,7 @@
  * @module
  */
 import { hash } from "node:crypto";
-import type { MaskStrategy } from "../mod.ts";
+import type { MaskStrategy } from "../src/contract.ts";
 
 /**
  * SHA-256 of a string's UTF-8 bytes, as lowercase hex.

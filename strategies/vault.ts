@@ -30,9 +30,9 @@
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes } from "node:crypto";
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
-import {
-  ConfigError, describeDatabaseError, FatalError, type MaskedValue, type MaskStrategy, type PiiField, type StrategyOptions, toStandardSchema,
-} from "../mod.ts";
+import type { MaskedValue, MaskStrategy, PiiField, StrategyOptions } from "../src/contract.ts";
+import { ConfigError, describeDatabaseError, errorCode, FatalError } from "../src/errors.ts";
+import { toStandardSchema } from "../src/typed-sql.ts";
 
 /** At least as many key bytes as AES-256 and HMAC-SHA-256 want. */
 export const MIN_KEY_BYTES = 32;
@@ -668,15 +668,6 @@ export async function writeEntries(tx: DatabaseTransactionConnection, key: Vault
       ${byteaArray(unique.map(({ field, value, masked }) => encryptEntry(key, field, masked, value)))})`);
 }
 
-/** The SQLSTATE anywhere in an error's chain of causes. */
-export function sqlStateOf(error: unknown): string | undefined {
-  for (let e = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    const { code } = e as Error & { code?: unknown };
-    if (typeof code === "string") return code;
-  }
-  return undefined;
-}
-
 /**
  * A set that keeps at most `limit` keys, the recently used ones: two generations of up to
  * `limit / 2` keys each. When the young one is full the old one is dropped whole; a key
@@ -739,7 +730,7 @@ export function create({ env }: StrategyOptions): MaskStrategy {
         await ensureVault(pool);
         tokenKey = createSecretKey(await loadTokenKey(pool, keys));
       } catch (error) {
-        if (sqlStateOf(error) !== "42501") throw error;
+        if (errorCode(error) !== "42501") throw error;
         throw await createGrantError(pool, describeDatabaseError(error));
       }
       if (!await pool.oneFirst(sql.unsafe`
@@ -757,7 +748,7 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       try {
         await writeEntries(tx, keys.current, unwritten);
       } catch (error) {
-        if (sqlStateOf(error) !== RETIRED_KEY_SQLSTATE) throw error;
+        if (errorCode(error) !== RETIRED_KEY_SQLSTATE) throw error;
         throw new FatalError(
           `Vault key version ${keys.current.version} was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (scripts/rotate-vault-key.ts, docs/vault.md)`,
           { cause: error },

@@ -5,8 +5,9 @@ import { join } from "node:path";
 import { sql } from "slonik";
 import { describe, expect, inject, it } from "vitest";
 import {
-  ConfigError, createDatabasePool, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, describeStartupError, ensureSchema, parseConfig, redactUrl,
+  ConfigError, createDatabasePool, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ensureSchema, parseConfig, redactUrl,
 } from "../mod.ts";
+import { describeStartupError } from "../src/cli.ts";
 import { withDatabase } from "../scripts/embedded.ts";
 import { createFixture, ROOT, runTool } from "./helpers.ts";
 

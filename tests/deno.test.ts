@@ -7,8 +7,9 @@ import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadStrategy } from "../mod.ts";
+import { ensureSchema, loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
+import { freePort } from "../scripts/embedded.ts";
 import { canonicalAddress } from "../strategies/_ipcrypt.ts";
 import {
   copyProject, countRows, createFixture, denoBinary, type Fixture, readRows, receiveAll, ROOT, runCommand, runDeno,
@@ -35,6 +36,26 @@ describe("deno run -A mod.ts", () => {
       const run = await runDeno(["--drain", "--strategy", "hmac"], f.env);
       await expectMixedBatchLoaded(f, valid, run);
     } finally {
+      await f.close();
+    }
+  });
+
+  it("serves /metrics with the tool's series and prom-client's process metrics", async () => {
+    const f = await createFixture();
+    await ensureSchema(f.pool);
+    const port = await freePort();
+    const run = runDeno(["--strategy", "hmac", "--metrics-port", String(port)], f.env);
+    try {
+      const valid = (await sendMixedBatch(f)).length;
+      await waitFor("every row", async () => (await countRows(f.pool)) === valid, 30_000);
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      expect(text).toMatch(new RegExp(`^login_masker_rows_loaded_total ${valid}$`, "m"));
+      expect(text).toMatch(/^process_cpu_seconds_total \d/m);
+      expect(await (await fetch(`http://127.0.0.1:${port}/healthz`)).text()).toBe("ok\n");
+    } finally {
+      run.child.kill("SIGTERM");
+      const result = await run;
+      expect(result.code, result.stderr.slice(-1500)).toBe(0);
       await f.close();
     }
   });

@@ -5,7 +5,8 @@
  */
 import { spawn } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { createBatchSummary, createLogger, createMetrics, ensureSchema, formatProgress, type ConsumerStats } from "../mod.ts";
+import { createLogger, createMetrics, ensureSchema, type ConsumerStats } from "../mod.ts";
+import { createBatchSummary, formatProgress } from "../src/progress.ts";
 import { freePort } from "../scripts/embedded.ts";
 import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { countRows, createFixture, expectNoPii, type Fixture, queueDepth, rawPii, ROOT, runTool, waitFor } from "./helpers.ts";
@@ -14,12 +15,13 @@ import { startTcpProxy, type TcpProxy } from "./proxy.ts";
 const STATS: ConsumerStats = { received: 12, loaded: 9, duplicates: 1, deadLettered: 2, leftInQueue: 0, released: 4, retries: 3, startedAt: 0 };
 
 describe("metrics text", () => {
-  it("renders counters from the stats and histograms from the observer", () => {
+  it("renders counters from the stats and histograms from the observer", async () => {
     const metrics = createMetrics();
     metrics.observer.onBatch({ size: 10, rows: 9, duplicates: 1, rejected: 0, ms: 40 });
     metrics.observer.onBatch({ size: 300, rows: 300, duplicates: 0, rejected: 0, ms: 700 });
     metrics.observer.onRetry("postgres");
-    const text = metrics.render(STATS, 7);
+    const text = await metrics.render(STATS, 7);
+    expect(text).toMatch(/^process_cpu_seconds_total \d/m);
     for (const line of [
       "login_masker_messages_received_total 12", "login_masker_rows_loaded_total 9", "login_masker_duplicates_total 1",
       "login_masker_messages_dead_lettered_total 2", 'login_masker_retries_total{service="postgres"} 1',
@@ -31,7 +33,7 @@ describe("metrics text", () => {
 
   it("summarises batches once per interval at info, and says nothing when idle", () => {
     const lines: string[] = [];
-    const summary = createBatchSummary(createLogger("info", (l) => lines.push(l)), 60_000);
+    const summary = createBatchSummary(createLogger({ level: "info", write: (l) => lines.push(l) }), 60_000);
     summary.flush();
     expect(lines).toEqual([]);
     summary.onBatch({ size: 10, rows: 9, duplicates: 1, rejected: 0, ms: 40 });
@@ -88,6 +90,10 @@ describe("the CLI with --metrics-port", () => {
       expect(metricValue(metrics.text, "login_masker_messages_received_total")).toBe(60);
       expect(metricValue(metrics.text, "login_masker_batch_size_count")).toBeGreaterThan(0);
       expect(metricValue(metrics.text, "login_masker_in_flight_messages")).toBe(0);
+      // prom-client's process and runtime metrics, beside the tool's own.
+      expect(metricValue(metrics.text, "process_cpu_seconds_total")).toBeGreaterThan(0);
+      expect(metricValue(metrics.text, "process_resident_memory_bytes")).toBeGreaterThan(0);
+      expect(metrics.text).toMatch(/^nodejs_heap_size_used_bytes \d/m);
       expect(await get(port, "/healthz")).toEqual({ status: 200, text: "ok\n" });
       expect(await get(port, "/readyz")).toEqual({ status: 200, text: "ready\n" });
 

@@ -9,7 +9,9 @@ import fc from "fast-check";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
 import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
-import { decodeMessage, ensureSchema, fitDeadLetterEntry, SQS_MAX_BATCH_BYTES } from "../mod.ts";
+import { decodeMessage, ensureSchema } from "../mod.ts";
+import { fitDeadLetterEntry } from "../src/dead-letter.ts";
+import { SQS_MAX_BATCH_BYTES } from "../src/sqs.ts";
 import { sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
   countRows, createFixture, expectNoPii, type Fixture, type FixtureOptions, queueDepth, rawPii, receiveAll, type RunningTool, runTool, waitFor,

@@ -4,7 +4,8 @@
  */
 import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { insertRows, maskRecord, type MaskStrategy } from "../mod.ts";
+import { maskRecord, type MaskStrategy } from "../mod.ts";
+import { insertRows } from "../src/sink.ts";
 import { byteaArray, deriveVaultKey, encryptEntry } from "../strategies/vault.ts";
 import { runTool, waitFor } from "./helpers.ts";
 import {

@@ -5,7 +5,8 @@
  */
 import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { ConfigError, insertRows, loadStrategy, maskRecord, type MaskStrategy } from "../mod.ts";
+import { ConfigError, loadStrategy, maskRecord, type MaskStrategy } from "../mod.ts";
+import { insertRows } from "../src/sink.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";

@@ -1,0 +1,304 @@
+/**
+ * The command line: parse, check the queues and the database side by side, consume until
+ * drained or stopped, and report. Every failure ends as one line on stderr and an exit
+ * code; SIGINT and SIGTERM stop cleanly, a second one exits at once.
+ *
+ * @module
+ */
+import process from "node:process";
+import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { DatabasePool } from "slonik";
+import { type Config, parseConfig, VERSION } from "./config.ts";
+import type { MaskStrategy } from "./contract.ts";
+import { createConsumer } from "./consumer/consumer.ts";
+import {
+  DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_MB, DEFAULT_STOP_GRACE_SECONDS,
+  STOP_MARGIN_SECONDS,
+} from "./consumer/options.ts";
+import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
+import { createDatabasePool } from "./database.ts";
+import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, FatalError, redactUrl } from "./errors.ts";
+import { createReadinessChecks, type MetricsServer, startMetricsServer } from "./health.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { loadStrategy } from "./masking.ts";
+import { createMetrics } from "./metrics.ts";
+import { describeConnectionError } from "./postgres-errors.ts";
+import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
+import { ensureSchema } from "./sink.ts";
+import { createSqsClient, inspectQueue, type QueueInfo, readQueueDepth } from "./sqs.ts";
+import { withTimeout } from "./timing.ts";
+
+export const HELP = `Usage: sqs-login-masker [options]
+       (from a checkout: npx tsx mod.ts [options], or deno run -A mod.ts [options])
+
+Consume login events from SQS, mask ip and device_id, load them into Postgres (user_logins).
+
+Options (flags > environment > defaults):
+  --queue-url URL        source queue                               [env QUEUE_URL]
+  --dlq-url URL          dead-letter queue for invalid messages      [env DLQ_URL]
+                         (without it, or for a message too big for it, invalid
+                         messages stay in the queue for SQS's own redrive policy,
+                         and are counted and logged)
+  --database-url URL     postgres://user:password@host:port/db       [env DATABASE_URL]
+                         (percent-encode # / ? % in the password, or leave it out
+                         of the URL and set PGPASSWORD)
+  --strategy NAME|PATH   hmac (default), sha256, vault, ipcrypt, ipcrypt-pfx,
+                         or a path to your own module
+                                                                     [env MASK_STRATEGY]
+  --drain                stop when the queue is empty (nothing visible or in flight);
+                         without it, run until SIGINT/SIGTERM
+  --batch-size N         rows per insert transaction (default ${DEFAULT_BATCH_SIZE})
+  --concurrency N        receives in flight (default ${DEFAULT_CONCURRENCY})
+  --max-in-flight-mb N   message bodies held in flight at most, in MiB: what bounds
+                         memory with large bodies (default ${DEFAULT_MAX_IN_FLIGHT_MB})  [env MAX_IN_FLIGHT_MB]
+  --batch-deadline S     seconds a batch may take to commit before it is abandoned and
+                         its messages released for any consumer (default ${DEFAULT_BATCH_DEADLINE_SECONDS})
+                                                                     [env BATCH_DEADLINE_SECONDS]
+  --stop-grace S         seconds a stop waits for what is in flight before it releases
+                         it to the queue (default ${DEFAULT_STOP_GRACE_SECONDS}); it exits within
+                         S + ${STOP_MARGIN_SECONDS} s, so give orchestrators more     [env STOP_GRACE_SECONDS]
+  --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
+  --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
+                                                                     [env METRICS_PORT]
+  --metrics-host ADDR    address for the metrics port (default: every interface, as
+                         a container needs; 127.0.0.1 keeps it local) [env METRICS_HOST]
+  --version              print the version
+  -h, --help             show this help
+
+Strategies:
+  hmac     HMAC-SHA-256 under MASK_HMAC_KEY (at least 32 bytes). Recommended.
+  sha256   plain SHA-256 hex, identical to Python's hashlib.sha256(v.encode()).hexdigest(),
+           kept only to stay joinable with data masked by the old Python tool. It is WEAK:
+           an unsalted hash of an IPv4 address is reversed by hashing all 2^32 addresses,
+           about an hour on one core.
+  vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
+           vault table, recoverable with scripts/recover.ts by an authorised role.
+           VAULT_KEY is at least 32 bytes; roles, rotation, erasure: docs/vault.md
+  ipcrypt  ip encrypted with ipcrypt-deterministic (AES-128) under MASK_IPCRYPT_KEY
+           (16 bytes, hex): still an address (IPv6), nothing about its network kept.
+  ipcrypt-pfx
+           ip encrypted prefix-preserving under MASK_IPCRYPT_KEY (32 bytes, hex, halves
+           differ): IPv4 stays IPv4, and addresses sharing a /24 (any prefix) share it
+           masked, so they are linkable at /24 by design.
+           Both: device_id as hmac (MASK_HMAC_KEY); whoever holds MASK_IPCRYPT_KEY can
+           decrypt every ip with scripts/ipcrypt.ts.
+  An ip is masked in one canonical text: IPv6 as RFC 5952 writes it, an IPv4-mapped
+  address as its IPv4 address.
+
+AWS region, credentials and endpoint come from the SDK's default chain
+(AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).
+
+Exit codes: 0 done or stopped cleanly, 1 runtime failure, 2 usage or configuration error,
+130 a second SIGINT/SIGTERM during a stop (exits at once; what was in flight comes back
+after its visibility timeout).
+`;
+
+/** Closing the pool at exit, at most: a half-open connection never says goodbye. */
+const CLEANUP_WAIT_MS = 1_000;
+
+/** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
+export function describeStartupError(error: unknown, databaseUrl: string): string {
+  if (error instanceof ConfigError || error instanceof FatalError) return error.message;
+  return describeConnectionError(error, databaseUrl);
+}
+
+/** Young-generation size at which the command line stops V8 from growing it further. */
+const YOUNG_GENERATION_CAP_BYTES = 16 * 1024 * 1024;
+/** Old-generation growth between full collections, in percent of what survived the last. */
+const OLD_GENERATION_GROWTH_PERCENT = 25;
+
+/**
+ * Keep V8's heap near what is live: V8 sizes it by the machine's memory, and a steady
+ * stream of short-lived receive buffers otherwise grows it far past what is live
+ * (docs/benchmark.md has the figures). Heap sizes cannot be set once the runtime runs, but
+ * growth can. Only the command line does this: a library user's process keeps its own.
+ */
+function boundHeap(): void {
+  try {
+    setFlagsFromString(`--heap-growing-percent=${OLD_GENERATION_GROWTH_PERCENT}`);
+  } catch {
+    return; // a runtime whose node:v8 lacks these keeps its own sizing; memory is not correctness
+  }
+  const timer = setInterval(() => {
+    try {
+      const young = getHeapSpaceStatistics().find((space) => space.space_name === "new_space");
+      if (young && young.space_size < YOUNG_GENERATION_CAP_BYTES) return;
+      setFlagsFromString("--semi-space-growth-factor=1");
+    } catch {
+      // As above: keep the runtime's own sizing.
+    }
+    clearInterval(timer);
+  }, 20);
+  timer.unref();
+}
+
+/** The log and the drain progress line share stderr: the line is cleared before each log line. */
+interface Terminal {
+  logger: Logger;
+  showProgress(line: ProgressLine): void;
+  stopProgress(): void;
+}
+
+function createTerminal(config: Config): Terminal {
+  let progress: ProgressLine | undefined;
+  const logger = createLogger({
+    level: config.logLevel,
+    pretty: process.stderr.isTTY === true,
+    write(line) {
+      progress?.clear();
+      process.stderr.write(line + "\n");
+    },
+  });
+  return {
+    logger,
+    showProgress: (line) => (progress = line),
+    stopProgress: () => progress?.stop(),
+  };
+}
+
+/**
+ * The command line: parse, run, report. Writes to stdout and stderr and handles SIGINT and
+ * SIGTERM; the installed `sqs-login-masker` command is this.
+ *
+ * @param argv the arguments after the program name
+ * @param env the environment
+ * @returns the exit code: 0 done, 1 runtime failure, 2 usage or configuration error
+ */
+export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  let config: Config;
+  let strategy: MaskStrategy;
+  try {
+    config = parseConfig(argv, env);
+    if (config.help || config.version) {
+      process.stdout.write(config.help ? HELP : `sqs-login-masker ${VERSION}\n`);
+      return 0;
+    }
+    strategy = await loadStrategy(config.strategy, { env });
+  } catch (error) {
+    process.stderr.write(`error: ${(error as Error).message}\n`);
+    return EXIT_USAGE;
+  }
+  boundHeap();
+  const terminal = createTerminal(config);
+  const sqs = createSqsClient(terminal.logger);
+  const opened: { pool?: DatabasePool } = {};
+  try {
+    process.stdout.write(formatSummary(await consume(config, strategy, sqs, opened, terminal)) + "\n");
+    return 0;
+  } catch (error) {
+    process.stderr.write(`error: ${describeStartupError(error, config.databaseUrl)}\n`);
+    return error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
+  } finally {
+    terminal.stopProgress();
+    await withTimeout(opened.pool?.end() ?? Promise.resolve(), CLEANUP_WAIT_MS).catch(() => {});
+    sqs.destroy();
+  }
+}
+
+/**
+ * Check the queues and the database side by side (a queue's error is told first), then
+ * set up what the strategy keeps. The pool is handed out as soon as it exists, for the
+ * caller to close whatever happens next.
+ */
+async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSClient, opened: { pool?: DatabasePool }) {
+  const [queues, database] = await Promise.allSettled([
+    (async () => {
+      const source = await inspectQueue(sqs, config.queueUrl, "--queue-url");
+      const dlq = config.dlqUrl ? await inspectQueue(sqs, config.dlqUrl, "--dlq-url") : undefined;
+      return { source, dlq };
+    })(),
+    (async () => {
+      const pool = opened.pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
+      await ensureSchema(pool);
+      await strategy.setup?.(pool);
+      return pool;
+    })(),
+  ]);
+  if (queues.status === "rejected") throw queues.reason;
+  if (database.status === "rejected") throw database.reason;
+  return { ...queues.value, pool: database.value };
+}
+
+function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logger): void {
+  if (queue.redrivePolicy) return;
+  logger.warn(
+    "the queue has no RedrivePolicy: an invalid message that cannot go to a DLQ (none set, or too big for it) " +
+      "comes back after every visibility timeout until the queue's retention drops it; give the queue a RedrivePolicy " +
+      "(maxReceiveCount) so that SQS moves such messages to a DLQ itself",
+    { queue: redactUrl(config.queueUrl) },
+  );
+}
+
+/** Consume until drained or stopped, with the metrics server and the batch log beside it. */
+async function consume(config: Config, strategy: MaskStrategy, sqs: SQSClient, opened: { pool?: DatabasePool }, terminal: Terminal) {
+  const { logger } = terminal;
+  const { source, dlq, pool } = await startServices(config, strategy, sqs, opened);
+  warnWithoutRedrivePolicy(source, config, logger);
+  const metrics = config.metricsPort === undefined ? undefined : createMetrics();
+  const batchSummary = createBatchSummary(logger);
+  const consumer = createConsumer({
+    sqs, pool, strategy, logger,
+    observer: {
+      onBatch(report) {
+        metrics?.observer.onBatch(report);
+        batchSummary.onBatch(report);
+      },
+      onRetry: (service) => metrics?.observer.onRetry(service),
+    },
+    queueUrl: config.queueUrl,
+    dlqUrl: config.dlqUrl,
+    dlqMaxMessageBytes: dlq?.maximumMessageSize,
+    drain: config.drain,
+    batchSize: config.batchSize,
+    concurrency: config.concurrency,
+    maxInFlightBytes: config.maxInFlightMb * 1024 * 1024,
+    visibilityTimeoutSeconds: source.visibilityTimeoutSeconds,
+    shutdownGraceMs: config.stopGraceSeconds * 1000,
+    batchDeadlineMs: config.batchDeadlineSeconds * 1000,
+  });
+  stopOnSignals(consumer.stop, logger);
+  let server: MetricsServer | undefined;
+  try {
+    if (metrics && config.metricsPort !== undefined) {
+      const render = () => metrics.render(consumer.stats, consumer.inFlight, consumer.inFlightBytes);
+      server = await startMetricsServer(config.metricsPort, { render, contentType: metrics.contentType },
+        createReadinessChecks(pool, sqs, config.queueUrl), config.metricsHost);
+    }
+    logger.info("consuming", {
+      queue: redactUrl(config.queueUrl), dlq: config.dlqUrl ? redactUrl(config.dlqUrl) : "none", strategy: strategy.name,
+      drain: config.drain, batch_size: config.batchSize, concurrency: config.concurrency, max_in_flight_mb: config.maxInFlightMb,
+      stop_grace_s: config.stopGraceSeconds, metrics_port: server?.port,
+    });
+    if (config.drain && process.stderr.isTTY === true) {
+      terminal.showProgress(createProgressLine(consumer.stats, async () => (await readQueueDepth(sqs, config.queueUrl)).visible,
+        (text) => process.stderr.write(text)));
+    }
+    const stats = await consumer.run();
+    terminal.stopProgress();
+    return stats;
+  } finally {
+    batchSummary.stop();
+    await server?.close();
+  }
+}
+
+/**
+ * The first SIGINT or SIGTERM stops cleanly; a second exits at once (code 130). Kept until
+ * the process ends: a signal during the last clean-up is a second one, not a kill.
+ */
+function stopOnSignals(stop: () => void, logger: Logger): void {
+  let signals = 0;
+  const onSignal = (signal: string) => {
+    if (++signals === 1) {
+      logger.info("stop requested; a second signal exits at once (code 130)", { signal });
+      stop();
+      return;
+    }
+    // Nothing is lost: unacknowledged messages return to the queue after their timeout.
+    logger.warn("second signal: exiting now", { signal });
+    process.exit(EXIT_SECOND_SIGNAL);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+}

@@ -1,0 +1,139 @@
+/**
+ * What a consumer is given, what it reports, and its defaults: the consumer's public
+ * surface, apart from `createConsumer` itself.
+ *
+ * @module
+ */
+import type { SQSClient } from "@aws-sdk/client-sqs";
+import type { DatabasePool } from "slonik";
+import type { MaskStrategy } from "../contract.ts";
+import { type Logger, SILENT_LOGGER } from "../log.ts";
+import { SQS_MAX_BATCH_BYTES } from "../sqs.ts";
+
+export const DEFAULT_BATCH_SIZE = 500;
+export const DEFAULT_CONCURRENCY = 16;
+/**
+ * How long a stop waits for what is in flight before it abandons it and hands it back.
+ * Orchestrators must allow more: compose's `stop_grace_period` and Kubernetes'
+ * `terminationGracePeriodSeconds` (both 30 s by default) must exceed it by `STOP_MARGIN_SECONDS`.
+ */
+export const DEFAULT_STOP_GRACE_SECONDS = 20;
+/** After the grace, a stop needs at most this long to abandon its calls, release and exit. */
+export const STOP_MARGIN_SECONDS = 5;
+/** A batch not committed this long after it was formed is abandoned and its messages released. */
+export const DEFAULT_BATCH_DEADLINE_SECONDS = 60;
+/**
+ * Message bodies held in flight at most, in MiB. A receive of SQS's largest bodies (10 of
+ * 1 MiB) passes through several copies on its way in (bytes, text, parsed, checked), so the
+ * process's peak is a multiple of this: 16 kept it near 240 MB with 1 MiB bodies (8: 230,
+ * 32: 300), measured with `npm run bench -- --phases large`.
+ */
+export const DEFAULT_MAX_IN_FLIGHT_MB = 16;
+
+/** Counters the consumer keeps; the summary at the end of a run. */
+export interface ConsumerStats {
+  received: number;
+  loaded: number;
+  duplicates: number;
+  deadLettered: number;
+  /**
+   * Invalid messages left in the queue, for its own redrive policy to move: no DLQ is
+   * configured, or the message is too big for the DLQ, or the DLQ refused it.
+   */
+  leftInQueue: number;
+  /** Messages handed back to the queue unfinished (visible again at once): at a stop, or past a batch's deadline. */
+  released: number;
+  retries: number;
+  startedAt: number;
+  finishedAt?: number;
+}
+
+export interface ConsumerOptions {
+  sqs: SQSClient;
+  pool: DatabasePool;
+  strategy: MaskStrategy;
+  queueUrl: string;
+  dlqUrl?: string | undefined;
+  /** The DLQ's `MaximumMessageSize`: an entry that cannot fit is left to the queue's redrive policy. */
+  dlqMaxMessageBytes?: number;
+  /** Stop when the queue holds nothing, neither visible nor in flight. */
+  drain?: boolean;
+  batchSize?: number;
+  /** Receives in flight at once. */
+  concurrency?: number;
+  /** Bytes of message bodies held in flight at most; receiving waits while they would exceed it. */
+  maxInFlightBytes?: number;
+  /** The queue's visibility timeout, for the heartbeat that keeps slow work invisible. */
+  visibilityTimeoutSeconds?: number;
+  /** Long-poll wait per receive. */
+  waitTimeSeconds?: number;
+  /** How long a stop may wait for in-flight work before abandoning it and releasing it to the queue. */
+  shutdownGraceMs?: number;
+  /** A batch not committed this long after it was formed is abandoned and its messages released. */
+  batchDeadlineMs?: number;
+  logger?: Logger;
+  /** Told of each batch and retry, for metrics and the per-second summary. */
+  observer?: ConsumerObserver;
+}
+
+/** What one written batch came to, for metrics and logs: counts and time, never data. */
+export interface BatchReport {
+  /** Messages in the batch, duplicates included. */
+  size: number;
+  rows: number;
+  duplicates: number;
+  rejected: number;
+  /** From masking to commit. */
+  ms: number;
+}
+
+/** Hooks the consumer calls as it works; each must be cheap and must not throw. */
+export interface ConsumerObserver {
+  onBatch?(report: BatchReport): void;
+  onRetry?(service: "sqs" | "postgres"): void;
+}
+
+export interface Consumer {
+  /** Run until drained or stopped; resolves with the final counters. */
+  run(): Promise<ConsumerStats>;
+  /**
+   * Stop receiving, finish and commit what is in flight within the grace, then abandon what
+   * is left and release it to the queue.
+   */
+  stop(): void;
+  readonly stats: ConsumerStats;
+  /** Messages received and not yet deleted or released. */
+  readonly inFlight: number;
+  /** Bytes of the bodies of those messages. */
+  readonly inFlightBytes: number;
+}
+
+/** The options with every default applied: what the consumer's parts read. */
+export type ConsumerSettings = Required<Omit<ConsumerOptions, "dlqUrl">> & { dlqUrl: string | undefined };
+
+/**
+ * Apply the defaults.
+ *
+ * Drain mode short-polls: a 1 s long poll made every run end a second after its last
+ * message, which at 100 000 messages is several percent of the run. A long poll waits no
+ * longer than a stop's grace (see `release` in acknowledge.ts).
+ */
+export function resolveOptions(options: ConsumerOptions): ConsumerSettings {
+  const drain = options.drain ?? false;
+  const shutdownGraceMs = options.shutdownGraceMs ?? DEFAULT_STOP_GRACE_SECONDS * 1000;
+  return {
+    ...options,
+    dlqUrl: options.dlqUrl,
+    dlqMaxMessageBytes: options.dlqMaxMessageBytes ?? SQS_MAX_BATCH_BYTES,
+    drain,
+    batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
+    concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
+    maxInFlightBytes: options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_MB * 1024 * 1024,
+    visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30,
+    shutdownGraceMs,
+    waitTimeSeconds: options.waitTimeSeconds ?? (drain ? 0 : Math.max(1, Math.min(20, Math.floor(shutdownGraceMs / 1000)))),
+    batchDeadlineMs: options.batchDeadlineMs ?? DEFAULT_BATCH_DEADLINE_SECONDS * 1000,
+    logger: options.logger ?? SILENT_LOGGER,
+    observer: options.observer ?? {},
+  };
+}

@@ -1,0 +1,118 @@
+/**
+ * The one place that decides what a database error means: wait and retry, leave a row out,
+ * or stop, and for a stop, what it is about. Callers branch on these verdicts, never on the
+ * text of a described error (`describeDatabaseError`, in errors.ts).
+ *
+ * @module
+ */
+import { describeDatabaseError, errorChain, errorCode, networkErrorCode, redactUrl } from "./errors.ts";
+
+/** How a failed database call should be handled: wait and retry, isolate the row, or stop. */
+export type DatabaseErrorKind = "transient" | "row" | "fatal";
+
+/** What a fatal database error is about, for the hint that fixes it. */
+export type DatabaseFatalCause = "login" | "no-database" | "permission" | "no-table" | "other";
+
+const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "40", "55P03", "58"];
+const ROW_CODE_PREFIXES = ["22", "23", "54"];
+/** Slonik's and our own names for a connection lost or a call given up on. */
+const TRANSIENT_ERROR_NAMES = new Set([
+  "ConnectionError", "BackendTerminatedError", "BackendTerminatedUnexpectedlyError", "StatementTimeoutError",
+  "IdleTransactionTimeoutError", "DatabaseCallAbandonedError",
+]);
+const TRANSIENT_MESSAGE =
+  /connection terminated|timeout exceeded when trying to connect|connect ECONNREFUSED|Connection refused/i;
+
+/**
+ * What a database error means.
+ *
+ * @returns "transient" (connection, shutdown, contention: wait and retry), "row" (the data
+ *   of some row was rejected: isolate it), or "fatal" (permission, missing table: stop)
+ */
+export function classifyDatabaseError(error: unknown): DatabaseErrorKind {
+  if (networkErrorCode(error)) return "transient";
+  for (const e of errorChain(error)) {
+    const code = typeof e.code === "string" ? e.code : undefined;
+    if (code && TRANSIENT_CODE_PREFIXES.some((p) => code.startsWith(p))) return "transient";
+    if (code && ROW_CODE_PREFIXES.some((p) => code.startsWith(p))) return "row";
+    if (TRANSIENT_ERROR_NAMES.has(e.name)) return "transient";
+    if (e.name === "InvalidInputError") return "row";
+    if (TRANSIENT_MESSAGE.test(e.message)) return "transient";
+  }
+  return "fatal";
+}
+
+/** What a fatal error is about, by its SQLSTATE: the login, the database, a grant, a table. */
+export function fatalDatabaseCause(error: unknown): DatabaseFatalCause {
+  const code = errorCode(error) ?? "";
+  if (code.startsWith("28")) return "login";
+  if (code === "3D000") return "no-database";
+  if (code === "42501") return "permission";
+  if (code === "42P01") return "no-table";
+  return "other";
+}
+
+/** Slonik's check of the URL's query parameters: the first issue names the parameter and what it takes. */
+interface QueryParameterIssue {
+  path?: unknown[];
+  values?: unknown[];
+}
+
+/**
+ * A failure to connect or set up, as one line with the hint that fixes it: the URL (its
+ * secrets hidden), and what to check. Never the password, never a value from a row.
+ */
+export function describeConnectionError(error: unknown, databaseUrl: string): string {
+  const chain = errorChain(error);
+  const where = redactUrl(databaseUrl);
+  const text = describeDatabaseError(error);
+  if (chain.some((e) => e.name === "SchemaValidationError")) return `Unexpected row shape: ${text}`;
+  const parameter = (error as { name?: string; issues?: QueryParameterIssue[] })?.name === "ZodError"
+    ? (error as { issues: QueryParameterIssue[] }).issues[0]
+    : undefined;
+  if (parameter) {
+    const takes = parameter.values ? `: it takes ${parameter.values.join(", ")}` : "";
+    return `The URL's ${parameter.path?.join(".") ?? "query"} parameter is not one the Postgres client takes${takes} (check --database-url)`;
+  }
+  if (chain.some((e) => e instanceof URIError)) {
+    return `The password in ${where} holds a % that is not a percent-escape: write % as %25 (or leave the password out of the URL and set PGPASSWORD)`;
+  }
+  const messages = chain.map((e) => e.message).join("\n");
+  if (/client password must be a (non-empty )?string/.test(messages)) {
+    // Slonik reads the password from the URL's userinfo only; pg falls back to PGPASSWORD.
+    const ignored = parseUrl(databaseUrl)?.searchParams.has("password") ? " (a ?password= parameter is not read)" : "";
+    return `Postgres at ${where} asks for a password and none was given: put it in the URL (postgres://user:PASSWORD@host/db, percent-encoded) or set PGPASSWORD${ignored}`;
+  }
+  if (classifyDatabaseError(error) === "transient") {
+    // A connection that closes before any Postgres message: something else listens there.
+    if (/Connection terminated unexpectedly/.test(messages) && errorCode(error) === undefined) {
+      return `Something at ${where} hung up without speaking Postgres: is the port right? (Postgres listens on 5432 unless told otherwise; check --database-url)`;
+    }
+    return `Cannot reach Postgres at ${where}: ${text} (is it running? check --database-url)`;
+  }
+  return describeFatalCause(fatalDatabaseCause(error), text, where, databaseUrl);
+}
+
+function describeFatalCause(cause: DatabaseFatalCause, text: string, where: string, databaseUrl: string): string {
+  switch (cause) {
+    case "login":
+      return `Postgres refused the login at ${where}: ${text} (check the user and password)`;
+    case "no-database": {
+      const url = parseUrl(databaseUrl);
+      const name = url ? decodeURIComponent(url.pathname.slice(1)) || "(none)" : "(unknown)";
+      return `Database ${name} does not exist at ${where}: create it (CREATE DATABASE ${name}) or fix the name in the URL's path`;
+    }
+    case "permission":
+      return `Permission denied at ${where}: ${text} (grant CREATE on the schema or create user_logins first)`;
+    default:
+      return `Postgres error at ${where}: ${text}`;
+  }
+}
+
+function parseUrl(raw: string): URL | undefined {
+  try {
+    return new URL(raw);
+  } catch {
+    return undefined;
+  }
+}

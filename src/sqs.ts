@@ -1,0 +1,168 @@
+/**
+ * SQS: the client (region, credentials and endpoint from the SDK's default chain, nothing
+ * invented), one deadline on every call, what the tool reads of a queue, and what an SQS
+ * error means (wait it out, or stop with the fix).
+ *
+ * @module
+ */
+import {
+  GetQueueAttributesCommand, SQSClient, type SQSClientConfig,
+} from "@aws-sdk/client-sqs";
+import { ConfigError, errorChain, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
+import { type Logger, SILENT_LOGGER } from "./log.ts";
+import { deadlineSignal } from "./timing.ts";
+
+/** SQS hands out at most 10 messages per receive and takes at most 10 entries per batch call. */
+export const SQS_MAX_BATCH = 10;
+
+/** SQS takes at most this many bytes in one message, and in one batch call (bodies and attributes together). */
+export const SQS_MAX_BATCH_BYTES = 1_048_576;
+
+/** SQS answers a call within this, or the call is given up (a half-open connection, a hung endpoint). */
+export const SQS_CALL_DEADLINE_MS = 10_000;
+
+/**
+ * The SQS client. Region, credentials and endpoint come from the SDK's default chain;
+ * nothing is invented here. The SDK sets no deadline of its own (a silent socket holds a
+ * call forever): every call of the tool goes through `boundedSqsCall`.
+ */
+export function createSqsClient(logger: Logger = SILENT_LOGGER): SQSClient {
+  // The SDK's info log carries request inputs and outputs, message bodies included: never
+  // pass it on. Leaving `info` out (the SDK only ever calls `logger.info?.(…)`) also spares
+  // it building a filtered copy of every response just to drop it, which the profile showed. Its warnings (e.g. that the queue URL's host is used as the endpoint)
+  // go to our debug level; its error entries hold the input too, so keep only the command.
+  const sdkLogger = {
+    debug: () => {},
+    warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
+    error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
+  };
+  return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
+}
+
+/** An SQS call given up at its deadline: transient, waited out like any network fault. */
+class SqsDeadlineError extends Error {
+  override name = "TimeoutError";
+}
+
+/** What an SQS call is handed: the SDK's per-call options. */
+export interface SqsCallOptions {
+  abortSignal: AbortSignal;
+}
+
+/**
+ * Make one SQS call with a deadline: past it the request is aborted (its socket destroyed)
+ * and a `TimeoutError` thrown. `signal` abandons it sooner (a stop), rethrowing the abort.
+ * One timer per call, which covers the SDK's own retries and the response's body too
+ * (the SDK's `requestTimeout` would add timers of its own per attempt, and end at the
+ * response's headers).
+ *
+ * @param call sends the command with the options it is given
+ * @param deadlineMs a long poll's is its wait plus `SQS_CALL_DEADLINE_MS`
+ * @example
+ * ```ts
+ * await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({ QueueUrl }), options));
+ * ```
+ */
+export async function boundedSqsCall<T>(call: (options: SqsCallOptions) => Promise<T>, deadlineMs = SQS_CALL_DEADLINE_MS, signal?: AbortSignal): Promise<T> {
+  const deadline = deadlineSignal(deadlineMs, signal);
+  try {
+    return await call({ abortSignal: deadline.signal });
+  } catch (error) {
+    if (deadline.expired()) throw new SqsDeadlineError(`no answer within ${deadlineMs / 1000} s`);
+    throw error;
+  } finally {
+    deadline.clear();
+  }
+}
+
+/** What the tool needs to know about a queue before it starts. */
+export interface QueueInfo {
+  visibilityTimeoutSeconds: number;
+  /** The largest message the queue takes, body and attributes, in bytes. */
+  maximumMessageSize: number;
+  /** SQS's own redrive policy: after `maxReceiveCount` receives it moves a message itself. */
+  redrivePolicy?: { maxReceiveCount: number; deadLetterTargetArn: string };
+}
+
+/**
+ * Check that a queue is reachable and read its visibility timeout, size limit and redrive policy.
+ *
+ * @throws {FatalError} with the fix: region, credentials, endpoint or queue name
+ */
+export async function inspectQueue(client: SQSClient, queueUrl: string, flag: string): Promise<QueueInfo> {
+  try {
+    await client.config.region();
+  } catch {
+    throw new ConfigError("AWS region is not set: set AWS_REGION (or a region in your AWS profile)");
+  }
+  try {
+    const { Attributes = {} } = await boundedSqsCall((options) => client.send(new GetQueueAttributesCommand({
+      QueueUrl: queueUrl, AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy"],
+    }), options));
+    return {
+      visibilityTimeoutSeconds: Number(Attributes.VisibilityTimeout ?? 30),
+      maximumMessageSize: Number(Attributes.MaximumMessageSize ?? SQS_MAX_BATCH_BYTES),
+      redrivePolicy: parseRedrivePolicy(Attributes.RedrivePolicy),
+    };
+  } catch (error) {
+    throw new FatalError(`Cannot use ${flag} ${redactUrl(queueUrl)}: ${describeSqsError(error)}`);
+  }
+}
+
+function parseRedrivePolicy(raw: string | undefined): QueueInfo["redrivePolicy"] {
+  if (!raw) return undefined;
+  try {
+    const { maxReceiveCount, deadLetterTargetArn } = JSON.parse(raw);
+    return Number(maxReceiveCount) > 0 ? { maxReceiveCount: Number(maxReceiveCount), deadLetterTargetArn: String(deadLetterTargetArn) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** An SQS error as one line with what to check. */
+export function describeSqsError(error: unknown): string {
+  const e = error as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+  const name = e?.name ?? "";
+  const networkCode = networkErrorCode(error);
+  if (/NonExistentQueue|QueueDoesNotExist/.test(name)) return "queue does not exist (check the URL and region)";
+  if (/CredentialsProviderError|InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch/.test(name)) {
+    return `AWS credentials rejected or missing (${name}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`;
+  }
+  if (/AccessDenied/.test(name)) return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
+  if (networkCode) {
+    const endpoint = process.env.AWS_ENDPOINT_URL;
+    return `endpoint unreachable (${networkCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${endpoint ? redactUrl(endpoint) : "unset"})`;
+  }
+  return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
+}
+
+/** Whether an SQS error is worth waiting out (network, throttling, 5xx, no answer by the deadline). */
+export function isTransientSqsError(error: unknown): boolean {
+  const e = error as Error & { $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
+  const status = e?.$metadata?.httpStatusCode;
+  if (status !== undefined && (status >= 500 || status === 429)) return true;
+  if (e?.$retryable) return true;
+  if (/Throttl|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
+  return networkErrorCode(error) !== undefined || errorChain(error).some((x) => /socket hang up|ECONNREFUSED/.test(x.message));
+}
+
+/** How many messages a queue holds, by state. */
+export interface QueueDepth {
+  visible: number;
+  /** Received and not yet deleted or returned (in flight, in SQS's words "not visible"). */
+  inFlight: number;
+  delayed: number;
+}
+
+/** Read a queue's depth: the one reader the drain, the progress line, the bench and the tests share. */
+export async function readQueueDepth(sqs: SQSClient, queueUrl: string, signal?: AbortSignal): Promise<QueueDepth> {
+  const { Attributes = {} } = await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({
+    QueueUrl: queueUrl,
+    AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
+  }), options), SQS_CALL_DEADLINE_MS, signal);
+  return {
+    visible: Number(Attributes.ApproximateNumberOfMessages ?? 0),
+    inFlight: Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0),
+    delayed: Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0),
+  };
+}
