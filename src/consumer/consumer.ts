@@ -11,9 +11,9 @@ import { describeDatabaseError, errorCode, FatalError, firstLineScrubbed } from 
 import { classifyDatabaseError } from "../postgres-errors.ts";
 import { describeSqsError, readQueueDepth } from "../sqs.ts";
 import { sleep, waitAtMost } from "../timing.ts";
-import { type Acknowledger, createAcknowledger } from "./acknowledge.ts";
+import { heartbeat, release } from "./acknowledge.ts";
 import type { ConsumerContext } from "./context.ts";
-import { createLedger, type InFlight, type Ledger } from "./ledger.ts";
+import { createLedger, type InFlight } from "./ledger.ts";
 import { type Consumer, type ConsumerOptions, type ConsumerSettings, type ConsumerStats, resolveOptions } from "./options.ts";
 import { createReceiver, type Receiver } from "./receive.ts";
 import { createWriter, type Writer } from "./write.ts";
@@ -30,10 +30,17 @@ const ABANDON_WAIT_MS = 2_000;
 /** Releasing at the end of a stop: one short try, then the messages return after their timeout. */
 const RELEASE_DEADLINE_MS = 2_000;
 
-/** A stop in progress: when it began to count, and how it ends what is in flight. */
-interface StopState {
+/** A consumer's parts, and the state of its stop. */
+interface ConsumerState {
+  readonly context: ConsumerContext;
+  readonly writer: Writer;
+  readonly receiver: Receiver;
+  readonly work: Set<Promise<void>>;
+  readonly receiving: AbortController;
+  readonly abandoning: AbortController;
   stopping: boolean;
-  deadline: number;
+  /** When the stop's grace ends. */
+  stopDeadline: number;
   fatal?: Error;
 }
 
@@ -48,77 +55,17 @@ interface StopState {
  * ```
  */
 export function createConsumer(options: ConsumerOptions): Consumer {
-  const settings = resolveOptions(options);
-  const stats: ConsumerStats = {
-    received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, released: 0, retries: 0, startedAt: Date.now(),
-  };
-  const ledger = createLedger();
-  const receiving = new AbortController();
-  const abandoning = new AbortController();
-  const work = new Set<Promise<void>>();
-  const stop: StopState = { stopping: false, deadline: 0 };
-  const context: ConsumerContext = {
-    settings, stats, ledger,
-    receiving: receiving.signal,
-    abandoning: abandoning.signal,
-    stopping: () => stop.stopping,
-    track(promise) {
-      const tracked = promise.catch(fail).finally(() => work.delete(tracked));
-      work.add(tracked);
-    },
-  };
-  const acknowledge = createAcknowledger(context);
-  const writer = createWriter(context, acknowledge);
-  const receiver = createReceiver(context, writer.accept, () => writer.paused);
-
-  function fail(error: unknown): void {
-    if (!stop.fatal) {
-      stop.fatal = asFatal(error);
-      settings.logger.error("stopping after a failure that waiting cannot fix", { reason: stop.fatal.message });
-    }
-    beginStop();
-  }
-
-  /** Stop receiving; what is in flight has the grace from now to finish. */
-  function beginStop(): void {
-    if (stop.stopping) return;
-    stop.stopping = true;
-    stop.deadline = Date.now() + settings.shutdownGraceMs;
-    receiving.abort();
-    receiver.abortParked();
-    ledger.wake();
-  }
-
-  async function run(): Promise<ConsumerStats> {
-    // A quarter of the timeout: with a 1 s floor, a 2 s queue timeout let extensions land
-    // at the very moment messages became visible again (found by the slow-batch test).
-    const heartbeatMs = Math.max(HEARTBEAT_MIN_MS, (settings.visibilityTimeoutSeconds * 1000) / 4);
-    const heartbeatTimer = setInterval(() => void acknowledge.heartbeat(), heartbeatMs);
-    try {
-      const pollers = Array.from({ length: settings.concurrency }, () => receiver.poll().catch(fail));
-      if (settings.drain) void watchDrain({ context, ledger, writer, receiver, work, done: beginStop });
-      await Promise.all(pollers);
-      writer.flush();
-      await finishInFlight(settings, ledger, work, stop, abandoning);
-      await releaseAll(ledger, acknowledge, receiver, settings);
-    } finally {
-      clearInterval(heartbeatTimer);
-      writer.dispose();
-      stats.finishedAt = Date.now();
-    }
-    if (stop.fatal) throw stop.fatal;
-    return stats;
-  }
-
+  const state = createState(resolveOptions(options));
+  const { settings, stats, ledger } = state.context;
   return {
-    run,
+    run: () => run(state),
     stats,
     stop() {
-      if (stop.stopping) return;
-      beginStop();
+      if (state.stopping) return;
+      beginStop(state);
       // What someone who pressed Ctrl-C wants to see: how much is in flight, and how long it may take.
       settings.logger.info("stopping: finishing what is in flight", {
-        in_flight: ledger.size, wait_until: new Date(stop.deadline).toISOString(), grace_s: settings.shutdownGraceMs / 1000,
+        in_flight: ledger.size, wait_until: new Date(state.stopDeadline).toISOString(), grace_s: settings.shutdownGraceMs / 1000,
       });
     },
     get inFlight() {
@@ -128,6 +75,70 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       return ledger.bytes;
     },
   };
+}
+
+function createState(settings: ConsumerSettings): ConsumerState {
+  const receiving = new AbortController();
+  const abandoning = new AbortController();
+  const work = new Set<Promise<void>>();
+  const context: ConsumerContext = {
+    settings,
+    stats: { received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, released: 0, retries: 0, startedAt: Date.now() },
+    ledger: createLedger(),
+    receiving: receiving.signal,
+    abandoning: abandoning.signal,
+    stopping: () => state.stopping,
+    track(promise) {
+      const tracked = promise.catch((error) => fail(state, error)).finally(() => work.delete(tracked));
+      work.add(tracked);
+    },
+  };
+  const writer = createWriter(context);
+  const receiver = createReceiver(context, writer.accept, () => writer.paused);
+  const state: ConsumerState = { context, writer, receiver, work, receiving, abandoning, stopping: false, stopDeadline: 0 };
+  return state;
+}
+
+function fail(state: ConsumerState, error: unknown): void {
+  if (!state.fatal) {
+    state.fatal = asFatal(error);
+    state.context.settings.logger.error("stopping after a failure that waiting cannot fix", { reason: state.fatal.message });
+  }
+  beginStop(state);
+}
+
+/** Stop receiving; what is in flight has the grace from now to finish. */
+function beginStop(state: ConsumerState): void {
+  if (state.stopping) return;
+  state.stopping = true;
+  state.stopDeadline = Date.now() + state.context.settings.shutdownGraceMs;
+  state.receiving.abort();
+  state.receiver.abortParked();
+  state.context.ledger.wake();
+}
+
+/** Run until drained or stopped; resolves with the final counters. */
+async function run(state: ConsumerState): Promise<ConsumerStats> {
+  const { context, writer, receiver } = state;
+  const { settings, stats } = context;
+  // A quarter of the timeout: with a 1 s floor, a 2 s queue timeout let extensions land
+  // at the very moment messages became visible again (found by the slow-batch test).
+  const heartbeatMs = Math.max(HEARTBEAT_MIN_MS, (settings.visibilityTimeoutSeconds * 1000) / 4);
+  const heartbeatTimer = setInterval(() => void heartbeat(context), heartbeatMs);
+  try {
+    const pollers = Array.from({ length: settings.concurrency }, () => receiver.poll().catch((error) => fail(state, error)));
+    if (settings.drain) void watchDrain(state);
+    await Promise.all(pollers);
+    writer.flush();
+    await finishInFlight(state);
+    await releaseAll(state);
+  } finally {
+    clearInterval(heartbeatTimer);
+    writer.dispose();
+    stats.finishedAt = Date.now();
+  }
+  if (state.fatal) throw state.fatal;
+  return stats;
 }
 
 /** A failure that stops the consumer, as one line that quotes no data. */
@@ -141,27 +152,21 @@ function asFatal(error: unknown): Error {
 }
 
 /** In drain mode: done when nothing is ours and the queue holds only what we left in it. */
-async function watchDrain(parts: {
-  context: ConsumerContext;
-  ledger: Ledger;
-  writer: Writer;
-  receiver: Receiver;
-  work: ReadonlySet<Promise<void>>;
-  done(): void;
-}): Promise<void> {
-  const { context, ledger, writer, receiver, work, done } = parts;
+async function watchDrain(state: ConsumerState): Promise<void> {
+  const { context, writer, receiver, work } = state;
+  const { ledger, settings } = context;
   const idle = () => ledger.size === 0 && writer.pending === 0 && work.size === 0;
-  while (!context.stopping()) {
+  while (!state.stopping) {
     await sleep(DRAIN_CHECK_MS, context.receiving);
-    if (context.stopping() || !idle() || Date.now() - receiver.lastEmptyAt > DRAIN_EMPTY_RECEIVE_MS) continue;
+    if (state.stopping || !idle() || Date.now() - receiver.lastEmptyAt > DRAIN_EMPTY_RECEIVE_MS) continue;
     try {
-      const depth = await readQueueDepth(context.settings.sqs, context.settings.queueUrl, context.receiving);
+      const depth = await readQueueDepth(settings.sqs, settings.queueUrl, context.receiving);
       if (depth.visible + depth.inFlight + depth.delayed <= ledger.leftInQueue && idle()) {
-        context.settings.logger.debug("queue drained", { left_in_queue: ledger.leftInQueue });
-        done();
+        settings.logger.debug("queue drained", { left_in_queue: ledger.leftInQueue });
+        beginStop(state);
       }
     } catch (error) {
-      if (!context.stopping()) context.settings.logger.warn("could not read queue depth", { reason: describeSqsError(error) });
+      if (!state.stopping) settings.logger.warn("could not read queue depth", { reason: describeSqsError(error) });
     }
   }
 }
@@ -171,29 +176,24 @@ async function watchDrain(parts: {
  * then abandon it (calls aborted, connections closed, so open transactions roll back) and
  * give it a moment to unwind. What is left is released by `releaseAll`.
  */
-async function finishInFlight(
-  settings: ConsumerSettings,
-  ledger: Ledger,
-  work: ReadonlySet<Promise<void>>,
-  stop: StopState,
-  abandoning: AbortController,
-): Promise<void> {
+async function finishInFlight(state: ConsumerState): Promise<void> {
+  const { work, context: { settings, ledger } } = state;
   const settled = (async () => {
     while (work.size > 0) await Promise.all([...work]);
   })();
   if (work.size === 0) return;
   const progress = setInterval(() =>
     settings.logger.info("stopping: still waiting", {
-      in_flight: ledger.size, seconds_left: Math.max(0, Math.round((stop.deadline - Date.now()) / 1000)),
+      in_flight: ledger.size, seconds_left: Math.max(0, Math.round((state.stopDeadline - Date.now()) / 1000)),
     }), STOP_PROGRESS_MS);
   try {
-    await waitAtMost(settled, stop.deadline - Date.now());
+    await waitAtMost(settled, state.stopDeadline - Date.now());
   } finally {
     clearInterval(progress);
   }
   if (work.size === 0) return;
   settings.logger.warn("stop grace over: abandoning what is in flight", { in_flight: ledger.size });
-  abandoning.abort();
+  state.abandoning.abort();
   await waitAtMost(settled, ABANDON_WAIT_MS);
 }
 
@@ -204,7 +204,9 @@ async function finishInFlight(
  * would go there and stay invisible for a whole timeout. So it becomes visible when
  * the last of those polls has ended; after a full grace (polls wait no longer) that is now.
  */
-async function releaseAll(ledger: Ledger, acknowledge: Acknowledger, receiver: Receiver, settings: ConsumerSettings): Promise<void> {
+async function releaseAll(state: ConsumerState): Promise<void> {
+  const { context, receiver } = state;
+  const { ledger, settings } = context;
   const entries = ledger.entries();
   // A receipt of a message left in the queue may be stale by now (received again since): harmless.
   const left = ledger.takeLeftInQueue().map((receiptHandle) => ({ receiptHandle }) as InFlight);
@@ -213,5 +215,5 @@ async function releaseAll(ledger: Ledger, acknowledge: Acknowledger, receiver: R
   const endsAt = receiver.abortedPollsEndAt;
   const visibleIn = endsAt > Date.now() ? Math.ceil((endsAt - Date.now()) / 1000) + 1 : 0;
   if (entries.length > 0) settings.logger.warn("releasing unfinished messages to the queue", { count: entries.length, visible_in_s: visibleIn });
-  await acknowledge.release([...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
+  await release(context, [...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
 }

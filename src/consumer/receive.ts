@@ -37,6 +37,21 @@ export interface Receiver {
   readonly abortedPollsEndAt: number;
 }
 
+interface ReceiverState {
+  readonly context: ConsumerContext;
+  readonly deliver: (messages: readonly Message[]) => void;
+  readonly paused: () => boolean;
+  /** Backpressure: receive no more while this many messages await their commit and delete. */
+  readonly maxInFlight: number;
+  /** Each receive in flight: when it started, and the timer that aborts it on stop. */
+  readonly active: Map<AbortController, { startedAt: number; abortTimer?: ReturnType<typeof setTimeout> }>;
+  /** What the next receive may bring, in bytes. */
+  bytesEstimate: number;
+  answered: number;
+  lastEmptyAt: number;
+  abortedPollsEndAt: number;
+}
+
 /**
  * @param deliver takes the messages of a receive that answered before the stop
  * @param paused whether receiving should wait (Postgres takes no writes)
@@ -46,112 +61,123 @@ export function createReceiver(
   deliver: (messages: readonly Message[]) => void,
   paused: () => boolean,
 ): Receiver {
-  const { settings, stats, ledger } = context;
-  const { sqs, queueUrl, batchSize, concurrency, maxInFlightBytes, waitTimeSeconds } = settings;
-  // Backpressure: receive no more while this many messages await their commit and delete.
-  const maxInFlight = Math.max(batchSize * 3, concurrency * SQS_MAX_BATCH * 2);
-  // Each receive in flight: its abort, when it started, and the timer that aborts it on stop.
-  const active = new Map<AbortController, { startedAt: number; abortTimer?: ReturnType<typeof setTimeout> }>();
-  // Until the first receive answers, assume the largest (ten bodies of SQS's largest size),
-  // so that one receive goes alone; from then on, what receives bring.
-  let bytesEstimate = SQS_MAX_BATCH * SQS_MAX_BATCH_BYTES;
-  let answered = 0;
-  let lastEmptyAt = 0;
-  let abortedPollsEndAt = 0;
-
-  /** Whether one more receive fits: its ten messages and its bytes, beside those held and those on the way. */
-  function roomForReceive(): boolean {
-    if (paused()) return false;
-    const coming = active.size + 1;
-    // One receive at a time always fits, whatever the bounds: the run must move.
-    if (coming === 1 && ledger.size === 0) return true;
-    return ledger.size + coming * SQS_MAX_BATCH <= maxInFlight && ledger.bytes + coming * bytesEstimate <= maxInFlightBytes;
-  }
-
-  /** Wait for room, then count the receive in before anyone else looks. */
-  async function startReceive(): Promise<AbortController | undefined> {
-    while (!context.stopping() && !roomForReceive()) await ledger.changed();
-    if (context.stopping()) return undefined;
-    const receive = new AbortController();
-    active.set(receive, { startedAt: Date.now() });
-    return receive;
-  }
-
-  function receiveOnce(receive: AbortController): Promise<Message[]> {
-    return boundedSqsCall(
-      (options) =>
-        sqs.send(new ReceiveMessageCommand({
-          QueueUrl: queueUrl,
-          MaxNumberOfMessages: SQS_MAX_BATCH,
-          WaitTimeSeconds: waitTimeSeconds,
-          MessageSystemAttributeNames: ["SentTimestamp"],
-        }), options).then(({ Messages = [] }) => Messages),
-      waitTimeSeconds * 1000 + SQS_CALL_DEADLINE_MS,
-      receive.signal,
-    );
-  }
-
-  function noteAnswer(messages: readonly Message[]): void {
-    stats.received += messages.length;
-    let bytes = 0;
-    for (const message of messages) bytes += message.Body?.length ?? 0;
-    bytesEstimate = answered++ === 0 ? bytes : Math.max(bytes, bytesEstimate * RECEIVE_ESTIMATE_DECAY);
-  }
-
-  async function poll(): Promise<void> {
-    while (!context.stopping()) {
-      const receive = await startReceive();
-      if (!receive) return;
-      try {
-        const messages = await retrying(context, {
-          service: "sqs",
-          message: "SQS receive failed, retrying",
-          isTransient: isTransientSqsError,
-          describe: describeSqsError,
-          fatal: (error) => new FatalError(`SQS receive failed: ${describeSqsError(error)}`),
-          signal: context.receiving,
-        }, () => receiveOnce(receive));
-        if (!messages) return;
-        noteAnswer(messages);
-        if (messages.length === 0) {
-          lastEmptyAt = Date.now();
-          if (waitTimeSeconds === 0) await sleep(EMPTY_SHORT_POLL_PAUSE_MS, context.receiving);
-        } else if (context.stopping()) {
-          // Not started: held only to be handed back at the end of the stop.
-          for (const message of messages) ledger.receive(message);
-        } else {
-          deliver(messages);
-        }
-      } finally {
-        // A pending abort timer would hold the process open after the run (a second, measured).
-        clearTimeout(active.get(receive)?.abortTimer);
-        active.delete(receive);
-        ledger.wake();
-      }
-    }
-  }
-
-  /**
-   * A receive aborted while its answer is on the way leaves those messages invisible for a
-   * whole timeout, as if lost (found by the clean-stop test): young ones get to answer.
-   */
-  function abortParked(): void {
-    for (const [receive, state] of active) {
-      abortedPollsEndAt = Math.max(abortedPollsEndAt, state.startedAt + waitTimeSeconds * 1000);
-      const wait = RECEIVE_SETTLE_MS - (Date.now() - state.startedAt);
-      if (wait <= 0) receive.abort();
-      else state.abortTimer = setTimeout(() => receive.abort(), wait);
-    }
-  }
-
+  const { batchSize, concurrency } = context.settings;
+  const state: ReceiverState = {
+    context, deliver, paused,
+    maxInFlight: Math.max(batchSize * 3, concurrency * SQS_MAX_BATCH * 2),
+    active: new Map(),
+    // Until the first receive answers, assume the largest (ten bodies of SQS's largest size),
+    // so that one receive goes alone; from then on, what receives bring.
+    bytesEstimate: SQS_MAX_BATCH * SQS_MAX_BATCH_BYTES,
+    answered: 0,
+    lastEmptyAt: 0,
+    abortedPollsEndAt: 0,
+  };
   return {
-    poll,
-    abortParked,
+    poll: () => poll(state),
+    abortParked: () => abortParked(state),
     get lastEmptyAt() {
-      return lastEmptyAt;
+      return state.lastEmptyAt;
     },
     get abortedPollsEndAt() {
-      return abortedPollsEndAt;
+      return state.abortedPollsEndAt;
     },
   };
+}
+
+/** Whether one more receive fits: its ten messages and its bytes, beside those held and those on the way. */
+function roomForReceive(state: ReceiverState): boolean {
+  const { ledger, settings } = state.context;
+  if (state.paused()) return false;
+  const coming = state.active.size + 1;
+  // One receive at a time always fits, whatever the bounds: the run must move.
+  if (coming === 1 && ledger.size === 0) return true;
+  return ledger.size + coming * SQS_MAX_BATCH <= state.maxInFlight &&
+    ledger.bytes + coming * state.bytesEstimate <= settings.maxInFlightBytes;
+}
+
+/** Wait for room, then count the receive in before anyone else looks. */
+async function startReceive(state: ReceiverState): Promise<AbortController | undefined> {
+  const { context } = state;
+  while (!context.stopping() && !roomForReceive(state)) await context.ledger.changed();
+  if (context.stopping()) return undefined;
+  const receive = new AbortController();
+  state.active.set(receive, { startedAt: Date.now() });
+  return receive;
+}
+
+function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Message[]> {
+  const { sqs, queueUrl, waitTimeSeconds } = state.context.settings;
+  const command = new ReceiveMessageCommand({
+    QueueUrl: queueUrl,
+    MaxNumberOfMessages: SQS_MAX_BATCH,
+    WaitTimeSeconds: waitTimeSeconds,
+    MessageSystemAttributeNames: ["SentTimestamp"],
+  });
+  return boundedSqsCall(
+    (options) => sqs.send(command, options).then(({ Messages = [] }) => Messages),
+    waitTimeSeconds * 1000 + SQS_CALL_DEADLINE_MS,
+    receive.signal,
+  );
+}
+
+function noteAnswer(state: ReceiverState, messages: readonly Message[]): void {
+  state.context.stats.received += messages.length;
+  let bytes = 0;
+  for (const message of messages) bytes += message.Body?.length ?? 0;
+  state.bytesEstimate = state.answered++ === 0 ? bytes : Math.max(bytes, state.bytesEstimate * RECEIVE_ESTIMATE_DECAY);
+}
+
+/** Receive until a stop, one receive at a time, handing what comes on. */
+async function poll(state: ReceiverState): Promise<void> {
+  const { context } = state;
+  while (!context.stopping()) {
+    const receive = await startReceive(state);
+    if (!receive) return;
+    try {
+      const messages = await retrying(context, {
+        service: "sqs",
+        message: "SQS receive failed, retrying",
+        isTransient: isTransientSqsError,
+        describe: describeSqsError,
+        fatal: (error) => new FatalError(`SQS receive failed: ${describeSqsError(error)}`),
+        signal: context.receiving,
+      }, () => receiveOnce(state, receive));
+      if (!messages) return;
+      noteAnswer(state, messages);
+      await handOn(state, messages);
+    } finally {
+      // A pending abort timer would hold the process open after the run (a second, measured).
+      clearTimeout(state.active.get(receive)?.abortTimer);
+      state.active.delete(receive);
+      context.ledger.wake();
+    }
+  }
+}
+
+/** Deliver what a receive brought; after a stop, only hold it, to be handed back. */
+async function handOn(state: ReceiverState, messages: readonly Message[]): Promise<void> {
+  const { context } = state;
+  if (messages.length === 0) {
+    state.lastEmptyAt = Date.now();
+    if (context.settings.waitTimeSeconds === 0) await sleep(EMPTY_SHORT_POLL_PAUSE_MS, context.receiving);
+  } else if (context.stopping()) {
+    for (const message of messages) context.ledger.receive(message);
+  } else {
+    state.deliver(messages);
+  }
+}
+
+/**
+ * A receive aborted while its answer is on the way leaves those messages invisible for a
+ * whole timeout, as if lost (found by the clean-stop test): young ones get to answer.
+ */
+function abortParked(state: ReceiverState): void {
+  const { waitTimeSeconds } = state.context.settings;
+  for (const [receive, active] of state.active) {
+    state.abortedPollsEndAt = Math.max(state.abortedPollsEndAt, active.startedAt + waitTimeSeconds * 1000);
+    const wait = RECEIVE_SETTLE_MS - (Date.now() - active.startedAt);
+    if (wait <= 0) receive.abort();
+    else active.abortTimer = setTimeout(() => receive.abort(), wait);
+  }
 }

@@ -17,7 +17,7 @@ import { decodeMessage, type LoginRecord } from "../schema.ts";
 import { writeBatch, type WriteOutcome } from "../sink.ts";
 import { SQS_CALL_DEADLINE_MS } from "../sqs.ts";
 import { type Deadline, deadlineSignal, sleep } from "../timing.ts";
-import type { Acknowledger, Refused } from "./acknowledge.ts";
+import { deadLetter, deleteMessages, type Refused, release } from "./acknowledge.ts";
 import type { ConsumerContext } from "./context.ts";
 import type { InFlight } from "./ledger.ts";
 import { backoffDelay, retrying } from "./retry.ts";
@@ -46,164 +46,177 @@ export interface Writer {
   readonly paused: boolean;
 }
 
-export function createWriter(context: ConsumerContext, acknowledge: Acknowledger): Writer {
-  const { settings, stats, ledger } = context;
-  const { pool, strategy, batchSize, batchDeadlineMs, logger, observer } = settings;
-  let pending: Pending[] = [];
-  let lingerTimer: ReturnType<typeof setTimeout> | undefined;
-  let activeWrites = 0;
-  const writeWaiters: Array<() => void> = [];
-  let paused = false;
+interface WriterState {
+  readonly context: ConsumerContext;
+  pending: Pending[];
+  lingerTimer?: ReturnType<typeof setTimeout>;
+  activeWrites: number;
+  readonly writeWaiters: Array<() => void>;
+  paused: boolean;
+}
 
-  function accept(messages: readonly Message[]): void {
-    const invalid: Refused[] = [];
-    for (const message of messages) {
-      const entry = ledger.receive(message);
-      if (!entry) continue;
-      const decoded = decodeMessage(message);
-      if (decoded.ok) pending.push({ entry, record: decoded.record });
-      else invalid.push({ entry, reason: decoded.reason });
-    }
-    if (invalid.length > 0) context.track(acknowledge.deadLetter(invalid));
-    if (pending.length >= batchSize) flush();
-    else if (pending.length > 0 && !lingerTimer) lingerTimer = setTimeout(flush, LINGER_MS);
-  }
-
-  function flush(): void {
-    clearTimeout(lingerTimer);
-    lingerTimer = undefined;
-    while (pending.length > 0) {
-      const batch = pending.slice(0, batchSize);
-      pending = pending.slice(batchSize);
-      // The deadline counts from now: waiting for a writer is part of not committing in time.
-      const deadline = deadlineSignal(batchDeadlineMs, context.abandoning);
-      context.track((async () => {
-        await acquireWriter();
-        try {
-          await processBatch(batch, deadline);
-        } finally {
-          releaseWriter();
-          deadline.clear();
-        }
-      })());
-    }
-  }
-
-  async function acquireWriter(): Promise<void> {
-    while (activeWrites >= MAX_PARALLEL_WRITES) await new Promise<void>((resolve) => writeWaiters.push(resolve));
-    activeWrites++;
-  }
-
-  function releaseWriter(): void {
-    activeWrites--;
-    writeWaiters.shift()?.();
-  }
-
-  async function mask(batch: readonly Pending[]): Promise<MaskedRecord[]> {
-    const masked: MaskedRecord[] = [];
-    for (const { record } of batch) {
-      const m = maskRecord(strategy, record);
-      masked.push(m instanceof Promise ? await m : m);
-    }
-    return masked;
-  }
-
-  /** Write one batch, waiting out transient database faults until its deadline, then acknowledge it. */
-  async function processBatch(batch: readonly Pending[], deadline: Deadline): Promise<void> {
-    const startedAt = Date.now();
-    const masked = await mask(batch);
-    const outcome = await retrying(context, {
-      service: "postgres",
-      message: "Postgres unavailable, retrying the batch",
-      fields: { size: batch.length },
-      isTransient: (error) => classifyDatabaseError(error) === "transient",
-      describe: describeDatabaseError,
-      signal: deadline.signal,
-      onTransient: writesFail,
-    }, async () => {
-      const written = await withDatabaseCallLimits({ signal: deadline.signal }, () => writeBatch(pool, strategy, masked));
-      writesResume();
-      return written;
-    });
-    if (!outcome) return await giveUp(batch.map((b) => b.entry), deadline);
-    const report = { size: batch.length, rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length, ms: Date.now() - startedAt };
-    stats.loaded += outcome.inserted;
-    stats.duplicates += outcome.duplicates;
-    logger.debug("batch committed", { ...report });
-    observer.onBatch?.(report);
-    await acknowledgeOutcome(batch, outcome);
-  }
-
-  function acknowledgeOutcome(batch: readonly Pending[], outcome: WriteOutcome): Promise<unknown> {
-    const entryOf = new Map(batch.map((b) => [b.record, b.entry]));
-    return Promise.all([
-      acknowledge.delete(outcome.committed.map((m) => entryOf.get(m.record)!)),
-      acknowledge.deadLetter(outcome.rejected.map((r) => ({ entry: entryOf.get(r.masked.record)!, reason: r.reason }))),
-    ]);
-  }
-
-  /**
-   * A batch that cannot commit in time: at a stop its messages stay in flight for the stop
-   * to release; past its own deadline they are released now, for any consumer to take,
-   * rather than kept invisible by the heartbeat while this one cannot write them.
-   */
-  async function giveUp(entries: readonly InFlight[], deadline: Deadline): Promise<void> {
-    if (!deadline.expired()) {
-      logger.warn("giving up on a batch at shutdown; its messages return to the queue", { size: entries.length });
-      return;
-    }
-    logger.warn("batch not committed by its deadline; releasing its messages to the queue", {
-      size: entries.length, deadline_s: batchDeadlineMs / 1000,
-    });
-    // Whatever held it (no answer, a lock) holds the next batch too: take no more until a write goes through.
-    writesFail();
-    await acknowledge.release(entries, SQS_CALL_DEADLINE_MS);
-  }
-
-  /** Postgres failed a write: receive nothing more until it answers again. */
-  function writesFail(): void {
-    if (paused) return;
-    paused = true;
-    logger.warn("Postgres unavailable: receiving paused until it answers");
-    context.track(probePostgres());
-  }
-
-  function writesResume(): void {
-    if (!paused) return;
-    paused = false;
-    logger.info("Postgres answers again: receiving resumed");
-    ledger.wake();
-  }
-
-  /**
-   * While receiving is paused and no batch may be left to find out, ask Postgres itself:
-   * with a write of no rows, which waits for the same table lock a batch would.
-   */
-  async function probePostgres(): Promise<void> {
-    for (let attempt = 0; paused && !context.stopping(); attempt++) {
-      await sleep(backoffDelay(attempt), context.receiving);
-      if (!paused || context.stopping()) return;
-      try {
-        await withDatabaseCallLimits(
-          { signal: context.receiving },
-          () => pool.query(sql.unsafe`INSERT INTO user_logins (user_id) SELECT NULL WHERE false`),
-        );
-        writesResume();
-      } catch {
-        // Still down; the batches' retries say why.
-      }
-    }
-  }
-
+export function createWriter(context: ConsumerContext): Writer {
+  const state: WriterState = { context, pending: [], activeWrites: 0, writeWaiters: [], paused: false };
   return {
-    accept,
-    flush,
-    dispose: () => clearTimeout(lingerTimer),
+    accept: (messages) => accept(state, messages),
+    flush: () => flush(state),
+    dispose: () => clearTimeout(state.lingerTimer),
     get pending() {
-      return pending.length;
+      return state.pending.length;
     },
     get paused() {
-      return paused;
+      return state.paused;
     },
   };
+}
+
+function accept(state: WriterState, messages: readonly Message[]): void {
+  const { context } = state;
+  const invalid: Refused[] = [];
+  for (const message of messages) {
+    const entry = context.ledger.receive(message);
+    if (!entry) continue;
+    const decoded = decodeMessage(message);
+    if (decoded.ok) state.pending.push({ entry, record: decoded.record });
+    else invalid.push({ entry, reason: decoded.reason });
+  }
+  if (invalid.length > 0) context.track(deadLetter(context, invalid));
+  if (state.pending.length >= context.settings.batchSize) flush(state);
+  else if (state.pending.length > 0 && !state.lingerTimer) state.lingerTimer = setTimeout(() => flush(state), LINGER_MS);
+}
+
+function flush(state: WriterState): void {
+  const { context } = state;
+  const { batchSize, batchDeadlineMs } = context.settings;
+  clearTimeout(state.lingerTimer);
+  state.lingerTimer = undefined;
+  while (state.pending.length > 0) {
+    const batch = state.pending.slice(0, batchSize);
+    state.pending = state.pending.slice(batchSize);
+    // The deadline counts from now: waiting for a writer is part of not committing in time.
+    const deadline = deadlineSignal(batchDeadlineMs, context.abandoning);
+    context.track((async () => {
+      await acquireWriter(state);
+      try {
+        await processBatch(state, batch, deadline);
+      } finally {
+        releaseWriter(state);
+        deadline.clear();
+      }
+    })());
+  }
+}
+
+async function acquireWriter(state: WriterState): Promise<void> {
+  while (state.activeWrites >= MAX_PARALLEL_WRITES) await new Promise<void>((resolve) => state.writeWaiters.push(resolve));
+  state.activeWrites++;
+}
+
+function releaseWriter(state: WriterState): void {
+  state.activeWrites--;
+  state.writeWaiters.shift()?.();
+}
+
+async function mask(state: WriterState, batch: readonly Pending[]): Promise<MaskedRecord[]> {
+  const { strategy } = state.context.settings;
+  const masked: MaskedRecord[] = [];
+  for (const { record } of batch) {
+    const m = maskRecord(strategy, record);
+    masked.push(m instanceof Promise ? await m : m);
+  }
+  return masked;
+}
+
+/** Write one batch, waiting out transient database faults until its deadline, then acknowledge it. */
+async function processBatch(state: WriterState, batch: readonly Pending[], deadline: Deadline): Promise<void> {
+  const { context } = state;
+  const { pool, strategy, logger, observer } = context.settings;
+  const startedAt = Date.now();
+  const masked = await mask(state, batch);
+  const outcome = await retrying(context, {
+    service: "postgres",
+    message: "Postgres unavailable, retrying the batch",
+    fields: { size: batch.length },
+    isTransient: (error) => classifyDatabaseError(error) === "transient",
+    describe: describeDatabaseError,
+    signal: deadline.signal,
+    onTransient: () => writesFail(state),
+  }, async () => {
+    const written = await withDatabaseCallLimits({ signal: deadline.signal }, () => writeBatch(pool, strategy, masked));
+    writesResume(state);
+    return written;
+  });
+  if (!outcome) return await giveUp(state, batch.map((b) => b.entry), deadline);
+  const report = {
+    size: batch.length, rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length, ms: Date.now() - startedAt,
+  };
+  context.stats.loaded += outcome.inserted;
+  context.stats.duplicates += outcome.duplicates;
+  logger.debug("batch committed", { ...report });
+  observer.onBatch?.(report);
+  await acknowledgeOutcome(context, batch, outcome);
+}
+
+/** Delete what committed; dead-letter what Postgres refused, with its reason. */
+async function acknowledgeOutcome(context: ConsumerContext, batch: readonly Pending[], outcome: WriteOutcome): Promise<void> {
+  const entryOf = new Map(batch.map((b) => [b.record, b.entry]));
+  await Promise.all([
+    deleteMessages(context, outcome.committed.map((m) => entryOf.get(m.record)!)),
+    deadLetter(context, outcome.rejected.map((r) => ({ entry: entryOf.get(r.masked.record)!, reason: r.reason }))),
+  ]);
+}
+
+/**
+ * A batch that cannot commit in time: at a stop its messages stay in flight for the stop
+ * to release; past its own deadline they are released now, for any consumer to take,
+ * rather than kept invisible by the heartbeat while this one cannot write them.
+ */
+async function giveUp(state: WriterState, entries: readonly InFlight[], deadline: Deadline): Promise<void> {
+  const { logger, batchDeadlineMs } = state.context.settings;
+  if (!deadline.expired()) {
+    logger.warn("giving up on a batch at shutdown; its messages return to the queue", { size: entries.length });
+    return;
+  }
+  logger.warn("batch not committed by its deadline; releasing its messages to the queue", {
+    size: entries.length, deadline_s: batchDeadlineMs / 1000,
+  });
+  // Whatever held it (no answer, a lock) holds the next batch too: take no more until a write goes through.
+  writesFail(state);
+  await release(state.context, entries, SQS_CALL_DEADLINE_MS);
+}
+
+/** Postgres failed a write: receive nothing more until it answers again. */
+function writesFail(state: WriterState): void {
+  if (state.paused) return;
+  state.paused = true;
+  state.context.settings.logger.warn("Postgres unavailable: receiving paused until it answers");
+  state.context.track(probePostgres(state));
+}
+
+function writesResume(state: WriterState): void {
+  if (!state.paused) return;
+  state.paused = false;
+  state.context.settings.logger.info("Postgres answers again: receiving resumed");
+  state.context.ledger.wake();
+}
+
+/**
+ * While receiving is paused and no batch may be left to find out, ask Postgres itself:
+ * with a write of no rows, which waits for the same table lock a batch would.
+ */
+async function probePostgres(state: WriterState): Promise<void> {
+  const { context } = state;
+  for (let attempt = 0; state.paused && !context.stopping(); attempt++) {
+    await sleep(backoffDelay(attempt), context.receiving);
+    if (!state.paused || context.stopping()) return;
+    try {
+      await withDatabaseCallLimits(
+        { signal: context.receiving },
+        () => context.settings.pool.query(sql.unsafe`INSERT INTO user_logins (user_id) SELECT NULL WHERE false`),
+      );
+      writesResume(state);
+    } catch {
+      // Still down; the batches' retries say why.
+    }
+  }
 }
