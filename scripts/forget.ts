@@ -24,7 +24,7 @@
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError, toStandardSchema } from "../mod.ts";
-import { ERASED_MARKER } from "../strategies/vault.ts";
+import { ERASED_MARKER } from "../strategies/_vault-crypto.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT" --ticket ID

@@ -20,9 +20,10 @@ import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError, type PiiField, toStandardSchema } from "../mod.ts";
 import {
-  createToken, decryptEntry, findVaultKey, isToken, openKeyringRow, parseVaultKeys, type RecoveryFailure, SELECT_KEYRING,
-  VaultDecryptError, type VaultKeys,
-} from "../strategies/vault.ts";
+  createToken, decryptEntry, findVaultKey, isToken, parseVaultKeys, VaultDecryptError, type VaultKeys,
+} from "../strategies/_vault-crypto.ts";
+import type { RecoveryFailure } from "../strategies/_vault-schema.ts";
+import { openKeyringRow, SELECT_KEYRING } from "../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
@@ -169,6 +170,7 @@ export async function recoverValues(pool: DatabasePool, keys: VaultKeys, request
 
 /** One output line; values with control characters are quoted so each stays on its line. */
 export function formatRecovered({ field, token, value }: RecoveredValue): string {
+  // deno-lint-ignore no-control-regex -- control characters are what it finds
   return `${field}\t${token}\t${/[\x00-\x1f\x7f]/.test(value) ? JSON.stringify(value) : value}`;
 }
 

@@ -23,9 +23,9 @@ import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError, toStandardSchema } from "../mod.ts";
 import {
-  byteaArray, decryptEntry, encryptEntry, openKeyringRow, parseVaultKeys, SELECT_KEYRING, VaultDecryptError, type VaultKey,
-  wrapTokenKey,
-} from "../strategies/vault.ts";
+  decryptEntry, encryptEntry, parseVaultKeys, VaultDecryptError, type VaultKey, wrapTokenKey,
+} from "../strategies/_vault-crypto.ts";
+import { byteaArray, openKeyringRow, SELECT_KEYRING } from "../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./_vault-command.ts";
 
 const HELP = `Usage: npx tsx scripts/rotate-vault-key.ts --database-url URL [--reason "TEXT"] [--ticket ID] [--add-only]

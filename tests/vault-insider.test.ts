@@ -6,7 +6,8 @@ import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { maskRecord, type MaskStrategy } from "../mod.ts";
 import { insertRows } from "../src/sink.ts";
-import { byteaArray, deriveVaultKey, encryptEntry } from "../strategies/vault.ts";
+import { deriveVaultKey, encryptEntry } from "../strategies/_vault-crypto.ts";
+import { byteaArray } from "../strategies/vault.ts";
 import { runTool, waitFor } from "./helpers.ts";
 import {
   createVault, createVaultFixture, load, login, OTHER_VAULT_KEY, rawSql, runSqlFile, sqlState, sqlStateOf, TEST_VAULT_KEY, toRecords,

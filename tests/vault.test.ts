@@ -11,7 +11,8 @@ import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../s
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
 import { VaultError } from "../scripts/_vault-command.ts";
-import { createRecentSet, createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/vault.ts";
+import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/_vault-crypto.ts";
+import { createRecentSet } from "../strategies/vault.ts";
 import { readRows, runDeno, runTool } from "./helpers.ts";
 import {
   createVault as createVaultOn, createVaultFixture, load, login, OTHER_VAULT_KEY, runSqlFile, sqlState, TEST_VAULT_KEY, toRecords,
