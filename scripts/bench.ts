@@ -36,13 +36,14 @@ import { availableParallelism, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand, GetQueueAttributesCommand,
+  DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand,
   ReceiveMessageCommand, type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
 import { parseCount, parseFlags } from "../src/config.ts";
 import { ConfigError } from "../src/errors.ts";
 import { loadStrategy } from "../src/masking.ts";
+import { readQueueDepth } from "../src/sqs.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 import { runScript } from "./_command.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
@@ -189,14 +190,14 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
-    toolDir: await checkToolDir(flag("tool-dir")),
+    toolDir: checkToolDir(flag("tool-dir")),
     corpus: corpus as Corpus,
     json: values.json === true,
   };
 }
 
 /** The checkout `--tool-dir` names, checked to hold a mod.ts and tsx; this one by default. */
-async function checkToolDir(raw: string | undefined): Promise<string> {
+function checkToolDir(raw: string | undefined): string {
   if (raw === undefined) return ROOT;
   const dir = resolve(raw);
   for (const needed of ["mod.ts", "node_modules/tsx/package.json"]) {
@@ -293,13 +294,10 @@ async function stage(
   };
 }
 
+/** Messages in a queue, in any state. */
 async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
-  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: queueUrl,
-    AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
-  }));
-  return Number(Attributes.ApproximateNumberOfMessages ?? 0) + Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0) +
-    Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0);
+  const { visible, inFlight, delayed } = await readQueueDepth(sqs, queueUrl);
+  return visible + inFlight + delayed;
 }
 
 async function countRows(databaseUrl: string): Promise<number> {
@@ -527,6 +525,13 @@ function log(options: BenchOptions, text: string): void {
 
 const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 10 ** digits;
 
+/** The services every phase uses: the emulator (its own process), Postgres, a client. */
+interface Services {
+  emulator: SqsEmulator & { pid: number };
+  postgres: PostgresServer;
+  sqs: SQSClient;
+}
+
 /**
  * Run the benchmark.
  *
@@ -536,73 +541,30 @@ const round = (value: number, digits = 0) => Math.round(value * 10 ** digits) / 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   log(options, "starting the SQS emulator (own process) and Postgres");
   const [emulator, postgres] = await startBoth(startEmulatorProcess(), usePostgres());
-  const sqs = emulatorClient(emulator.endpoint);
+  const services: Services = { emulator, postgres, sqs: emulatorClient(emulator.endpoint) };
   const results: PhaseResult[] = [];
   try {
-    if (options.phases.includes("ceiling")) {
-      const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
-      log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
-      const before = await markCpu(emulator.pid);
-      const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
-      const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
-      results.push({ phase: "ceiling", status: "ok", n: options.n, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) });
-      await s.drop();
-    }
+    if (options.phases.includes("ceiling")) results.push(await ceilingPhase(services, options));
     if (options.phases.includes("tool")) {
-      for (const strategy of options.strategies) {
-        const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
-        log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
-        const before = await markCpu(emulator.pid);
-        const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, strategy, options.n, options.toolArgs, options.toolDir);
-        const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
-        const base = { phase: "tool" as const, strategy, n: options.n, seconds: round(run.seconds, 2) };
-        if (run.code !== 0 && /not available/i.test(run.stderr)) {
-          results.push({ ...base, status: "skipped", note: run.stderr.trim().split("\n")[0]!, done: 0, leftInQueue: options.n, rate: 0 });
-        } else {
-          const done = await countRows(s.databaseUrl);
-          const leftInQueue = await queueDepth(sqs, s.queueUrl);
-          results.push({
-            ...base,
-            status: run.code === 0 ? "ok" : "failed",
-            ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
-            done, leftInQueue, rate: round(done / run.seconds),
-            ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
-            ...(cpu && { cpu }),
-          });
-        }
-        await s.drop();
-      }
+      for (const strategy of options.strategies) results.push(await toolPhase(services, options, strategy));
     }
-    if (options.phases.includes("large")) {
-      const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
-      log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
-      const before = await markCpu(emulator.pid);
-      const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, "hmac", options.largeN, options.toolArgs, options.toolDir);
-      const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
-      const done = await countRows(s.databaseUrl);
-      results.push({
-        phase: "large", strategy: "hmac", n: options.largeN, seconds: round(run.seconds, 2),
-        status: run.code === 0 ? "ok" : "failed",
-        ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
-        done, leftInQueue: await queueDepth(sqs, s.queueUrl), rate: round(done / run.seconds),
-        ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
-        ...(cpu && { cpu }),
-      });
-      await s.drop();
-    }
-    if (options.phases.includes("baseline")) {
-      const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN, options.corpus);
-      log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
-      const before = await markCpu(emulator.pid);
-      const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
-      const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
-      results.push({ phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue: await queueDepth(sqs, s.queueUrl), seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) });
-      await s.drop();
-    }
+    if (options.phases.includes("large")) results.push(await largePhase(services, options));
+    if (options.phases.includes("baseline")) results.push(await baselinePhase(services, options));
   } finally {
-    sqs.destroy();
+    services.sqs.destroy();
     await Promise.all([emulator.stop(), postgres.stop()]);
   }
+  addRatios(results);
+  const { json: _json, ...shown } = options;
+  return {
+    machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? "unknown", node: process.version },
+    options: shown,
+    results,
+  };
+}
+
+/** Each tool phase's rate beside the ceiling's and the baseline's. */
+function addRatios(results: PhaseResult[]): void {
   const ceiling = results.find((r) => r.phase === "ceiling" && r.status === "ok");
   const baseline = results.find((r) => r.phase === "baseline" && r.status === "ok");
   for (const r of results) {
@@ -610,11 +572,73 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (ceiling) r.toCeiling = round(r.rate / ceiling.rate, 2);
     if (baseline) r.toBaseline = round(r.rate / baseline.rate, 1);
   }
-  const { json: _json, ...shown } = options;
+}
+
+async function ceilingPhase({ emulator, postgres, sqs }: Services, options: BenchOptions): Promise<PhaseResult> {
+  const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
+  log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
+  const before = await markCpu(emulator.pid);
+  const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
+  const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
+  const leftInQueue = await queueDepth(sqs, s.queueUrl);
+  await s.drop();
+  return { phase: "ceiling", status: "ok", n: options.n, done, leftInQueue, seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) };
+}
+
+async function baselinePhase({ emulator, postgres, sqs }: Services, options: BenchOptions): Promise<PhaseResult> {
+  const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN, options.corpus);
+  log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
+  const before = await markCpu(emulator.pid);
+  const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
+  const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
+  const leftInQueue = await queueDepth(sqs, s.queueUrl);
+  await s.drop();
   return {
-    machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? "unknown", node: process.version },
-    options: shown,
-    results,
+    phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue, seconds: round(seconds, 2), rate: round(done / seconds),
+    ...(cpu && { cpu }),
+  };
+}
+
+async function toolPhase(services: Services, options: BenchOptions, strategy: string): Promise<PhaseResult> {
+  const { emulator, postgres, sqs } = services;
+  const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
+  log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
+  const result = await measureTool(services, s, { phase: "tool", strategy, n: options.n }, options);
+  await s.drop();
+  return result;
+}
+
+async function largePhase(services: Services, options: BenchOptions): Promise<PhaseResult> {
+  const { emulator, postgres, sqs } = services;
+  const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
+  log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
+  const result = await measureTool(services, s, { phase: "large", strategy: "hmac", n: options.largeN }, options);
+  await s.drop();
+  return result;
+}
+
+/** Run the tool on a staged queue: its time, rows, what it left, its peak memory and the CPU split. */
+async function measureTool(
+  { emulator, sqs }: Services,
+  s: Stage,
+  phase: { phase: Phase; strategy: string; n: number },
+  options: BenchOptions,
+): Promise<PhaseResult> {
+  const before = await markCpu(emulator.pid);
+  const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, phase.strategy, phase.n, options.toolArgs, options.toolDir);
+  const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
+  const base = { ...phase, seconds: round(run.seconds, 2) };
+  if (run.code !== 0 && /not available/i.test(run.stderr)) {
+    return { ...base, status: "skipped", note: run.stderr.trim().split("\n")[0]!, done: 0, leftInQueue: phase.n, rate: 0 };
+  }
+  const done = await countRows(s.databaseUrl);
+  return {
+    ...base,
+    status: run.code === 0 ? "ok" : "failed",
+    ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
+    done, leftInQueue: await queueDepth(sqs, s.queueUrl), rate: round(done / run.seconds),
+    ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
+    ...(cpu && { cpu }),
   };
 }
 

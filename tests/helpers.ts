@@ -12,6 +12,7 @@ import { GetQueueAttributesCommand, ReceiveMessageCommand, type Message, type SQ
 import { sql, type DatabasePool } from "slonik";
 import { inject } from "vitest";
 import { createDatabasePool, type UserLoginRow, sqlUserLoginRow } from "../mod.ts";
+import { readQueueDepth } from "../src/sqs.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, usePostgres } from "../scripts/embedded.ts";
 
 export const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -137,10 +138,8 @@ export const uniqueId = () => randomUUID();
 
 /** Messages in a queue, visible or in flight. */
 export async function queueDepth(sqs: SQSClient, queueUrl: string): Promise<number> {
-  const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-  }));
-  return Number(Attributes.ApproximateNumberOfMessages) + Number(Attributes.ApproximateNumberOfMessagesNotVisible);
+  const { visible, inFlight } = await readQueueDepth(sqs, queueUrl);
+  return visible + inFlight;
 }
 
 /** Every raw ip and device_id in a set of bodies, wherever they parse. */
