@@ -34,7 +34,14 @@ export { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, FatalError, 
 
 // Messages and rows
 export {
-  canonicalIp, decodeAppVersion, type Decoded, decodeMessage, encodeAppVersion, LoginMessage, type LoginRecord, sqlUserLoginRow,
+  canonicalIp,
+  decodeAppVersion,
+  type Decoded,
+  decodeMessage,
+  encodeAppVersion,
+  LoginMessage,
+  type LoginRecord,
+  sqlUserLoginRow,
   UserLoginRow,
 } from "./src/schema.ts";
 export { toStandardSchema } from "./src/typed-sql.ts";
@@ -42,7 +49,7 @@ export { toStandardSchema } from "./src/typed-sql.ts";
 // Masking: the plugin contract, and the strategies behind it
 export type { MaskedValue, MaskStrategy, PiiField, StrategyModule, StrategyOptions } from "./src/contract.ts";
 export { PII_FIELDS } from "./src/contract.ts";
-export { DEFAULT_STRATEGY, type MaskedRecord, maskRecord, loadStrategy, STRATEGY_NAMES } from "./src/masking.ts";
+export { DEFAULT_STRATEGY, loadStrategy, type MaskedRecord, maskRecord, STRATEGY_NAMES } from "./src/masking.ts";
 
 // The Postgres sink
 export { createDatabasePool } from "./src/database.ts";
@@ -52,8 +59,15 @@ export { ensureSchema, PROCESSED_TABLE, USER_LOGINS_DDL, writeBatch, type WriteO
 export { createSqsClient, inspectQueue, type QueueInfo } from "./src/sqs.ts";
 export { createConsumer } from "./src/consumer/consumer.ts";
 export {
-  type BatchReport, type Consumer, type ConsumerObserver, type ConsumerOptions, type ConsumerStats, DEFAULT_BATCH_SIZE,
-  DEFAULT_CONCURRENCY, DEFAULT_STOP_GRACE_SECONDS, STOP_MARGIN_SECONDS,
+  type BatchReport,
+  type Consumer,
+  type ConsumerObserver,
+  type ConsumerOptions,
+  type ConsumerStats,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_STOP_GRACE_SECONDS,
+  STOP_MARGIN_SECONDS,
 } from "./src/consumer/options.ts";
 
 // Watching it run
@@ -74,6 +88,7 @@ if (import.meta.main) {
   // Normally the process ends here by itself. A socket that never closes (its peer gone)
   // must not keep it: exit anyway, a moment later, without holding it open for that.
   const exitAnyway = setTimeout(() => process.exit(code), EXIT_WAIT_MS) as unknown;
-  if (typeof exitAnyway === "number") (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(exitAnyway);
-  else (exitAnyway as { unref(): void }).unref();
+  if (typeof exitAnyway === "number") {
+    (globalThis as { Deno?: { unrefTimer(id: number): void } }).Deno?.unrefTimer(exitAnyway);
+  } else (exitAnyway as { unref(): void }).unref();
 }

@@ -22,7 +22,7 @@ import { fileURLToPath } from "node:url";
 
 /** Give others search (x) permission on every folder from `/` down to `path`. */
 async function allowTraversal(path: string): Promise<void> {
-  for (let dir = path; ; dir = dirname(dir)) {
+  for (let dir = path;; dir = dirname(dir)) {
     const { mode } = await stat(dir);
     if ((mode & 0o001) === 0) await chmod(dir, mode | 0o001);
     if (dirname(dir) === dir) return;
@@ -44,7 +44,9 @@ function report(message: Record<string, string>): void {
 
 async function main(): Promise<void> {
   const port = Number(process.argv[2]);
-  if (!Number.isInteger(port) || port <= 0) throw new Error(`expected a port as the first argument, got "${process.argv[2] ?? ""}"`);
+  if (!Number.isInteger(port) || port <= 0) {
+    throw new Error(`expected a port as the first argument, got "${process.argv[2] ?? ""}"`);
+  }
   let dir: string | undefined;
   let stopping: Promise<void> | undefined;
   const logs: string[] = [];

@@ -44,7 +44,9 @@ export function parseVaultArgs(
     parsed = parseArgs({
       args: [...argv],
       options: {
-        "database-url": { type: "string" }, reason: { type: "string" }, ticket: { type: "string" },
+        "database-url": { type: "string" },
+        reason: { type: "string" },
+        ticket: { type: "string" },
         help: { type: "boolean", short: "h" },
         ...options.flags,
       },
@@ -63,10 +65,16 @@ export function parseVaultArgs(
   const args = { databaseUrl, reason, ticket, help, values, positionals: parsed.positionals };
   if (help) return args;
   if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
-  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new ConfigError("--database-url must start with postgres:// or postgresql://");
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError("--database-url must start with postgres:// or postgresql://");
+  }
   if (options.reasonOptional) return args;
   if (!reason) throw new ConfigError('No reason given: pass --reason "TEXT"; it goes into the audit log');
-  if (!ticket) throw new ConfigError('No ticket given: pass --ticket ID (the request or incident it answers); it goes into the audit log');
+  if (!ticket) {
+    throw new ConfigError(
+      "No ticket given: pass --ticket ID (the request or incident it answers); it goes into the audit log",
+    );
+  }
   return args;
 }
 
@@ -75,10 +83,14 @@ export function describeVaultError(error: unknown, databaseUrl: string): string 
   if (error instanceof VaultError) return error.message;
   const cause = classifyDatabaseError(error) === "fatal" ? fatalDatabaseCause(error) : undefined;
   if (cause === "permission") {
-    return `Permission denied at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (this role needs the grants in scripts/vault-roles.sql; see docs/vault.md)`;
+    return `Permission denied at ${redactUrl(databaseUrl)}: ${
+      describeDatabaseError(error)
+    } (this role needs the grants in scripts/vault-roles.sql; see docs/vault.md)`;
   }
   if (cause === "no-table") {
-    return `The vault tables are missing at ${redactUrl(databaseUrl)}: ${describeDatabaseError(error)} (run the tool once with --strategy vault)`;
+    return `The vault tables are missing at ${redactUrl(databaseUrl)}: ${
+      describeDatabaseError(error)
+    } (run the tool once with --strategy vault)`;
   }
   return describeStartupError(error, databaseUrl);
 }

@@ -28,7 +28,7 @@
  *
  * @module
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
@@ -36,8 +36,11 @@ import { availableParallelism, cpus } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  DeleteMessageBatchCommand, DeleteMessageCommand, DeleteQueueCommand,
-  ReceiveMessageCommand, type SQSClient,
+  DeleteMessageBatchCommand,
+  DeleteMessageCommand,
+  DeleteQueueCommand,
+  ReceiveMessageCommand,
+  type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
 import { parseCount, parseFlags } from "../src/config.ts";
@@ -46,7 +49,15 @@ import { loadStrategy } from "../src/masking.ts";
 import { readQueueDepth } from "../src/sqs.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 import { runScript } from "./_command.ts";
-import { attachEmulator, emulatorClient, emulatorEnv, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
+import {
+  attachEmulator,
+  emulatorClient,
+  emulatorEnv,
+  type PostgresServer,
+  type SqsEmulator,
+  startBoth,
+  usePostgres,
+} from "./embedded.ts";
 import { createLoginStream, sampleBodies, sendBodies } from "./produce.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
@@ -177,7 +188,9 @@ async function parseOptions(argv: readonly string[]): Promise<BenchOptions | und
   const unknown = phases.filter((p) => !(PHASES as readonly string[]).includes(p));
   if (unknown.length > 0) throw new ConfigError(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
   const corpus = flag("corpus") ?? "logins";
-  if (!(CORPORA as readonly string[]).includes(corpus)) throw new ConfigError(`--corpus takes ${CORPORA.join(" or ")}, got "${corpus}"`);
+  if (!(CORPORA as readonly string[]).includes(corpus)) {
+    throw new ConfigError(`--corpus takes ${CORPORA.join(" or ")}, got "${corpus}"`);
+  }
   const strategies = (flag("strategies") ?? DEFAULT_STRATEGIES).split(",").filter(Boolean);
   // As the tool will load them, with the keys it will get: a bad name fails now, not mid-run.
   for (const strategy of strategies) await loadStrategy(strategy, { env: toolKeys(strategy) });
@@ -201,7 +214,9 @@ function checkToolDir(raw: string | undefined): string {
   if (raw === undefined) return ROOT;
   const dir = resolve(raw);
   for (const needed of ["mod.ts", "node_modules/tsx/package.json"]) {
-    if (!existsSync(join(dir, needed))) throw new ConfigError(`--tool-dir ${raw} has no ${needed}: give a checkout with its dependencies installed`);
+    if (!existsSync(join(dir, needed))) {
+      throw new ConfigError(`--tool-dir ${raw} has no ${needed}: give a checkout with its dependencies installed`);
+    }
   }
   return dir;
 }
@@ -220,7 +235,10 @@ async function startEmulatorProcess(): Promise<SqsEmulator & { pid: number }> {
     const server = await startFauxqs({ port: 0, logger: false, host: "localhost", defaultRegion: "us-east-1" });
     process.stdout.write(server.address + "\\n");
     process.on("SIGTERM", () => server.stop().then(() => process.exit(0)));`;
-  const child = spawn(process.execPath, ["--input-type=module", "-e", script], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   const address = await new Promise<string>((resolve, reject) => {
     let out = "";
     child.stdout!.on("data", (d) => {
@@ -259,10 +277,18 @@ function createCorpus(corpus: Corpus, count: number): (size: number) => string[]
  * `bodyBytes`, each body is padded to that size.
  */
 async function stage(
-  emulator: SqsEmulator, sqs: SQSClient, postgres: PostgresServer, name: string, count: number, corpus: Corpus, bodyBytes?: number,
+  emulator: SqsEmulator,
+  sqs: SQSClient,
+  postgres: PostgresServer,
+  name: string,
+  count: number,
+  corpus: Corpus,
+  bodyBytes?: number,
 ): Promise<Stage> {
   // A strategy may be a module path: keep what queue and database names allow.
-  const id = `${name.replace(/\.[cm]?[jt]s$/, "").replace(/[^a-z0-9]+/gi, "_").slice(-40).toLowerCase()}_${randomBytes(3).toString("hex")}`;
+  const id = `${name.replace(/\.[cm]?[jt]s$/, "").replace(/[^a-z0-9]+/gi, "_").slice(-40).toLowerCase()}_${
+    randomBytes(3).toString("hex")
+  }`;
   // Long enough that no message comes back while the slowest phase is still working.
   const queueUrl = await emulator.createQueue(`bench-${id}`.replace(/_/g, "-"), { VisibilityTimeout: "120" });
   // Made and sent in slices so a million bodies never sit in memory at once.
@@ -315,23 +341,36 @@ async function countRows(databaseUrl: string): Promise<number> {
 // ---------------------------------------------------------------------------------------
 
 /** The fastest drain: receive 10, delete 10, `concurrency` loops, nothing else. */
-async function runCeiling(endpoint: string, queueUrl: string, n: number, concurrency: number): Promise<{ done: number; seconds: number }> {
+async function runCeiling(
+  endpoint: string,
+  queueUrl: string,
+  n: number,
+  concurrency: number,
+): Promise<{ done: number; seconds: number }> {
   const sqs = emulatorClient(endpoint);
   let done = 0;
   const started = performance.now();
   async function loop(): Promise<void> {
     while (done < n) {
-      const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
-        QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, MessageSystemAttributeNames: ["SentTimestamp"],
-      }));
+      const { Messages = [] } = await sqs.send(
+        new ReceiveMessageCommand({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: 0,
+          MessageSystemAttributeNames: ["SentTimestamp"],
+        }),
+      );
       if (Messages.length === 0) {
         // Others may still hold the last messages; stop once nothing is left anywhere.
         if (await queueDepth(sqs, queueUrl) === 0) return;
         continue;
       }
-      const result = await sqs.send(new DeleteMessageBatchCommand({
-        QueueUrl: queueUrl, Entries: Messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })),
-      }));
+      const result = await sqs.send(
+        new DeleteMessageBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: Messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })),
+        }),
+      );
       done += Messages.length - (result.Failed?.length ?? 0);
     }
   }
@@ -352,28 +391,43 @@ interface PgClient {
  * The way a first version works: receive one, connect with the plain driver, insert,
  * disconnect, delete one. It parses and masks like the tool, so only the plumbing differs.
  */
-async function runBaseline(endpoint: string, queueUrl: string, databaseUrl: string, n: number): Promise<{ done: number; seconds: number }> {
+async function runBaseline(
+  endpoint: string,
+  queueUrl: string,
+  databaseUrl: string,
+  n: number,
+): Promise<{ done: number; seconds: number }> {
   const driver = "pg"; // a variable, so the type checker does not look for types pg lacks
-  const { default: pg } = await import(driver) as { default: { Client: new (options: { connectionString: string }) => PgClient } };
+  const { default: pg } = await import(driver) as {
+    default: { Client: new (options: { connectionString: string }) => PgClient };
+  };
   const connect = async () => {
     const client = new pg.Client({ connectionString: databaseUrl });
     await client.connect();
     return client;
   };
   const setup = await connect();
-  await setup.query(`
+  await setup.query(
+    `
     CREATE TABLE IF NOT EXISTS user_logins(
       user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
-      masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`, []);
+      masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`,
+    [],
+  );
   await setup.end();
   const sqs = emulatorClient(endpoint);
   const key = new TextEncoder().encode(BENCH_HMAC_KEY);
   let done = 0;
   const started = performance.now();
   while (done < n) {
-    const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
-      QueueUrl: queueUrl, MaxNumberOfMessages: 1, WaitTimeSeconds: 0, MessageSystemAttributeNames: ["SentTimestamp"],
-    }));
+    const { Messages = [] } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queueUrl,
+        MaxNumberOfMessages: 1,
+        WaitTimeSeconds: 0,
+        MessageSystemAttributeNames: ["SentTimestamp"],
+      }),
+    );
     const message = Messages[0];
     if (!message) break;
     const body = JSON.parse(message.Body!);
@@ -381,8 +435,12 @@ async function runBaseline(endpoint: string, queueUrl: string, databaseUrl: stri
     const client = await connect();
     try {
       await client.query("INSERT INTO user_logins VALUES ($1, $2, $3, $4, $5, $6, $7)", [
-        body.user_id, body.device_type, hmacSha256Hex(key, body.ip), hmacSha256Hex(key, body.device_id),
-        body.locale ?? null, major * 10_000 + minor * 100 + patch,
+        body.user_id,
+        body.device_type,
+        hmacSha256Hex(key, body.ip),
+        hmacSha256Hex(key, body.device_id),
+        body.locale ?? null,
+        major * 10_000 + minor * 100 + patch,
         new Date(Number(message.Attributes!.SentTimestamp)).toISOString().slice(0, 10),
       ]);
     } finally {
@@ -446,7 +504,11 @@ async function markCpu(emulatorPid: number): Promise<CpuMark | undefined> {
  * Where the cores went between two marks. The consumer is this process for the ceiling
  * and the baseline, which run in it, and the reaped child for the tool.
  */
-function cpuBetween(start: CpuMark | undefined, end: CpuMark | undefined, consumer: "own" | "child"): CpuSplit | undefined {
+function cpuBetween(
+  start: CpuMark | undefined,
+  end: CpuMark | undefined,
+  consumer: "own" | "child",
+): CpuSplit | undefined {
   if (!start || !end) return undefined;
   return {
     consumer: round(consumer === "own" ? end.own - start.own : end.reapedChildren - start.reapedChildren, 2),
@@ -479,17 +541,35 @@ interface ToolRun {
  * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
  */
 async function runTool(
-  endpoint: string, queueUrl: string, databaseUrl: string, strategy: string, messages: number, extra: string[], toolDir: string,
+  endpoint: string,
+  queueUrl: string,
+  databaseUrl: string,
+  strategy: string,
+  messages: number,
+  extra: string[],
+  toolDir: string,
 ): Promise<ToolRun> {
   const started = performance.now();
   const child: ChildProcess = spawn(process.execPath, [
     ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
-    "--import", "tsx", "mod.ts", "--drain", "--strategy", strategy, "--log-level", "warn", ...extra,
+    "--import",
+    "tsx",
+    "mod.ts",
+    "--drain",
+    "--strategy",
+    strategy,
+    "--log-level",
+    "warn",
+    ...extra,
   ], {
     cwd: toolDir,
     env: {
-      PATH: process.env.PATH, HOME: process.env.HOME, ...emulatorEnv(endpoint),
-      QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, ...toolKeys(strategy),
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      ...emulatorEnv(endpoint),
+      QUEUE_URL: queueUrl,
+      DATABASE_URL: databaseUrl,
+      ...toolKeys(strategy),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -582,7 +662,16 @@ async function ceilingPhase({ emulator, postgres, sqs }: Services, options: Benc
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
   const leftInQueue = await queueDepth(sqs, s.queueUrl);
   await s.drop();
-  return { phase: "ceiling", status: "ok", n: options.n, done, leftInQueue, seconds: round(seconds, 2), rate: round(done / seconds), ...(cpu && { cpu }) };
+  return {
+    phase: "ceiling",
+    status: "ok",
+    n: options.n,
+    done,
+    leftInQueue,
+    seconds: round(seconds, 2),
+    rate: round(done / seconds),
+    ...(cpu && { cpu }),
+  };
 }
 
 async function baselinePhase({ emulator, postgres, sqs }: Services, options: BenchOptions): Promise<PhaseResult> {
@@ -594,7 +683,13 @@ async function baselinePhase({ emulator, postgres, sqs }: Services, options: Ben
   const leftInQueue = await queueDepth(sqs, s.queueUrl);
   await s.drop();
   return {
-    phase: "baseline", status: "ok", n: options.baselineN, done, leftInQueue, seconds: round(seconds, 2), rate: round(done / seconds),
+    phase: "baseline",
+    status: "ok",
+    n: options.baselineN,
+    done,
+    leftInQueue,
+    seconds: round(seconds, 2),
+    rate: round(done / seconds),
     ...(cpu && { cpu }),
   };
 }
@@ -625,18 +720,35 @@ async function measureTool(
   options: BenchOptions,
 ): Promise<PhaseResult> {
   const before = await markCpu(emulator.pid);
-  const run = await runTool(emulator.endpoint, s.queueUrl, s.databaseUrl, phase.strategy, phase.n, options.toolArgs, options.toolDir);
+  const run = await runTool(
+    emulator.endpoint,
+    s.queueUrl,
+    s.databaseUrl,
+    phase.strategy,
+    phase.n,
+    options.toolArgs,
+    options.toolDir,
+  );
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
   const base = { ...phase, seconds: round(run.seconds, 2) };
   if (run.code !== 0 && /not available/i.test(run.stderr)) {
-    return { ...base, status: "skipped", note: run.stderr.trim().split("\n")[0]!, done: 0, leftInQueue: phase.n, rate: 0 };
+    return {
+      ...base,
+      status: "skipped",
+      note: run.stderr.trim().split("\n")[0]!,
+      done: 0,
+      leftInQueue: phase.n,
+      rate: 0,
+    };
   }
   const done = await countRows(s.databaseUrl);
   return {
     ...base,
     status: run.code === 0 ? "ok" : "failed",
     ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
-    done, leftInQueue: await queueDepth(sqs, s.queueUrl), rate: round(done / run.seconds),
+    done,
+    leftInQueue: await queueDepth(sqs, s.queueUrl),
+    rate: round(done / run.seconds),
     ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
     ...(cpu && { cpu }),
   };
@@ -652,8 +764,16 @@ export function formatTable(report: BenchReport): string {
   ];
   for (const r of report.results) {
     const cells = [
-      r.phase, r.strategy ?? "", r.n, r.done, r.leftInQueue, r.seconds, r.status === "ok" ? r.rate : r.status,
-      r.toCeiling ?? "", r.toBaseline ?? "", r.peakRssMb ?? "",
+      r.phase,
+      r.strategy ?? "",
+      r.n,
+      r.done,
+      r.leftInQueue,
+      r.seconds,
+      r.status === "ok" ? r.rate : r.status,
+      r.toCeiling ?? "",
+      r.toBaseline ?? "",
+      r.peakRssMb ?? "",
       r.cpu ? `${r.cpu.consumer} / ${r.cpu.emulator} / ${r.cpu.postgres}` : "",
     ];
     lines.push(`| ${cells.join(" | ")} |`);

@@ -11,7 +11,15 @@
 import { randomBytes } from "node:crypto";
 import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
-import { createConsumer, createDatabasePool, createLogger, ensureSchema, formatSummary, loadStrategy, sqlUserLoginRow } from "../mod.ts";
+import {
+  createConsumer,
+  createDatabasePool,
+  createLogger,
+  ensureSchema,
+  formatSummary,
+  loadStrategy,
+  sqlUserLoginRow,
+} from "../mod.ts";
 import { parseFlags } from "../src/config.ts";
 import { runScript } from "./_command.ts";
 import { emulatorClient, startBoth, startSqsEmulator, usePostgres } from "./embedded.ts";
@@ -54,7 +62,12 @@ async function main(argv: readonly string[]): Promise<number> {
     // A fresh random key per demo run: no secret lives in the code.
     const strategy = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: randomBytes(32).toString("hex") } });
     const consumer = createConsumer({
-      sqs, pool, strategy, queueUrl, dlqUrl, drain: true,
+      sqs,
+      pool,
+      strategy,
+      queueUrl,
+      dlqUrl,
+      drain: true,
       logger: createLogger({ level: "warn", pretty: true }),
     });
     const stats = await consumer.run();
@@ -62,17 +75,26 @@ async function main(argv: readonly string[]): Promise<number> {
     const rows = await pool.any(sqlUserLoginRow`
       SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date::text
       FROM user_logins ORDER BY user_id LIMIT 5`);
-    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({
-      QueueUrl: dlqUrl, AttributeNames: ["ApproximateNumberOfMessages"],
-    }));
+    const { Attributes } = await sqs.send(
+      new GetQueueAttributesCommand({
+        QueueUrl: dlqUrl,
+        AttributeNames: ["ApproximateNumberOfMessages"],
+      }),
+    );
     const total = await pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM user_logins`);
 
     say(`Summary: ${formatSummary(stats)}`);
-    say(`user_logins holds ${total} rows; login-queue-dlq holds ${Attributes?.ApproximateNumberOfMessages} messages.\n`);
+    say(
+      `user_logins holds ${total} rows; login-queue-dlq holds ${Attributes?.ApproximateNumberOfMessages} messages.\n`,
+    );
     say("A few rows (ip and device_id masked with HMAC-SHA-256):");
     for (const row of rows) {
-      say(`  ${row.user_id.slice(0, 13)}…  ${row.device_type.padEnd(8)} ip=${row.masked_ip.slice(0, 16)}…  ` +
-        `device=${row.masked_device_id.slice(0, 16)}…  locale=${row.locale ?? "null"}  app_version=${row.app_version}  ${row.create_date}`);
+      say(
+        `  ${row.user_id.slice(0, 13)}…  ${row.device_type.padEnd(8)} ip=${row.masked_ip.slice(0, 16)}…  ` +
+          `device=${row.masked_device_id.slice(0, 16)}…  locale=${
+            row.locale ?? "null"
+          }  app_version=${row.app_version}  ${row.create_date}`,
+      );
     }
     say(`\nDone in ${((Date.now() - started) / 1000).toFixed(1)} s. Everything was temporary and is gone now.`);
     return 0;

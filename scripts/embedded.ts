@@ -8,7 +8,7 @@
  * @module
  */
 import { spawn } from "node:child_process";
-import { createServer, type AddressInfo } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import { CreateQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { createPool, sql } from "slonik";
@@ -86,7 +86,9 @@ export async function startEmbeddedPostgres(): Promise<PostgresServer> {
       if (newline >= 0) resolve(JSON.parse(buffered.slice(0, newline)));
     });
     child.once("error", (error) => resolve({ error: error.message }));
-    void exited.then(() => resolve({ error: `the Postgres process exited (code ${child.exitCode}) before it was ready` }));
+    void exited.then(() =>
+      resolve({ error: `the Postgres process exited (code ${child.exitCode}) before it was ready` })
+    );
   });
   const stop = async () => {
     child.stdin!.end();
@@ -118,7 +120,9 @@ export async function startBoth<A extends { stop(): Promise<void> }, B extends {
 ): Promise<[A, B]> {
   const [first, second] = await Promise.allSettled([a, b]);
   if (first.status === "fulfilled" && second.status === "fulfilled") return [first.value, second.value];
-  await Promise.all([first, second].map((r) => (r.status === "fulfilled" ? r.value.stop().catch(() => {}) : undefined)));
+  await Promise.all(
+    [first, second].map((r) => (r.status === "fulfilled" ? r.value.stop().catch(() => {}) : undefined)),
+  );
   throw first.status === "rejected" ? first.reason : (second as PromiseRejectedResult).reason;
 }
 

@@ -51,7 +51,9 @@ export interface ForgetOutcome {
 }
 
 const sqlForgetRow = sql.type(toStandardSchema(Type.Object({
-  erased_rows: Type.Integer(), entries_deleted: Type.Integer(), shared_kept: Type.Integer(),
+  erased_rows: Type.Integer(),
+  entries_deleted: Type.Integer(),
+  shared_kept: Type.Integer(),
 })));
 
 /**
@@ -81,7 +83,11 @@ function parseForgetArgs(argv: readonly string[], env: Record<string, string | u
 
 async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
   return await runVaultCommand(argv, env, HELP, parseForgetArgs, async (pool, args) => {
-    const outcome = await forgetUser(pool, { userId: args.values["user-id"] as string, reason: args.reason, ticket: args.ticket });
+    const outcome = await forgetUser(pool, {
+      userId: args.values["user-id"] as string,
+      reason: args.reason,
+      ticket: args.ticket,
+    });
     process.stdout.write(
       `forgotten: rows=${outcome.rows} vault_entries_deleted=${outcome.deleted} shared_entries_kept_for_other_users=${outcome.keptShared}\n`,
     );

@@ -14,7 +14,12 @@
  */
 import { parseArgs } from "node:util";
 import {
-  AddressError, createIpCipher, IPCRYPT_KEY_VARIABLE, IPCRYPT_MODES, type IpcryptMode, IpcryptKeyError,
+  AddressError,
+  createIpCipher,
+  IPCRYPT_KEY_VARIABLE,
+  IPCRYPT_MODES,
+  IpcryptKeyError,
+  type IpcryptMode,
   readIpcryptKey,
 } from "../strategies/_ipcrypt.ts";
 
@@ -54,7 +59,9 @@ function parseCommand(argv: readonly string[]): DecryptRequest | "help" {
   let parsed;
   try {
     parsed = parseArgs({
-      args: [...argv], allowPositionals: true, strict: true,
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
       options: { mode: { type: "string" }, help: { type: "boolean", short: "h" } },
     });
   } catch (error) {
@@ -85,7 +92,9 @@ export function decryptAll(request: DecryptRequest, key: Uint8Array): string[] {
     try {
       return cipher.decrypt(address);
     } catch (error) {
-      if (error instanceof AddressError) throw new AddressError(`address ${i + 1} of ${request.addresses.length}: ${error.message}`);
+      if (error instanceof AddressError) {
+        throw new AddressError(`address ${i + 1} of ${request.addresses.length}: ${error.message}`);
+      }
       throw error;
     }
   });

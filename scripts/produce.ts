@@ -45,12 +45,55 @@ export function sampleLogin(random: () => number): Record<string, unknown> {
 
 /** Valid messages at the edges of the contract: each must load. */
 export const EDGE_CASE_BODIES: readonly string[] = [
-  JSON.stringify({ user_id: "edge-locale-missing", app_version: "0.0.0", device_type: "ios", ip: "10.0.0.1", device_id: "edge-device-0001" }),
-  JSON.stringify({ user_id: "edge-max-version", app_version: "99.99.99", device_type: "android", ip: "::1", locale: null, device_id: "edge-device-0002" }),
-  JSON.stringify({ user_id: "edge-ipv6", app_version: "1.2.3", device_type: "web", ip: "2001:db8::8a2e:370:7334", locale: "PT-BR", device_id: "edge-device-0003" }),
-  JSON.stringify({ user_id: "edge-unicode", app_version: "2.0.1", device_type: "android", ip: "8.8.8.8", locale: "日本", device_id: "устройство-ü-✓" }),
-  JSON.stringify({ user_id: "edge-extra-fields", app_version: "3.4.5", device_type: "ios", ip: "1.1.1.1", locale: "US", device_id: "edge-device-0005", foo: 1, nested: { a: [1] } }),
-  JSON.stringify({ user_id: "u".repeat(128), app_version: "10.20.30", device_type: "t".repeat(32), ip: "192.168.1.1", locale: "l".repeat(32), device_id: "x".repeat(256) }),
+  JSON.stringify({
+    user_id: "edge-locale-missing",
+    app_version: "0.0.0",
+    device_type: "ios",
+    ip: "10.0.0.1",
+    device_id: "edge-device-0001",
+  }),
+  JSON.stringify({
+    user_id: "edge-max-version",
+    app_version: "99.99.99",
+    device_type: "android",
+    ip: "::1",
+    locale: null,
+    device_id: "edge-device-0002",
+  }),
+  JSON.stringify({
+    user_id: "edge-ipv6",
+    app_version: "1.2.3",
+    device_type: "web",
+    ip: "2001:db8::8a2e:370:7334",
+    locale: "PT-BR",
+    device_id: "edge-device-0003",
+  }),
+  JSON.stringify({
+    user_id: "edge-unicode",
+    app_version: "2.0.1",
+    device_type: "android",
+    ip: "8.8.8.8",
+    locale: "日本",
+    device_id: "устройство-ü-✓",
+  }),
+  JSON.stringify({
+    user_id: "edge-extra-fields",
+    app_version: "3.4.5",
+    device_type: "ios",
+    ip: "1.1.1.1",
+    locale: "US",
+    device_id: "edge-device-0005",
+    foo: 1,
+    nested: { a: [1] },
+  }),
+  JSON.stringify({
+    user_id: "u".repeat(128),
+    app_version: "10.20.30",
+    device_type: "t".repeat(32),
+    ip: "192.168.1.1",
+    locale: "l".repeat(32),
+    device_id: "x".repeat(256),
+  }),
 ];
 
 /** Invalid messages, each with the part of the reason the tool must give. */
@@ -59,12 +102,71 @@ export const INVALID_BODIES: ReadonlyArray<{ body: string; reason: string }> = [
   { body: "", reason: "body is not valid JSON" },
   { body: "[1,2,3]", reason: "body is not a JSON object" },
   { body: JSON.stringify({ foo: "oops_wrong_msg_was_sent" }), reason: "user_id: required" },
-  { body: JSON.stringify({ user_id: "bad-ip", app_version: "1.0.0", device_type: "ios", ip: "999.1.1.1", locale: "US", device_id: "d" }), reason: "ip:" },
-  { body: JSON.stringify({ user_id: "bad-version", app_version: "2.3", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "app_version:" },
-  { body: JSON.stringify({ user_id: "big-version", app_version: "100.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "app_version:" },
-  { body: JSON.stringify({ user_id: "no-device", app_version: "1.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US" }), reason: "device_id: required" },
-  { body: JSON.stringify({ user_id: "long-type", app_version: "1.0.0", device_type: "x".repeat(33), ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "device_type:" },
-  { body: JSON.stringify({ user_id: 42, app_version: "1.0.0", device_type: "ios", ip: "1.2.3.4", locale: "US", device_id: "d" }), reason: "user_id:" },
+  {
+    body: JSON.stringify({
+      user_id: "bad-ip",
+      app_version: "1.0.0",
+      device_type: "ios",
+      ip: "999.1.1.1",
+      locale: "US",
+      device_id: "d",
+    }),
+    reason: "ip:",
+  },
+  {
+    body: JSON.stringify({
+      user_id: "bad-version",
+      app_version: "2.3",
+      device_type: "ios",
+      ip: "1.2.3.4",
+      locale: "US",
+      device_id: "d",
+    }),
+    reason: "app_version:",
+  },
+  {
+    body: JSON.stringify({
+      user_id: "big-version",
+      app_version: "100.0.0",
+      device_type: "ios",
+      ip: "1.2.3.4",
+      locale: "US",
+      device_id: "d",
+    }),
+    reason: "app_version:",
+  },
+  {
+    body: JSON.stringify({
+      user_id: "no-device",
+      app_version: "1.0.0",
+      device_type: "ios",
+      ip: "1.2.3.4",
+      locale: "US",
+    }),
+    reason: "device_id: required",
+  },
+  {
+    body: JSON.stringify({
+      user_id: "long-type",
+      app_version: "1.0.0",
+      device_type: "x".repeat(33),
+      ip: "1.2.3.4",
+      locale: "US",
+      device_id: "d",
+    }),
+    reason: "device_type:",
+  },
+  {
+    body: JSON.stringify({
+      user_id: 42,
+      app_version: "1.0.0",
+      device_type: "ios",
+      ip: "1.2.3.4",
+      locale: "US",
+      device_id: "d",
+    }),
+    reason: "user_id:",
+  },
 ];
 
 /**
@@ -81,8 +183,9 @@ export function sampleBodies(count: number, invalidRatio = 0, seed = 42): string
   let edge = 0;
   for (let i = 0; i < count; i++) {
     if (random() < invalidRatio) bodies.push(INVALID_BODIES[invalid++ % INVALID_BODIES.length]!.body);
-    else if (invalidRatio > 0 && edge < EDGE_CASE_BODIES.length && random() < 0.1) bodies.push(EDGE_CASE_BODIES[edge++]!);
-    else bodies.push(JSON.stringify(sampleLogin(random)));
+    else if (invalidRatio > 0 && edge < EDGE_CASE_BODIES.length && random() < 0.1) {
+      bodies.push(EDGE_CASE_BODIES[edge++]!);
+    } else bodies.push(JSON.stringify(sampleLogin(random)));
   }
   return bodies;
 }
@@ -128,7 +231,13 @@ export function createLoginStream(seed: number, users: number): () => string {
         return { device_id: String(device_id), device_type: String(device_type) };
       });
       const ips = Array.from({ length: 1 + Math.floor(own() * 3) }, () => String(sampleLogin(own).ip));
-      user = { user_id: String(base.user_id), app_version: String(base.app_version), locale: base.locale as string | null, devices, ips };
+      user = {
+        user_id: String(base.user_id),
+        app_version: String(base.app_version),
+        locale: base.locale as string | null,
+        devices,
+        ips,
+      };
       known.set(rank, user);
     }
     return user;
@@ -136,9 +245,15 @@ export function createLoginStream(seed: number, users: number): () => string {
   return () => {
     const user = userOf(1 + Math.floor(ZIPF_SHIFT * ((users + ZIPF_SHIFT) / ZIPF_SHIFT) ** random() - ZIPF_SHIFT));
     const device = user.devices[Math.floor(random() * user.devices.length)]!;
-    const ip = user.ips.length === 1 || random() < 0.7 ? user.ips[0]! : user.ips[1 + Math.floor(random() * (user.ips.length - 1))]!;
+    const ip = user.ips.length === 1 || random() < 0.7
+      ? user.ips[0]!
+      : user.ips[1 + Math.floor(random() * (user.ips.length - 1))]!;
     return JSON.stringify({
-      user_id: user.user_id, app_version: user.app_version, device_type: device.device_type, ip, locale: user.locale,
+      user_id: user.user_id,
+      app_version: user.app_version,
+      device_type: device.device_type,
+      ip,
+      locale: user.locale,
       device_id: device.device_id,
     });
   };
@@ -149,7 +264,12 @@ export function createLoginStream(seed: number, users: number): () => string {
  *
  * @returns how many were sent
  */
-export async function sendBodies(sqs: SQSClient, queueUrl: string, bodies: readonly string[], parallel = 16): Promise<number> {
+export async function sendBodies(
+  sqs: SQSClient,
+  queueUrl: string,
+  bodies: readonly string[],
+  parallel = 16,
+): Promise<number> {
   const groups: string[][] = [];
   for (let i = 0; i < bodies.length; i += 10) groups.push(bodies.slice(i, i + 10));
   let next = 0;
@@ -157,12 +277,16 @@ export async function sendBodies(sqs: SQSClient, queueUrl: string, bodies: reado
   async function worker() {
     while (next < groups.length) {
       const group = groups[next++]!;
-      const result = await sqs.send(new SendMessageBatchCommand({
-        QueueUrl: queueUrl,
-        // SQS refuses an empty body; a single space stands in for "nothing".
-        Entries: group.map((body, i) => ({ Id: String(i), MessageBody: body === "" ? " " : body })),
-      }));
-      if (result.Failed?.length) throw new Error(`SendMessageBatch failed for ${result.Failed.length} entries: ${result.Failed[0]!.Code}`);
+      const result = await sqs.send(
+        new SendMessageBatchCommand({
+          QueueUrl: queueUrl,
+          // SQS refuses an empty body; a single space stands in for "nothing".
+          Entries: group.map((body, i) => ({ Id: String(i), MessageBody: body === "" ? " " : body })),
+        }),
+      );
+      if (result.Failed?.length) {
+        throw new Error(`SendMessageBatch failed for ${result.Failed.length} entries: ${result.Failed[0]!.Code}`);
+      }
       sent += group.length;
     }
   }

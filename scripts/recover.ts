@@ -20,7 +20,13 @@ import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError, type PiiField, toStandardSchema } from "../mod.ts";
 import {
-  createToken, decryptEntry, findVaultKey, isToken, parseVaultKeys, VaultDecryptError, type VaultKeys,
+  createToken,
+  decryptEntry,
+  findVaultKey,
+  isToken,
+  parseVaultKeys,
+  VaultDecryptError,
+  type VaultKeys,
 } from "../strategies/_vault-crypto.ts";
 import type { RecoveryFailure } from "../strategies/_vault-schema.ts";
 import { openKeyringRow, SELECT_KEYRING } from "../strategies/vault.ts";
@@ -64,9 +70,11 @@ const NullableText = Type.Union([Type.String(), Type.Null()]);
 /** What `serve_recovery` answers: a denial, the tokens it lacks, or every ciphertext asked for. */
 const ServedRow = Type.Object({
   outcome: Type.Union([Type.Literal("served"), Type.Literal("missing"), Type.Literal("denied")]),
-  detail: NullableText, token: NullableText,
+  detail: NullableText,
+  token: NullableText,
   field: Type.Union([Type.Literal("ip"), Type.Literal("device_id"), Type.Null()]),
-  key_version: Type.Union([Type.Integer(), Type.Null()]), sealed: NullableText,
+  key_version: Type.Union([Type.Integer(), Type.Null()]),
+  sealed: NullableText,
 });
 const sqlServedRow = sql.type(toStandardSchema(ServedRow));
 const sqlMaskedRow = sql.type(toStandardSchema(Type.Object({ masked: Type.String() })));
@@ -86,9 +94,11 @@ async function openTokenKey(pool: DatabasePool, keys: VaultKeys): Promise<Buffer
   if (tokenKey) return tokenKey;
   const live = rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ");
   const { version } = keys.current;
-  throw new ConfigError(rows.some((r) => r.key_version === version && r.retired)
-    ? `VAULT_KEY_VERSION=${version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`
-    : `VAULT_KEY_VERSION=${version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds`);
+  throw new ConfigError(
+    rows.some((r) => r.key_version === version && r.retired)
+      ? `VAULT_KEY_VERSION=${version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`
+      : `VAULT_KEY_VERSION=${version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds`,
+  );
 }
 
 /**
@@ -103,7 +113,11 @@ async function userTokens(pool: DatabasePool, userId: string): Promise<string[]>
   if (masked.length === 0) throw new VaultError(`No rows for user_id ${JSON.stringify(userId)} in user_logins`);
   const tokens = masked.filter(isToken).sort();
   if (tokens.length === 0) {
-    throw new VaultError(`User ${JSON.stringify(userId)} has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy`);
+    throw new VaultError(
+      `User ${
+        JSON.stringify(userId)
+      } has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy`,
+    );
   }
   return tokens;
 }
@@ -117,9 +131,15 @@ async function userTokens(pool: DatabasePool, userId: string): Promise<string[]>
  *   that fail to decrypt or whose value is not the one their token stands for
  * @throws {ConfigError} when a key is wrong or the entry's key version is not configured
  */
-export async function recoverValues(pool: DatabasePool, keys: VaultKeys, request: RecoveryRequest): Promise<RecoveredValue[]> {
+export async function recoverValues(
+  pool: DatabasePool,
+  keys: VaultKeys,
+  request: RecoveryRequest,
+): Promise<RecoveredValue[]> {
   const tokenKey = await openTokenKey(pool, keys);
-  const tokens = request.userId !== undefined ? await userTokens(pool, request.userId) : [...new Set(request.tokens ?? [])];
+  const tokens = request.userId !== undefined
+    ? await userTokens(pool, request.userId)
+    : [...new Set(request.tokens ?? [])];
   // Each call runs in a transaction of its own: the request is committed before anything is
   // served, and the answer (served, denied, failed) is committed with its audit row.
   const requestId = await pool.oneFirst(sql.unsafe`
@@ -131,7 +151,11 @@ export async function recoverValues(pool: DatabasePool, keys: VaultKeys, request
   if (denied) throw new VaultError(`The vault refused the recovery: ${denied.detail}`);
   const missing = new Set(rows.filter((r) => r.outcome === "missing").map((r) => r.token));
   if (missing.size > 0) {
-    throw new VaultError(`${missing.size} token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${tokens.filter((t) => missing.has(t)).join(" ")}`);
+    throw new VaultError(
+      `${missing.size} token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${
+        tokens.filter((t) => missing.has(t)).join(" ")
+      }`,
+    );
   }
   const failed = async (failure: RecoveryFailure, error: Error): Promise<never> => {
     await pool.query(sql.unsafe`SELECT pii_vault.report_recovery_failure(${requestId}, ${failure})`);
@@ -144,24 +168,35 @@ export async function recoverValues(pool: DatabasePool, keys: VaultKeys, request
     const field = row.field!;
     const key = findVaultKey(keys, row.key_version!);
     if (!key) {
-      await failed("key_version_not_configured", new ConfigError(
-        `Token ${token} was encrypted with key version ${row.key_version}, but VAULT_KEY is version ${keys.current.version}: set VAULT_PREVIOUS_KEY and VAULT_PREVIOUS_KEY_VERSION, or finish the rotation`,
-      ));
+      await failed(
+        "key_version_not_configured",
+        new ConfigError(
+          `Token ${token} was encrypted with key version ${row.key_version}, but VAULT_KEY is version ${keys.current.version}: set VAULT_PREVIOUS_KEY and VAULT_PREVIOUS_KEY_VERSION, or finish the rotation`,
+        ),
+      );
     }
     let value: string;
     try {
       value = decryptEntry(key!, field, token, Buffer.from(row.sealed!, "base64"));
     } catch (error) {
       if (!(error instanceof VaultDecryptError)) throw error;
-      return await failed("does_not_authenticate", new VaultError(
-        `The vault entry for ${token} does not authenticate under key version ${key!.version}: it was changed or moved after it was written (or the key is wrong); nothing recovered`,
-      ));
+      return await failed(
+        "does_not_authenticate",
+        new VaultError(
+          `The vault entry for ${token} does not authenticate under key version ${
+            key!.version
+          }: it was changed or moved after it was written (or the key is wrong); nothing recovered`,
+        ),
+      );
     }
     // Whoever holds VAULT_KEY can seal any value under a token not yet written; the token says which value it stands for.
     if (createToken(tokenKey, field, value) !== token) {
-      await failed("token_mismatch", new VaultError(
-        `The vault entry for ${token} holds a value whose token is not ${token}: it was written by a holder of VAULT_KEY with a false value; nothing recovered`,
-      ));
+      await failed(
+        "token_mismatch",
+        new VaultError(
+          `The vault entry for ${token} holds a value whose token is not ${token}: it was written by a holder of VAULT_KEY with a false value; nothing recovered`,
+        ),
+      );
     }
     recovered.push({ field, token, value });
   }
@@ -178,7 +213,9 @@ function parseRecoverArgs(argv: readonly string[], env: Record<string, string | 
   const args = parseVaultArgs(argv, env, { flags: { "user-id": { type: "string" } }, positionals: true });
   if (args.help) return args;
   const userId = args.values["user-id"] as string | undefined;
-  if (userId === undefined && args.positionals.length === 0) throw new ConfigError("Nothing to recover: give tokens, or --user-id ID");
+  if (userId === undefined && args.positionals.length === 0) {
+    throw new ConfigError("Nothing to recover: give tokens, or --user-id ID");
+  }
   if (userId !== undefined && args.positionals.length > 0) throw new ConfigError("Give tokens or --user-id, not both");
   const bad = args.positionals.findIndex((t) => !isToken(t));
   // The argument is not echoed: a mistaken paste may be a raw value.

@@ -23,7 +23,12 @@ import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import { ConfigError, toStandardSchema } from "../mod.ts";
 import {
-  decryptEntry, encryptEntry, parseVaultKeys, VaultDecryptError, type VaultKey, wrapTokenKey,
+  decryptEntry,
+  encryptEntry,
+  parseVaultKeys,
+  VaultDecryptError,
+  type VaultKey,
+  wrapTokenKey,
 } from "../strategies/_vault-crypto.ts";
 import { byteaArray, openKeyringRow, SELECT_KEYRING } from "../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./_vault-command.ts";
@@ -52,7 +57,9 @@ export interface RotationOutcome {
   retired: boolean;
 }
 
-const sqlSealedRow = sql.type(toStandardSchema(Type.Object({ token: Type.String(), field: Type.String(), sealed: Type.String() })));
+const sqlSealedRow = sql.type(
+  toStandardSchema(Type.Object({ token: Type.String(), field: Type.String(), sealed: Type.String() })),
+);
 const sqlFinishRow = sql.type(toStandardSchema(Type.Object({ reencrypted: Type.Integer(), retired: Type.Boolean() })));
 
 /**
@@ -60,23 +67,36 @@ const sqlFinishRow = sql.type(toStandardSchema(Type.Object({ reencrypted: Type.I
  *
  * @returns whether the previous version still has its key (false: retired before)
  */
-async function addKeyringVersion(pool: DatabasePool, current: VaultKey, previous: VaultKey, reason: string): Promise<boolean> {
+async function addKeyringVersion(
+  pool: DatabasePool,
+  current: VaultKey,
+  previous: VaultKey,
+  reason: string,
+): Promise<boolean> {
   const rows = await pool.any(SELECT_KEYRING);
   const newRow = rows.find((r) => r.key_version === current.version);
   const oldRow = rows.find((r) => r.key_version === previous.version);
-  if (newRow?.retired) throw new ConfigError(`VAULT_KEY_VERSION=${current.version} is retired: rotate to a new version number`);
+  if (newRow?.retired) {
+    throw new ConfigError(`VAULT_KEY_VERSION=${current.version} is retired: rotate to a new version number`);
+  }
   if (newRow?.wrapped_token_key) {
     const tokenKey = openKeyringRow(current, newRow.wrapped_token_key);
     if (oldRow?.wrapped_token_key && !openKeyringRow(previous, oldRow.wrapped_token_key).equals(tokenKey)) {
-      throw new VaultError(`Keyring versions ${previous.version} and ${current.version} hold different token keys: refusing to mix them`);
+      throw new VaultError(
+        `Keyring versions ${previous.version} and ${current.version} hold different token keys: refusing to mix them`,
+      );
     }
     return oldRow?.wrapped_token_key != null;
   }
   if (!oldRow?.wrapped_token_key) {
-    throw new ConfigError(`The vault keyring holds neither version ${previous.version} nor ${current.version}: check VAULT_PREVIOUS_KEY_VERSION and VAULT_KEY_VERSION`);
+    throw new ConfigError(
+      `The vault keyring holds neither version ${previous.version} nor ${current.version}: check VAULT_PREVIOUS_KEY_VERSION and VAULT_KEY_VERSION`,
+    );
   }
   const wrapped = wrapTokenKey(current, openKeyringRow(previous, oldRow.wrapped_token_key)).toString("base64");
-  await pool.query(sql.unsafe`SELECT pii_vault.add_key_version(${current.version}, decode(${wrapped}, 'base64'), ${reason})`);
+  await pool.query(
+    sql.unsafe`SELECT pii_vault.add_key_version(${current.version}, decode(${wrapped}, 'base64'), ${reason})`,
+  );
   return true;
 }
 
@@ -98,11 +118,15 @@ export async function rotateVaultKey(
   if (options.addOnly) return { reencrypted: 0, retired: false };
   // Its own transaction, committed before any entry is handed out for re-encryption.
   const requestId = await pool.oneFirst(sql.unsafe`
-    SELECT pii_vault.retire_key_version(${previous.version}, ${current.version}, ${options.reason}, ${options.ticket ?? null})`) as number;
+    SELECT pii_vault.retire_key_version(${previous.version}, ${current.version}, ${options.reason}, ${
+    options.ticket ?? null
+  })`) as number;
   for (;;) {
     const count = await pool.transaction(async (tx) => {
       const rows = await tx.any(sqlSealedRow`
-        SELECT token, field, encode(sealed, 'base64') AS sealed FROM pii_vault.rotation_entries(${requestId}, ${options.batchSize ?? 1000})`);
+        SELECT token, field, encode(sealed, 'base64') AS sealed FROM pii_vault.rotation_entries(${requestId}, ${
+        options.batchSize ?? 1000
+      })`);
       if (rows.length === 0) return 0;
       const sealed = rows.map(({ token, field, sealed }) => {
         let value: string;
@@ -110,12 +134,16 @@ export async function rotateVaultKey(
           value = decryptEntry(previous, field, token, Buffer.from(sealed, "base64"));
         } catch (error) {
           if (!(error instanceof VaultDecryptError)) throw error;
-          throw new VaultError(`The vault entry for ${token} does not open under key version ${previous.version} (changed after it was written?): rotation stopped, nothing of this batch changed`);
+          throw new VaultError(
+            `The vault entry for ${token} does not open under key version ${previous.version} (changed after it was written?): rotation stopped, nothing of this batch changed`,
+          );
         }
         return encryptEntry(current, field, token, value);
       });
       await tx.query(sql.unsafe`
-        SELECT pii_vault.rotation_store(${requestId}, ${sql.array(rows.map((r) => r.token), "text")}, ${byteaArray(sealed)})`);
+        SELECT pii_vault.rotation_store(${requestId}, ${sql.array(rows.map((r) => r.token), "text")}, ${
+        byteaArray(sealed)
+      })`);
       return rows.length;
     });
     if (count === 0) break;
@@ -125,7 +153,8 @@ export async function rotateVaultKey(
 
 function parseRotateArgs(argv: readonly string[], env: Record<string, string | undefined>): VaultArgs {
   const args = parseVaultArgs(argv, env, {
-    flags: { "batch-size": { type: "string" }, "add-only": { type: "boolean" } }, reasonOptional: true,
+    flags: { "batch-size": { type: "string" }, "add-only": { type: "boolean" } },
+    reasonOptional: true,
   });
   if (args.help) return args;
   const size = args.values["batch-size"] as string | undefined;
@@ -133,7 +162,9 @@ function parseRotateArgs(argv: readonly string[], env: Record<string, string | u
     throw new ConfigError(`--batch-size must be a whole number from 1 to 100000, got "${size}"`);
   }
   if (!parseVaultKeys(env).previous) {
-    throw new ConfigError("VAULT_PREVIOUS_KEY is not set: rotation needs the old key there and the new one in VAULT_KEY");
+    throw new ConfigError(
+      "VAULT_PREVIOUS_KEY is not set: rotation needs the old key there and the new one in VAULT_KEY",
+    );
   }
   return args;
 }
@@ -144,14 +175,19 @@ async function main(argv: readonly string[], env: Record<string, string | undefi
     const size = args.values["batch-size"] as string | undefined;
     const addOnly = args.values["add-only"] === true;
     const outcome = await rotateVaultKey(pool, { current, previous: previous! }, {
-      reason: args.reason || "key rotation", ticket: args.ticket || undefined, batchSize: size ? Number(size) : undefined, addOnly,
+      reason: args.reason || "key rotation",
+      ticket: args.ticket || undefined,
+      batchSize: size ? Number(size) : undefined,
+      addOnly,
     });
     const versions = `from_version=${previous!.version} to_version=${current.version}`;
     process.stdout.write(
       addOnly && !outcome.retired
         ? `added: ${versions} previous_version_still_accepted (move the loaders to version ${current.version}, then run again without --add-only)\n`
         : `rotated: reencrypted=${outcome.reencrypted} ${versions} ` +
-          `${outcome.retired ? "previous_version_retired" : "previous_version_kept (entries of it remain: run again)"}\n`,
+          `${
+            outcome.retired ? "previous_version_retired" : "previous_version_kept (entries of it remain: run again)"
+          }\n`,
     );
   });
 }

@@ -13,7 +13,11 @@ import { type Config, parseConfig, VERSION } from "./config.ts";
 import type { MaskStrategy } from "./contract.ts";
 import { createConsumer } from "./consumer/consumer.ts";
 import {
-  DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_MB, DEFAULT_STOP_GRACE_SECONDS,
+  DEFAULT_BATCH_DEADLINE_SECONDS,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_MAX_IN_FLIGHT_MB,
+  DEFAULT_STOP_GRACE_SECONDS,
   STOP_MARGIN_SECONDS,
 } from "./consumer/options.ts";
 import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
@@ -231,14 +235,23 @@ function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logg
 }
 
 /** Consume until drained or stopped, with the metrics server and the batch log beside it. */
-async function consume(config: Config, strategy: MaskStrategy, sqs: SQSClient, opened: { pool?: DatabasePool }, terminal: Terminal) {
+async function consume(
+  config: Config,
+  strategy: MaskStrategy,
+  sqs: SQSClient,
+  opened: { pool?: DatabasePool },
+  terminal: Terminal,
+) {
   const { logger } = terminal;
   const { source, dlq, pool } = await startServices(config, strategy, sqs, opened);
   warnWithoutRedrivePolicy(source, config, logger);
   const metrics = config.metricsPort === undefined ? undefined : createMetrics();
   const batchSummary = createBatchSummary(logger);
   const consumer = createConsumer({
-    sqs, pool, strategy, logger,
+    sqs,
+    pool,
+    strategy,
+    logger,
     observer: {
       onBatch(report) {
         metrics?.observer.onBatch(report);
@@ -262,17 +275,32 @@ async function consume(config: Config, strategy: MaskStrategy, sqs: SQSClient, o
   try {
     if (metrics && config.metricsPort !== undefined) {
       const render = () => metrics.render(consumer.stats, consumer.inFlight, consumer.inFlightBytes);
-      server = await startMetricsServer(config.metricsPort, { render, contentType: metrics.contentType },
-        createReadinessChecks(pool, sqs, config.queueUrl), config.metricsHost);
+      server = await startMetricsServer(
+        config.metricsPort,
+        { render, contentType: metrics.contentType },
+        createReadinessChecks(pool, sqs, config.queueUrl),
+        config.metricsHost,
+      );
     }
     logger.info("consuming", {
-      queue: redactUrl(config.queueUrl), dlq: config.dlqUrl ? redactUrl(config.dlqUrl) : "none", strategy: strategy.name,
-      drain: config.drain, batch_size: config.batchSize, concurrency: config.concurrency, max_in_flight_mb: config.maxInFlightMb,
-      stop_grace_s: config.stopGraceSeconds, metrics_port: server?.port,
+      queue: redactUrl(config.queueUrl),
+      dlq: config.dlqUrl ? redactUrl(config.dlqUrl) : "none",
+      strategy: strategy.name,
+      drain: config.drain,
+      batch_size: config.batchSize,
+      concurrency: config.concurrency,
+      max_in_flight_mb: config.maxInFlightMb,
+      stop_grace_s: config.stopGraceSeconds,
+      metrics_port: server?.port,
     });
     if (config.drain && process.stderr.isTTY === true) {
-      terminal.showProgress(createProgressLine(consumer.stats, async () => (await readQueueDepth(sqs, config.queueUrl)).visible,
-        (text) => process.stderr.write(text)));
+      terminal.showProgress(
+        createProgressLine(
+          consumer.stats,
+          async () => (await readQueueDepth(sqs, config.queueUrl)).visible,
+          (text) => process.stderr.write(text),
+        ),
+      );
     }
     const stats = await consumer.run();
     terminal.stopProgress();

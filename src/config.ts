@@ -6,12 +6,15 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import {
-  DEFAULT_BATCH_DEADLINE_SECONDS, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_MAX_IN_FLIGHT_MB, DEFAULT_STOP_GRACE_SECONDS,
+  DEFAULT_BATCH_DEADLINE_SECONDS,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_CONCURRENCY,
+  DEFAULT_MAX_IN_FLIGHT_MB,
+  DEFAULT_STOP_GRACE_SECONDS,
 } from "./consumer/options.ts";
 import { ConfigError } from "./errors.ts";
 import { LOG_LEVELS, type LogLevel } from "./log.ts";
 import { DEFAULT_STRATEGY } from "./masking.ts";
-
 
 /** This release; package.json and deno.json carry the same (a test holds them together). */
 export const VERSION = "0.1.0";
@@ -80,7 +83,9 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
   const version = values.version === true;
   const pick = (flag: string, variable?: string): Setting | undefined => {
     const fromFlag = values[flag] as string | undefined;
-    const [value, source] = fromFlag !== undefined ? [fromFlag, `--${flag}`] : [variable ? env[variable] : undefined, variable ?? ""];
+    const [value, source] = fromFlag !== undefined
+      ? [fromFlag, `--${flag}`]
+      : [variable ? env[variable] : undefined, variable ?? ""];
     return value === undefined || value.trim() === "" ? undefined : { value: value.trim(), source };
   };
   const count = (setting: Setting | undefined, fallback: number, min: number, max: number) =>
@@ -100,7 +105,12 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), 1, 65_535),
     metricsHost: pick("metrics-host", "METRICS_HOST")?.value,
     stopGraceSeconds: count(pick("stop-grace", "STOP_GRACE_SECONDS"), DEFAULT_STOP_GRACE_SECONDS, 0, 3_600),
-    batchDeadlineSeconds: count(pick("batch-deadline", "BATCH_DEADLINE_SECONDS"), DEFAULT_BATCH_DEADLINE_SECONDS, 1, 86_400),
+    batchDeadlineSeconds: count(
+      pick("batch-deadline", "BATCH_DEADLINE_SECONDS"),
+      DEFAULT_BATCH_DEADLINE_SECONDS,
+      1,
+      86_400,
+    ),
     maxInFlightMb: count(pick("max-in-flight-mb", "MAX_IN_FLIGHT_MB"), DEFAULT_MAX_IN_FLIGHT_MB, 1, 65_536),
     help,
     version,
@@ -109,7 +119,9 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
   parseQueueUrl(queueUrl?.value, queueUrl?.source);
   if (dlqUrl) checkUrl(dlqUrl.value, dlqUrl.source, ["http:", "https:"]);
   if (dlqUrl && dlqUrl.value === queueUrl?.value) {
-    throw new ConfigError(`${dlqUrl.source} is the same queue as ${queueUrl.source}: invalid messages would come straight back`);
+    throw new ConfigError(
+      `${dlqUrl.source} is the same queue as ${queueUrl.source}: invalid messages would come straight back`,
+    );
   }
   if (!databaseUrl) throw new ConfigError("No database given: pass --database-url URL or set DATABASE_URL");
   checkUrl(databaseUrl.value, databaseUrl.source, ["postgres:", "postgresql:"]);
@@ -122,13 +134,16 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
  * @throws {ConfigError} for an unknown flag or a missing value, pointing to --help
  */
 export function parseFlags(
-  argv: readonly string[], options: ParseArgsOptionsConfig,
+  argv: readonly string[],
+  options: ParseArgsOptionsConfig,
 ): Record<string, string | boolean | (string | boolean)[] | undefined> {
   try {
     return parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values;
   } catch (error) {
     // node's messages are long and mention internals; keep the first sentence, which the user acts on.
-    const message = error instanceof Error ? error.message.split("\n")[0]!.split(". ")[0]!.replace(/\.$/, "") : String(error);
+    const message = error instanceof Error
+      ? error.message.split("\n")[0]!.split(". ")[0]!.replace(/\.$/, "")
+      : String(error);
     throw new ConfigError(`${message}; run with --help to see the flags`);
   }
 }
@@ -152,7 +167,13 @@ export function parseQueueUrl(raw: string | undefined, source = "--queue-url"): 
  * @param source where it came from, for the error: the flag (`--count`) or the variable (`METRICS_PORT`)
  * @throws {ConfigError} naming the source and the range when it is not a whole number in [min, max]
  */
-export function parseCount(raw: string | undefined, source: string, fallback: number, min: number, max: number): number {
+export function parseCount(
+  raw: string | undefined,
+  source: string,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
   if (raw === undefined) return fallback;
   const value = Number(raw);
   if (!/^\d+$/.test(raw.trim()) || value < min || value > max) {

@@ -61,8 +61,11 @@ export class DatabaseCallAbandonedError extends Error {
 function withCallDeadlines(factory: DriverFactory): DriverFactory {
   return async (input) => {
     // Setting up reads type ids over a connection of its own: bounded like any call.
-    const driver = await withTimeout(factory(input), DATABASE_CALL_DEADLINE_MS,
-      () => new DatabaseCallAbandonedError(`no answer from Postgres within ${DATABASE_CALL_DEADLINE_MS / 1000} s`));
+    const driver = await withTimeout(
+      factory(input),
+      DATABASE_CALL_DEADLINE_MS,
+      () => new DatabaseCallAbandonedError(`no answer from Postgres within ${DATABASE_CALL_DEADLINE_MS / 1000} s`),
+    );
     return {
       createClient: async () => {
         const client = await driver.createClient();
@@ -79,7 +82,10 @@ function withCallDeadlines(factory: DriverFactory): DriverFactory {
           const { deadlineMs = DATABASE_CALL_DEADLINE_MS, signal } = callLimits.getStore() ?? {};
           if (signal?.aborted) return Promise.reject(abandon("call abandoned"));
           return new Promise((resolve, reject) => {
-            const timer = setTimeout(() => reject(abandon(`no answer from Postgres within ${deadlineMs / 1000} s`)), deadlineMs);
+            const timer = setTimeout(
+              () => reject(abandon(`no answer from Postgres within ${deadlineMs / 1000} s`)),
+              deadlineMs,
+            );
             const onAbort = () => reject(abandon("call abandoned"));
             signal?.addEventListener("abort", onAbort, { once: true });
             client.query(text, values, options).then(resolve, reject).finally(() => {
@@ -113,8 +119,12 @@ export async function createDatabasePool(databaseUrl: string, maxPoolSize = 4): 
     idleInTransactionSessionTimeout: IDLE_IN_TRANSACTION_TIMEOUT_MS,
     gracefulTerminationTimeout: CONNECTION_CLOSE_WAIT_MS,
     // Slonik's reset on release, bounded: a reset that does not answer destroys the connection.
-    resetConnection: ({ query }) => withTimeout(query("DISCARD ALL"), DATABASE_CALL_DEADLINE_MS,
-      () => new DatabaseCallAbandonedError("no answer to DISCARD ALL")),
+    resetConnection: ({ query }) =>
+      withTimeout(
+        query("DISCARD ALL"),
+        DATABASE_CALL_DEADLINE_MS,
+        () => new DatabaseCallAbandonedError("no answer to DISCARD ALL"),
+      ),
     captureStackTrace: false,
   });
 }

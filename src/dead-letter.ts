@@ -12,13 +12,17 @@ import { SQS_MAX_BATCH, SQS_MAX_BATCH_BYTES } from "./sqs.ts";
 /** A dead-letter reason is cut to this many bytes at most. */
 const MAX_REASON_BYTES = 1_000;
 /** Characters SQS accepts in a message or attribute (as the emulator checks: the BMP only). */
+// deno-lint-ignore no-control-regex -- control characters are what it finds
 const NOT_SQS_TEXT = /[^\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD]/g;
 
 /** A dead-letter entry ready to send, and the bytes SQS counts for it. */
 export interface DeadLetterEntry {
   entry: {
     MessageBody: string;
-    MessageAttributes: Record<"invalid_reason" | "source_message_id" | "source_sent_timestamp", { DataType: string; StringValue: string }>;
+    MessageAttributes: Record<
+      "invalid_reason" | "source_message_id" | "source_sent_timestamp",
+      { DataType: string; StringValue: string }
+    >;
   };
   bytes: number;
 }
@@ -31,7 +35,11 @@ export interface DeadLetterEntry {
  * @param maxBytes the DLQ's `MaximumMessageSize`, at most SQS's 1 MiB
  * @returns the entry, or undefined when the body leaves no room even for a shortened reason
  */
-export function fitDeadLetterEntry(message: Message, reason: string, maxBytes = SQS_MAX_BATCH_BYTES): DeadLetterEntry | undefined {
+export function fitDeadLetterEntry(
+  message: Message,
+  reason: string,
+  maxBytes = SQS_MAX_BATCH_BYTES,
+): DeadLetterEntry | undefined {
   const MessageBody = message.Body || "(empty body)";
   const sourceId = message.MessageId ?? "";
   const sentTimestamp = message.Attributes?.SentTimestamp ?? "0";
@@ -76,7 +84,11 @@ function cutToBytes(text: string, maxBytes: number): string {
  * ten large invalid bodies in one SendMessageBatch are refused whole (BatchRequestTooLong),
  * which stopped the tool (found by the poison tests).
  */
-export function chunkByBytes<T>(items: readonly T[], bytesOf: (item: T) => number, maxBytes = SQS_MAX_BATCH_BYTES): T[][] {
+export function chunkByBytes<T>(
+  items: readonly T[],
+  bytesOf: (item: T) => number,
+  maxBytes = SQS_MAX_BATCH_BYTES,
+): T[][] {
   const groups: T[][] = [];
   let group: T[] = [];
   let bytes = 0;

@@ -40,7 +40,14 @@ export function errorCode(error: unknown): string | undefined {
 
 /** System error codes of a network that failed or is not there yet: worth waiting out. */
 const NETWORK_ERROR_CODES = new Set([
-  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EPIPE", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "ENOTFOUND",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+  "ENOTFOUND",
 ]);
 
 /** Whether a code along the chain says the network failed (refused, reset, unreachable, no name). */

@@ -33,15 +33,21 @@ export function createReadinessChecks(pool: DatabasePool, sqs: SQSClient, queueU
     async postgres() {
       try {
         // The call's own deadline closes a silent connection; the outer one covers the wait for a free one.
-        await withTimeout(withDatabaseCallLimits({ deadlineMs: READY_CHECK_TIMEOUT_MS }, () => pool.query(sql.unsafe`SELECT 1`)), READY_CHECK_TIMEOUT_MS);
+        await withTimeout(
+          withDatabaseCallLimits({ deadlineMs: READY_CHECK_TIMEOUT_MS }, () => pool.query(sql.unsafe`SELECT 1`)),
+          READY_CHECK_TIMEOUT_MS,
+        );
       } catch (error) {
         throw new Error(describeDatabaseError(error));
       }
     },
     async sqs() {
       try {
-        await boundedSqsCall((options) =>
-          sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["QueueArn"] }), options), READY_CHECK_TIMEOUT_MS);
+        await boundedSqsCall(
+          (options) =>
+            sqs.send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ["QueueArn"] }), options),
+          READY_CHECK_TIMEOUT_MS,
+        );
       } catch (error) {
         throw new Error(describeSqsError(error));
       }
@@ -96,20 +102,32 @@ export async function startMetricsServer(
     }
     if (path === "/healthz") return reply(200, "ok\n");
     if (path === "/readyz") {
-      void readiness().then(({ ok, text }) => reply(ok ? 200 : 503, text), () => reply(503, "readiness check failed\n"));
+      void readiness().then(
+        ({ ok, text }) => reply(ok ? 200 : 503, text),
+        () => reply(503, "readiness check failed\n"),
+      );
       return;
     }
     reply(404, "try /metrics, /healthz or /readyz\n");
   });
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (error) => reject(new FatalError(`Cannot serve metrics on ${host ?? "every interface"} port ${port}: ${(error as Error).message}`)));
+    server.once(
+      "error",
+      (error) =>
+        reject(
+          new FatalError(
+            `Cannot serve metrics on ${host ?? "every interface"} port ${port}: ${(error as Error).message}`,
+          ),
+        ),
+    );
     server.listen(port, host, () => resolve());
   });
   return {
     port: (server.address() as { port: number }).port,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections?.();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -51,7 +51,9 @@ const PII_FIELD_PATHS = ["ip", "device_id", "body", "Body", "*.ip", "*.device_id
 export function createLogger({ level = "info", pretty = false, write }: LoggerOptions = {}): Logger {
   // pino-pretty's formatter, used synchronously: its stream form pipes into a stream of its
   // own, and a log line must be out before the progress line is drawn again.
-  const format = pretty ? prettyFactory({ singleLine: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname" }) : undefined;
+  const format = pretty
+    ? prettyFactory({ singleLine: true, translateTime: "HH:MM:ss.l", ignore: "pid,hostname" })
+    : undefined;
   const destination: DestinationStream = write || format
     ? { write: (chunk: string) => (write ?? writeStderr)((format ? format(chunk) : chunk).replace(/\n$/, "")) }
     : pino.destination({ fd: 2, sync: true });

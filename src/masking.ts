@@ -92,7 +92,9 @@ function maskValue(strategy: MaskStrategy, value: string, field: PiiField): stri
 
 /** A strategy's error may name the value it was given: redact it before anyone logs it. */
 function maskFailure(strategy: MaskStrategy, value: string, field: PiiField, error: unknown): FatalError {
-  return new FatalError(`Strategy ${strategy.name} failed to mask ${field}: ${redactValues(firstLineScrubbed(error), [value])}`);
+  return new FatalError(
+    `Strategy ${strategy.name} failed to mask ${field}: ${redactValues(firstLineScrubbed(error), [value])}`,
+  );
 }
 
 function checkMasked(strategy: MaskStrategy, value: string, field: PiiField, masked: unknown): string {

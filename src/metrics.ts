@@ -20,10 +20,16 @@ const STAT_COUNTERS: ReadonlyArray<[name: string, stat: keyof ConsumerStats, hel
   ["rows_loaded_total", "loaded", "Rows inserted into user_logins."],
   ["duplicates_total", "duplicates", "Messages whose row was already loaded (redeliveries)."],
   ["messages_dead_lettered_total", "deadLettered", "Invalid or refused messages sent to the dead-letter queue."],
-  ["messages_left_in_queue_total", "leftInQueue",
-    "Invalid messages left in the queue for its redrive policy: no DLQ set, too big for the DLQ, or refused by it."],
-  ["messages_released_total", "released",
-    "Messages handed back to the queue unfinished: at a stop, or not committed by their batch's deadline."],
+  [
+    "messages_left_in_queue_total",
+    "leftInQueue",
+    "Invalid messages left in the queue for its redrive policy: no DLQ set, too big for the DLQ, or refused by it.",
+  ],
+  [
+    "messages_released_total",
+    "released",
+    "Messages handed back to the queue unfinished: at a stop, or not committed by their batch's deadline.",
+  ],
 ];
 
 /** Metrics fed by the consumer's observer and read from its counters at scrape time. */
@@ -40,22 +46,38 @@ export function createMetrics(): Metrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  const counters = STAT_COUNTERS.map(([name, stat, help]) => ({ stat, counter: new Counter({ name: `${METRIC_PREFIX}_${name}`, help, registers }) }));
+  const counters = STAT_COUNTERS.map(([name, stat, help]) => ({
+    stat,
+    counter: new Counter({ name: `${METRIC_PREFIX}_${name}`, help, registers }),
+  }));
   const retries = new Counter({
-    name: `${METRIC_PREFIX}_retries_total`, help: "Calls retried after a transient fault, by service.", labelNames: ["service"], registers,
+    name: `${METRIC_PREFIX}_retries_total`,
+    help: "Calls retried after a transient fault, by service.",
+    labelNames: ["service"],
+    registers,
   });
   for (const service of ["sqs", "postgres"]) retries.inc({ service }, 0);
   const inFlightMessages = new Gauge({
-    name: `${METRIC_PREFIX}_in_flight_messages`, help: "Messages received and not yet deleted or released.", registers,
+    name: `${METRIC_PREFIX}_in_flight_messages`,
+    help: "Messages received and not yet deleted or released.",
+    registers,
   });
   const inFlightBytesGauge = new Gauge({
-    name: `${METRIC_PREFIX}_in_flight_bytes`, help: "Bytes of the bodies of the messages in flight (bounded by --max-in-flight-mb).", registers,
+    name: `${METRIC_PREFIX}_in_flight_bytes`,
+    help: "Bytes of the bodies of the messages in flight (bounded by --max-in-flight-mb).",
+    registers,
   });
   const batchSize = new Histogram({
-    name: `${METRIC_PREFIX}_batch_size`, help: "Messages per written batch.", buckets: BATCH_SIZE_BUCKETS, registers,
+    name: `${METRIC_PREFIX}_batch_size`,
+    help: "Messages per written batch.",
+    buckets: BATCH_SIZE_BUCKETS,
+    registers,
   });
   const batchSeconds = new Histogram({
-    name: `${METRIC_PREFIX}_batch_duration_seconds`, help: "Time from masking a batch to its commit.", buckets: BATCH_SECONDS_BUCKETS, registers,
+    name: `${METRIC_PREFIX}_batch_duration_seconds`,
+    help: "Time from masking a batch to its commit.",
+    buckets: BATCH_SECONDS_BUCKETS,
+    registers,
   });
   return {
     observer: {

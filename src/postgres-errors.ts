@@ -17,8 +17,12 @@ const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "40", "55P03", "58"];
 const ROW_CODE_PREFIXES = ["22", "23", "54"];
 /** Slonik's and our own names for a connection lost or a call given up on. */
 const TRANSIENT_ERROR_NAMES = new Set([
-  "ConnectionError", "BackendTerminatedError", "BackendTerminatedUnexpectedlyError", "StatementTimeoutError",
-  "IdleTransactionTimeoutError", "DatabaseCallAbandonedError",
+  "ConnectionError",
+  "BackendTerminatedError",
+  "BackendTerminatedUnexpectedlyError",
+  "StatementTimeoutError",
+  "IdleTransactionTimeoutError",
+  "DatabaseCallAbandonedError",
 ]);
 const TRANSIENT_MESSAGE =
   /connection terminated|timeout exceeded when trying to connect|connect ECONNREFUSED|Connection refused/i;
@@ -72,7 +76,9 @@ export function describeConnectionError(error: unknown, databaseUrl: string): st
     : undefined;
   if (parameter) {
     const takes = parameter.values ? `: it takes ${parameter.values.join(", ")}` : "";
-    return `The URL's ${parameter.path?.join(".") ?? "query"} parameter is not one the Postgres client takes${takes} (check --database-url)`;
+    return `The URL's ${
+      parameter.path?.join(".") ?? "query"
+    } parameter is not one the Postgres client takes${takes} (check --database-url)`;
   }
   if (chain.some((e) => e instanceof URIError)) {
     return `The password in ${where} holds a % that is not a percent-escape: write % as %25 (or leave the password out of the URL and set PGPASSWORD)`;

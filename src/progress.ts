@@ -33,7 +33,14 @@ export function createBatchSummary(logger: Logger, intervalMs = SUMMARY_INTERVAL
     if (pending.batches === 0) return;
     const { batches, rows, duplicates, rejected, totalMs, maxMs } = pending;
     pending = empty();
-    logger.info("batches written", { batches, rows, duplicates, rejected, ms_avg: Math.round(totalMs / batches), ms_max: maxMs });
+    logger.info("batches written", {
+      batches,
+      rows,
+      duplicates,
+      rejected,
+      ms_avg: Math.round(totalMs / batches),
+      ms_max: maxMs,
+    });
   };
   // Not unref'd: Deno's timers are numbers; `stop()` ends it, as main does in its finally.
   const timer = setInterval(flush, intervalMs);
@@ -122,5 +129,7 @@ export function formatSummary(stats: ConsumerStats): string {
   const seconds = ((stats.finishedAt ?? Date.now()) - stats.startedAt) / 1000;
   const rate = seconds > 0 ? Math.round(stats.loaded / seconds) : 0;
   return `loaded=${stats.loaded} duplicates=${stats.duplicates} dead_lettered=${stats.deadLettered} ` +
-    `left_in_queue=${stats.leftInQueue} released=${stats.released} retries=${stats.retries} seconds=${seconds.toFixed(2)} rate=${rate}/s`;
+    `left_in_queue=${stats.leftInQueue} released=${stats.released} retries=${stats.retries} seconds=${
+      seconds.toFixed(2)
+    } rate=${rate}/s`;
 }

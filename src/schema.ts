@@ -9,8 +9,16 @@
 import { isIP } from "node:net";
 import type { Message } from "@aws-sdk/client-sqs";
 import {
-  FormatRegistry, Kind, type Static, type TInteger, type TObject, type TOptional, type TString, Type, TypeRegistry,
+  FormatRegistry,
+  Kind,
+  type Static,
+  type TInteger,
+  type TObject,
+  type TOptional,
+  type TString,
   type TUnsafe,
+  Type,
+  TypeRegistry,
 } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { type QuerySqlToken, sql, type ValueExpression } from "slonik";
@@ -128,7 +136,8 @@ const checkLoginMessage = TypeCompiler.Compile(LoginMessage);
 
 /** Typed SQL: Slonik checks every row these queries return against the schema. */
 export const sqlUserLoginRow: (
-  template: TemplateStringsArray, ...values: ValueExpression[]
+  template: TemplateStringsArray,
+  ...values: ValueExpression[]
 ) => QuerySqlToken<StandardSchemaV1<UserLoginRow, UserLoginRow>> = sql.type(toStandardSchema(UserLoginRow));
 /**
  * Encode "M.m.p" (each part 0-99) as M*10000 + m*100 + p, which sorts like the version.

@@ -14,14 +14,19 @@ import type { MaskedRecord } from "./masking.ts";
 import { classifyDatabaseError } from "./postgres-errors.ts";
 import { toStandardSchema } from "./typed-sql.ts";
 
-
 /** The table this tool fills: a contract, created exactly so when absent, never altered. */
 export const USER_LOGINS_DDL: QuerySqlToken = sql.unsafe`
   CREATE TABLE IF NOT EXISTS user_logins(
     user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
     masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`;
 const USER_LOGINS_COLUMNS = [
-  "user_id", "device_type", "masked_ip", "masked_device_id", "locale", "app_version", "create_date",
+  "user_id",
+  "device_type",
+  "masked_ip",
+  "masked_device_id",
+  "locale",
+  "app_version",
+  "create_date",
 ] as const;
 
 /** The tool's own table: which SQS messages already have their row, so redelivery adds none. */
@@ -63,7 +68,9 @@ export async function ensureSchema(pool: DatabasePool): Promise<void> {
       WHERE attrelid = 'user_logins'::regclass AND attnum > 0 AND NOT attisdropped`);
     const missing = USER_LOGINS_COLUMNS.filter((column) => !columns.includes(column));
     if (missing.length > 0) {
-      throw new FatalError(`Table user_logins lacks column(s) ${missing.join(", ")}: it is not the user_logins this tool loads`);
+      throw new FatalError(
+        `Table user_logins lacks column(s) ${missing.join(", ")}: it is not the user_logins this tool loads`,
+      );
     }
     // Create only what is missing: CREATE ... IF NOT EXISTS still needs CREATE on the
     // schema, which a loading role that was handed existing tables need not have.
@@ -103,7 +110,9 @@ async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> 
     await tx.query(sql.unsafe`
       CREATE FUNCTION ${prune}() RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
         DELETE FROM ${sql.identifier([ledger.schema, PROCESSED_TABLE])}
-        WHERE processed_at < now() - make_interval(days => ${sql.literalValue(String(PROCESSED_RETENTION_DAYS))}::int) $$`);
+        WHERE processed_at < now() - make_interval(days => ${
+      sql.literalValue(String(PROCESSED_RETENTION_DAYS))
+    }::int) $$`);
     await tx.query(sql.unsafe`REVOKE ALL ON FUNCTION ${prune}() FROM PUBLIC`);
   }
   const mayPrune = await tx.oneFirst(sql.unsafe`
@@ -111,7 +120,10 @@ async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> 
   if (mayPrune) {
     // Housekeeping that may take minutes on a big table: its own limits, not a batch's.
     await tx.query(sql.unsafe`SELECT set_config('statement_timeout', ${String(PRUNE_TIMEOUT_MS)}, true)`);
-    await withDatabaseCallLimits({ deadlineMs: PRUNE_TIMEOUT_MS + 5_000 }, () => tx.query(sql.unsafe`SELECT ${prune}()`));
+    await withDatabaseCallLimits(
+      { deadlineMs: PRUNE_TIMEOUT_MS + 5_000 },
+      () => tx.query(sql.unsafe`SELECT ${prune}()`),
+    );
   }
 }
 
@@ -138,7 +150,14 @@ export async function insertRows(
 ): Promise<InsertedRows> {
   if (batch.length === 0) return { inserted: 0 };
   const tuples = batch.map(({ record, row }) => [
-    record.messageId, row.user_id, row.device_type, row.masked_ip, row.masked_device_id, row.locale, row.app_version, row.create_date,
+    record.messageId,
+    row.user_id,
+    row.device_type,
+    row.masked_ip,
+    row.masked_device_id,
+    row.locale,
+    row.app_version,
+    row.create_date,
   ]);
   const columns = sql.join(USER_LOGINS_COLUMNS.map((c) => sql.identifier([c])), sql.fragment`, `);
   const rows = sql.fragment`
@@ -155,7 +174,9 @@ export async function insertRows(
       SELECT ${columns} FROM batch WHERE message_id IN (SELECT message_id FROM fresh)
       RETURNING 1
     )`;
-  if (!strategy.persist) return { inserted: await tx.oneFirst(sqlInsertedCount`${rows} SELECT count(*)::int AS inserted FROM inserted`) };
+  if (!strategy.persist) {
+    return { inserted: await tx.oneFirst(sqlInsertedCount`${rows} SELECT count(*)::int AS inserted FROM inserted`) };
+  }
   const { inserted, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
     ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
   const fresh = new Set(freshIds);
@@ -167,7 +188,11 @@ export async function insertRows(
     // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
     // else is the strategy's, and may name the raw values it was handed.
     if (classifyDatabaseError(error) !== "fatal" || errorCode(error) !== undefined) throw error;
-    throw new FatalError(`Strategy ${strategy.name} failed to persist: ${redactValues(firstLineScrubbed(error), values.map((v) => v.value))}`);
+    throw new FatalError(
+      `Strategy ${strategy.name} failed to persist: ${
+        redactValues(firstLineScrubbed(error), values.map((v) => v.value))
+      }`,
+    );
   }
 }
 

@@ -5,9 +5,7 @@
  *
  * @module
  */
-import {
-  GetQueueAttributesCommand, SQSClient, type SQSClientConfig,
-} from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
 import { ConfigError, errorChain, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
 import { type Logger, SILENT_LOGGER } from "./log.ts";
 import { deadlineSignal } from "./timing.ts";
@@ -34,7 +32,8 @@ export function createSqsClient(logger: Logger = SILENT_LOGGER): SQSClient {
   const sdkLogger = {
     debug: () => {},
     warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),
-    error: (entry: unknown) => logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
+    error: (entry: unknown) =>
+      logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
   };
   return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
 }
@@ -63,7 +62,11 @@ export interface SqsCallOptions {
  * await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({ QueueUrl }), options));
  * ```
  */
-export async function boundedSqsCall<T>(call: (options: SqsCallOptions) => Promise<T>, deadlineMs = SQS_CALL_DEADLINE_MS, signal?: AbortSignal): Promise<T> {
+export async function boundedSqsCall<T>(
+  call: (options: SqsCallOptions) => Promise<T>,
+  deadlineMs = SQS_CALL_DEADLINE_MS,
+  signal?: AbortSignal,
+): Promise<T> {
   const deadline = deadlineSignal(deadlineMs, signal);
   try {
     return await call({ abortSignal: deadline.signal });
@@ -96,9 +99,15 @@ export async function inspectQueue(client: SQSClient, queueUrl: string, flag: st
     throw new ConfigError("AWS region is not set: set AWS_REGION (or a region in your AWS profile)");
   }
   try {
-    const { Attributes = {} } = await boundedSqsCall((options) => client.send(new GetQueueAttributesCommand({
-      QueueUrl: queueUrl, AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy"],
-    }), options));
+    const { Attributes = {} } = await boundedSqsCall((options) =>
+      client.send(
+        new GetQueueAttributesCommand({
+          QueueUrl: queueUrl,
+          AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy"],
+        }),
+        options,
+      )
+    );
     return {
       visibilityTimeoutSeconds: Number(Attributes.VisibilityTimeout ?? 30),
       maximumMessageSize: Number(Attributes.MaximumMessageSize ?? SQS_MAX_BATCH_BYTES),
@@ -113,7 +122,9 @@ function parseRedrivePolicy(raw: string | undefined): QueueInfo["redrivePolicy"]
   if (!raw) return undefined;
   try {
     const { maxReceiveCount, deadLetterTargetArn } = JSON.parse(raw);
-    return Number(maxReceiveCount) > 0 ? { maxReceiveCount: Number(maxReceiveCount), deadLetterTargetArn: String(deadLetterTargetArn) } : undefined;
+    return Number(maxReceiveCount) > 0
+      ? { maxReceiveCount: Number(maxReceiveCount), deadLetterTargetArn: String(deadLetterTargetArn) }
+      : undefined;
   } catch {
     return undefined;
   }
@@ -131,7 +142,9 @@ export function describeSqsError(error: unknown): string {
   if (/AccessDenied/.test(name)) return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
   if (networkCode) {
     const endpoint = process.env.AWS_ENDPOINT_URL;
-    return `endpoint unreachable (${networkCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${endpoint ? redactUrl(endpoint) : "unset"})`;
+    return `endpoint unreachable (${networkCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${
+      endpoint ? redactUrl(endpoint) : "unset"
+    })`;
   }
   return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
 }
@@ -143,7 +156,8 @@ export function isTransientSqsError(error: unknown): boolean {
   if (status !== undefined && (status >= 500 || status === 429)) return true;
   if (e?.$retryable) return true;
   if (/Throttl|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
-  return networkErrorCode(error) !== undefined || errorChain(error).some((x) => /socket hang up|ECONNREFUSED/.test(x.message));
+  return networkErrorCode(error) !== undefined ||
+    errorChain(error).some((x) => /socket hang up|ECONNREFUSED/.test(x.message));
 }
 
 /** How many messages a queue holds, by state. */
@@ -156,10 +170,22 @@ export interface QueueDepth {
 
 /** Read a queue's depth: the one reader the drain, the progress line, the bench and the tests share. */
 export async function readQueueDepth(sqs: SQSClient, queueUrl: string, signal?: AbortSignal): Promise<QueueDepth> {
-  const { Attributes = {} } = await boundedSqsCall((options) => sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: queueUrl,
-    AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible", "ApproximateNumberOfMessagesDelayed"],
-  }), options), SQS_CALL_DEADLINE_MS, signal);
+  const { Attributes = {} } = await boundedSqsCall(
+    (options) =>
+      sqs.send(
+        new GetQueueAttributesCommand({
+          QueueUrl: queueUrl,
+          AttributeNames: [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+          ],
+        }),
+        options,
+      ),
+    SQS_CALL_DEADLINE_MS,
+    signal,
+  );
   return {
     visible: Number(Attributes.ApproximateNumberOfMessages ?? 0),
     inFlight: Number(Attributes.ApproximateNumberOfMessagesNotVisible ?? 0),

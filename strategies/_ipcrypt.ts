@@ -16,7 +16,7 @@
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, type Cipheriv, type Decipheriv } from "node:crypto";
+import { type Cipheriv, createCipheriv, createDecipheriv, type Decipheriv } from "node:crypto";
 
 /** The two modes: `deterministic` (16-byte key) and `pfx` (32-byte key, prefix-preserving). */
 export type IpcryptMode = "deterministic" | "pfx";
@@ -26,7 +26,10 @@ export const IPCRYPT_MODES: readonly IpcryptMode[] = ["deterministic", "pfx"];
 export const IPCRYPT_KEY_VARIABLE = "MASK_IPCRYPT_KEY";
 export const IPCRYPT_KEY_BYTES: Readonly<Record<IpcryptMode, number>> = { deterministic: 16, pfx: 32 };
 /** Each mode's name in the draft, for messages. */
-const SPEC_NAMES: Readonly<Record<IpcryptMode, string>> = { deterministic: "ipcrypt-deterministic", pfx: "ipcrypt-pfx" };
+const SPEC_NAMES: Readonly<Record<IpcryptMode, string>> = {
+  deterministic: "ipcrypt-deterministic",
+  pfx: "ipcrypt-pfx",
+};
 
 const BLOCK_BYTES = 16;
 /** The first 12 bytes of an IPv4-mapped IPv6 address (::ffff:0:0/96, RFC 4291 section 2.5.5.2). */
@@ -101,7 +104,9 @@ export function addressToBytes(text: string): Uint8Array {
   const lastColon = address.lastIndexOf(":");
   if (address.includes(".", lastColon)) {
     tail = new Uint8Array(4);
-    if (!parseIpv4Into(address.slice(lastColon + 1), tail, 0)) throw new AddressError("not an IPv6 address: bad IPv4 tail");
+    if (!parseIpv4Into(address.slice(lastColon + 1), tail, 0)) {
+      throw new AddressError("not an IPv6 address: bad IPv4 tail");
+    }
     // Keep the colon before the tail as the end of the groups ("::" stays "::").
     address = address.slice(0, lastColon + 1) + "0:0";
   }
@@ -112,7 +117,9 @@ export function addressToBytes(text: string): Uint8Array {
   if (head === null || rest === null) throw new AddressError("not an IPv6 address: bad group");
   const explicit = head.length + rest.length;
   // "::" stands for one or more zero words (RFC 4291 section 2.2), so at most 7 explicit ones.
-  if (halves.length === 2 ? explicit > 7 : explicit !== 8) throw new AddressError("not an IPv6 address: wrong number of groups");
+  if (halves.length === 2 ? explicit > 7 : explicit !== 8) {
+    throw new AddressError("not an IPv6 address: wrong number of groups");
+  }
   const words = [...head, ...new Array<number>(8 - explicit).fill(0), ...rest];
   for (let i = 0; i < 8; i++) {
     bytes[2 * i] = words[i] >> 8;
@@ -231,7 +238,9 @@ export function createIpCipher(mode: IpcryptMode, key: Uint8Array): IpCipher {
 
 /** ipcrypt-deterministic: AES-128 on the 16-byte address; the output is an address too. */
 export function createDeterministicCipher(key: Uint8Array): IpCipher {
-  if (key.length !== IPCRYPT_KEY_BYTES.deterministic) throw new IpcryptKeyError(`${SPEC_NAMES.deterministic} needs a 16-byte key`);
+  if (key.length !== IPCRYPT_KEY_BYTES.deterministic) {
+    throw new IpcryptKeyError(`${SPEC_NAMES.deterministic} needs a 16-byte key`);
+  }
   const aes = aes128(key);
   return {
     mode: "deterministic",

@@ -5,7 +5,15 @@
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, type KeyObject, randomBytes } from "node:crypto";
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  createSecretKey,
+  hkdfSync,
+  type KeyObject,
+  randomBytes,
+} from "node:crypto";
 import type { PiiField } from "../src/contract.ts";
 import { ConfigError } from "../src/errors.ts";
 
@@ -50,7 +58,9 @@ function parseSecret(env: Record<string, string | undefined>, variable: string):
   if (raw === undefined || raw === "") return undefined;
   const bytes = Buffer.byteLength(raw, "utf8");
   if (bytes < MIN_KEY_BYTES) {
-    throw new ConfigError(`${variable} is ${bytes} bytes; it must be at least ${MIN_KEY_BYTES} (e.g. ${variable}=$(openssl rand -hex 32))`);
+    throw new ConfigError(
+      `${variable} is ${bytes} bytes; it must be at least ${MIN_KEY_BYTES} (e.g. ${variable}=$(openssl rand -hex 32))`,
+    );
   }
   return raw;
 }
@@ -74,7 +84,9 @@ function parseVersion(raw: string | undefined, variable: string, fallback: numbe
 export function parseVaultKeys(env: Record<string, string | undefined>): VaultKeys {
   const secret = parseSecret(env, "VAULT_KEY");
   if (secret === undefined) {
-    throw new ConfigError("VAULT_KEY is not set: the vault needs a secret of at least 32 bytes (e.g. VAULT_KEY=$(openssl rand -hex 32))");
+    throw new ConfigError(
+      "VAULT_KEY is not set: the vault needs a secret of at least 32 bytes (e.g. VAULT_KEY=$(openssl rand -hex 32))",
+    );
   }
   const version = parseVersion(env.VAULT_KEY_VERSION, "VAULT_KEY_VERSION", 1);
   const keys: VaultKeys = { current: deriveVaultKey(secret, version) };

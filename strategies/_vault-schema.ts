@@ -146,7 +146,9 @@ function recoveryRequestFunctions(): QuerySqlToken[] {
           RAISE EXCEPTION 'a recovery needs a reason and a ticket' USING ERRCODE = '22023';
         END IF;
         IF cardinality(wanted) NOT BETWEEN 1 AND ${sql.literalValue(String(MAX_RECOVERY_TOKENS))}::int THEN
-          RAISE EXCEPTION 'a recovery names 1 to % tokens', ${sql.literalValue(String(MAX_RECOVERY_TOKENS))} USING ERRCODE = '22023';
+          RAISE EXCEPTION 'a recovery names 1 to % tokens', ${
+      sql.literalValue(String(MAX_RECOVERY_TOKENS))
+    } USING ERRCODE = '22023';
         END IF;
         -- A request's tokens are kept no longer than it may be served.
         DELETE FROM pii_vault.requests q WHERE q.expires_at < now();
@@ -154,7 +156,9 @@ function recoveryRequestFunctions(): QuerySqlToken[] {
         VALUES ('recover', 'requested', request_recovery.reason, request_recovery.ticket, format('tokens=%s', cardinality(wanted)))
         RETURNING id INTO new_id;
         INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, tokens)
-        VALUES (new_id, 'recover', session_user, pg_current_xact_id(), now() + interval ${sql.literalValue(RECOVERY_REQUEST_LIFETIME)}, wanted);
+        VALUES (new_id, 'recover', session_user, pg_current_xact_id(), now() + interval ${
+      sql.literalValue(RECOVERY_REQUEST_LIFETIME)
+    }, wanted);
         RETURN new_id;
       END $$`,
   ];
@@ -310,7 +314,9 @@ function keyringFunctions(): QuerySqlToken[] {
                 format('from=%s to=%s', retire_key_version.retiring, retire_key_version.successor))
         RETURNING id INTO new_id;
         INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, retiring, successor)
-        VALUES (new_id, 'rotate', session_user, pg_current_xact_id(), now() + interval ${sql.literalValue(ROTATION_REQUEST_LIFETIME)},
+        VALUES (new_id, 'rotate', session_user, pg_current_xact_id(), now() + interval ${
+      sql.literalValue(ROTATION_REQUEST_LIFETIME)
+    },
                 retire_key_version.retiring, retire_key_version.successor);
         RETURN new_id;
       END $$`,

@@ -34,12 +34,20 @@ import type { MaskedValue, MaskStrategy, StrategyOptions } from "../src/contract
 import { ConfigError, describeDatabaseError, errorCode, FatalError } from "../src/errors.ts";
 import { toStandardSchema } from "../src/typed-sql.ts";
 import {
-  createToken, encryptEntry, parseVaultKeys, unwrapTokenKey, type VaultKey, type VaultKeys, wrapTokenKey,
+  createToken,
+  encryptEntry,
+  parseVaultKeys,
+  unwrapTokenKey,
+  type VaultKey,
+  type VaultKeys,
+  wrapTokenKey,
 } from "./_vault-crypto.ts";
 import { RETIRED_KEY_SQLSTATE, VAULT_SCHEMA_MARK, vaultDdl } from "./_vault-schema.ts";
 
 const KeyringRow = Type.Object({
-  key_version: Type.Integer(), wrapped_token_key: Type.Union([Type.String(), Type.Null()]), retired: Type.Boolean(),
+  key_version: Type.Integer(),
+  wrapped_token_key: Type.Union([Type.String(), Type.Null()]),
+  retired: Type.Boolean(),
 });
 /** Keyring rows, wrapped keys as base64 (Slonik hands bytea over as text most simply so); null once retired. */
 export const sqlKeyringRow = sql.type(toStandardSchema(KeyringRow));
@@ -48,7 +56,11 @@ export const SELECT_KEYRING = sqlKeyringRow`
   SELECT key_version, encode(wrapped_token_key, 'base64') AS wrapped_token_key, retired_at IS NOT NULL AS retired
   FROM pii_vault.keyring ORDER BY key_version`;
 
-const VaultState = Type.Object({ present: Type.Boolean(), mark: Type.Union([Type.String(), Type.Null()]), user_logins_schema: Type.String() });
+const VaultState = Type.Object({
+  present: Type.Boolean(),
+  mark: Type.Union([Type.String(), Type.Null()]),
+  user_logins_schema: Type.String(),
+});
 const sqlVaultState = sql.type(toStandardSchema(VaultState));
 
 /**
@@ -71,7 +83,9 @@ export async function ensureVault(pool: DatabasePool): Promise<void> {
         "Schema pii_vault was made by an earlier version of this tool, whose grants let roles read the vault directly: move it aside as its owner (ALTER SCHEMA pii_vault RENAME TO pii_vault_old) and run the tool again (docs/vault.md)",
       );
     }
-    for (const statement of vaultDdl(sql.identifier([state.user_logins_schema, "user_logins"]))) await tx.query(statement);
+    for (const statement of vaultDdl(sql.identifier([state.user_logins_schema, "user_logins"]))) {
+      await tx.query(statement);
+    }
   });
 }
 
@@ -88,7 +102,9 @@ export async function loadTokenKey(pool: DatabasePool, keys: VaultKeys): Promise
     const { current } = keys;
     if (rows.length === 0) {
       if (!await tx.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.keyring', 'INSERT')`)) {
-        throw new FatalError("The vault has no token key yet and this role may not create one: run the tool once as the database owner (see docs/vault.md)");
+        throw new FatalError(
+          "The vault has no token key yet and this role may not create one: run the tool once as the database owner (see docs/vault.md)",
+        );
       }
       const tokenKey = randomBytes(32);
       await tx.query(sql.unsafe`
@@ -99,7 +115,9 @@ export async function loadTokenKey(pool: DatabasePool, keys: VaultKeys): Promise
     const live = rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ");
     const row = rows.find((r) => r.key_version === current.version);
     if (row?.retired) {
-      throw new ConfigError(`VAULT_KEY_VERSION=${current.version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`);
+      throw new ConfigError(
+        `VAULT_KEY_VERSION=${current.version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`,
+      );
     }
     if (!row?.wrapped_token_key) {
       throw new ConfigError(
@@ -115,7 +133,9 @@ export function openKeyringRow(key: VaultKey, wrappedBase64: string): Buffer {
   try {
     return unwrapTokenKey(key, Buffer.from(wrappedBase64, "base64"));
   } catch {
-    throw new ConfigError(`VAULT_KEY is not the vault's key version ${key.version}: check VAULT_KEY and VAULT_KEY_VERSION`);
+    throw new ConfigError(
+      `VAULT_KEY is not the vault's key version ${key.version}: check VAULT_KEY and VAULT_KEY_VERSION`,
+    );
   }
 }
 
@@ -130,7 +150,11 @@ export function byteaArray(values: readonly Uint8Array[]) {
  *
  * @throws the database's error, with SQLSTATE {@link RETIRED_KEY_SQLSTATE} when `key` is retired
  */
-export async function writeEntries(tx: DatabaseTransactionConnection, key: VaultKey, values: readonly MaskedValue[]): Promise<void> {
+export async function writeEntries(
+  tx: DatabaseTransactionConnection,
+  key: VaultKey,
+  values: readonly MaskedValue[],
+): Promise<void> {
   const unique = [...new Map(values.map((v) => [v.masked, v])).values()];
   if (unique.length === 0) return;
   await tx.query(sql.unsafe`
@@ -146,7 +170,9 @@ export async function writeEntries(tx: DatabaseTransactionConnection, key: Vault
  * deleted one by one: a JavaScript Set keeps a deleted key's slot until it rehashes, and
  * evicting the oldest of one large Set walked over those slots every time.
  */
-export function createRecentSet(limit: number): { has(key: string): boolean; add(key: string): void; readonly size: number } {
+export function createRecentSet(
+  limit: number,
+): { has(key: string): boolean; add(key: string): void; readonly size: number } {
   const generation = Math.max(1, Math.floor(limit / 2));
   let young = new Set<string>();
   let old = new Set<string>();
@@ -180,7 +206,9 @@ export const WRITTEN_TOKENS_LIMIT = 100_000;
 /** The one line a loading role without the vault's grants gets, with the fix. */
 async function createGrantError(pool: DatabasePool, reason: string): Promise<FatalError> {
   const role = await pool.oneFirst(sql.unsafe`SELECT current_user::text`);
-  return new FatalError(`Role ${role} may not use the vault (${reason}): GRANT login_loader TO ${role}; see scripts/vault-roles.sql`);
+  return new FatalError(
+    `Role ${role} may not use the vault (${reason}): GRANT login_loader TO ${role}; see scripts/vault-roles.sql`,
+  );
 }
 
 /**
@@ -204,8 +232,10 @@ export function create({ env }: StrategyOptions): MaskStrategy {
         if (errorCode(error) !== "42501") throw error;
         throw await createGrantError(pool, describeDatabaseError(error));
       }
-      if (!await pool.oneFirst(sql.unsafe`
-        SELECT has_function_privilege('pii_vault.write_entries(integer, text[], text[], bytea[])', 'EXECUTE')`)) {
+      if (
+        !await pool.oneFirst(sql.unsafe`
+        SELECT has_function_privilege('pii_vault.write_entries(integer, text[], text[], bytea[])', 'EXECUTE')`)
+      ) {
         throw await createGrantError(pool, "no EXECUTE on pii_vault.write_entries");
       }
     },

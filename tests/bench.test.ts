@@ -4,7 +4,7 @@
  * rate is asserted: CI machines vary, and a timed assertion would fail for reasons that
  * are not bugs.
  */
-import { inject, expect, it } from "vitest";
+import { expect, inject, it } from "vitest";
 import type { BenchReport, PhaseResult } from "../scripts/bench.ts";
 import { createLoginStream } from "../scripts/produce.ts";
 import { runTool } from "./helpers.ts";
@@ -16,7 +16,15 @@ const LARGE_N = 20;
 it("runs every phase at a small N and reports each as drained, as JSON", async () => {
   // The bench starts its own emulator; Postgres is the suite's, where it makes and drops
   // databases of its own.
-  const run = await runTool(["--n", String(N), "--baseline-n", String(BASELINE_N), "--large-n", String(LARGE_N), "--json"], {
+  const run = await runTool([
+    "--n",
+    String(N),
+    "--baseline-n",
+    String(BASELINE_N),
+    "--large-n",
+    String(LARGE_N),
+    "--json",
+  ], {
     DATABASE_URL: inject("postgresUrl"),
   }, "scripts/bench.ts");
   expect(run.stderr).not.toMatch(/^error/m);
@@ -24,7 +32,12 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
   const report = JSON.parse(run.stdout) as BenchReport;
 
   expect(report.machine).toEqual({ nproc: expect.any(Number), cpu: expect.any(String), node: process.version });
-  expect(report.options).toMatchObject({ n: N, baselineN: BASELINE_N, largeN: LARGE_N, phases: ["ceiling", "tool", "large", "baseline"] });
+  expect(report.options).toMatchObject({
+    n: N,
+    baselineN: BASELINE_N,
+    largeN: LARGE_N,
+    phases: ["ceiling", "tool", "large", "baseline"],
+  });
 
   const byName = (phase: string, strategy?: string) =>
     report.results.find((r) => r.phase === phase && r.strategy === strategy) as PhaseResult;

@@ -5,7 +5,13 @@ import { join } from "node:path";
 import { sql } from "slonik";
 import { describe, expect, inject, it } from "vitest";
 import {
-  ConfigError, createDatabasePool, DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, ensureSchema, parseConfig, redactUrl,
+  ConfigError,
+  createDatabasePool,
+  DEFAULT_BATCH_SIZE,
+  DEFAULT_CONCURRENCY,
+  ensureSchema,
+  parseConfig,
+  redactUrl,
 } from "../mod.ts";
 import { describeStartupError } from "../src/cli.ts";
 import { withDatabase } from "../scripts/embedded.ts";
@@ -16,21 +22,51 @@ const ENV = { QUEUE_URL: "http://127.0.0.1:4566/000000000000/q", DATABASE_URL: "
 describe("parseConfig", () => {
   it("applies defaults", () => {
     expect(parseConfig([], ENV)).toEqual({
-      queueUrl: ENV.QUEUE_URL, dlqUrl: undefined, databaseUrl: ENV.DATABASE_URL, strategy: "hmac", drain: false,
-      batchSize: DEFAULT_BATCH_SIZE, concurrency: DEFAULT_CONCURRENCY, logLevel: "info", metricsPort: undefined, metricsHost: undefined,
-      stopGraceSeconds: 20, batchDeadlineSeconds: 60, maxInFlightMb: 16, help: false, version: false,
+      queueUrl: ENV.QUEUE_URL,
+      dlqUrl: undefined,
+      databaseUrl: ENV.DATABASE_URL,
+      strategy: "hmac",
+      drain: false,
+      batchSize: DEFAULT_BATCH_SIZE,
+      concurrency: DEFAULT_CONCURRENCY,
+      logLevel: "info",
+      metricsPort: undefined,
+      metricsHost: undefined,
+      stopGraceSeconds: 20,
+      batchDeadlineSeconds: 60,
+      maxInFlightMb: 16,
+      help: false,
+      version: false,
     });
   });
 
   it("prefers flags to the environment", () => {
     const config = parseConfig(
-      ["--queue-url", "https://sqs.eu-west-1.amazonaws.com/1/flag", "--strategy", "sha256", "--dlq-url", "http://h/dlq",
-        "--database-url", "postgresql://flag/db", "--drain", "--batch-size", "50", "--concurrency", "3"],
+      [
+        "--queue-url",
+        "https://sqs.eu-west-1.amazonaws.com/1/flag",
+        "--strategy",
+        "sha256",
+        "--dlq-url",
+        "http://h/dlq",
+        "--database-url",
+        "postgresql://flag/db",
+        "--drain",
+        "--batch-size",
+        "50",
+        "--concurrency",
+        "3",
+      ],
       { ...ENV, MASK_STRATEGY: "hmac", DLQ_URL: "http://h/env-dlq" },
     );
     expect(config).toMatchObject({
-      queueUrl: "https://sqs.eu-west-1.amazonaws.com/1/flag", strategy: "sha256", dlqUrl: "http://h/dlq",
-      databaseUrl: "postgresql://flag/db", drain: true, batchSize: 50, concurrency: 3,
+      queueUrl: "https://sqs.eu-west-1.amazonaws.com/1/flag",
+      strategy: "sha256",
+      dlqUrl: "http://h/dlq",
+      databaseUrl: "postgresql://flag/db",
+      drain: true,
+      batchSize: 50,
+      concurrency: 3,
     });
   });
 
@@ -65,7 +101,11 @@ describe("parseConfig", () => {
     [["--concurrency", "65"], ENV, '--concurrency must be a whole number from 1 to 64, got "65"'],
     [["--queue-url", "not a url"], ENV, "--queue-url is not a URL: expected http://..."],
     [["--database-url", "mysql://x/y"], ENV, "--database-url must start with postgres: or postgresql://, got mysql://"],
-    [["--dlq-url", ENV.QUEUE_URL], ENV, "--dlq-url is the same queue as QUEUE_URL: invalid messages would come straight back"],
+    [
+      ["--dlq-url", ENV.QUEUE_URL],
+      ENV,
+      "--dlq-url is the same queue as QUEUE_URL: invalid messages would come straight back",
+    ],
     [["--log-level", "loud"], ENV, '--log-level must be one of debug, info, warn, error, silent, got "loud"'],
     [["--metrics-port", "70000"], ENV, '--metrics-port must be a whole number from 1 to 65535, got "70000"'],
   ])("refuses %j with %j", (argv, env, message) => {
@@ -99,7 +139,9 @@ describe("parseConfig", () => {
   });
 
   it("refuses an unknown flag and points to --help", () => {
-    expect(() => parseConfig(["--queue", "x"], ENV)).toThrow(/Unknown option '--queue'; run with --help to see the flags/);
+    expect(() => parseConfig(["--queue", "x"], ENV)).toThrow(
+      /Unknown option '--queue'; run with --help to see the flags/,
+    );
   });
 
   it("hides the password of a URL it prints", () => {
@@ -108,10 +150,15 @@ describe("parseConfig", () => {
 
   it.each([
     ["postgres://u@db/x?password=hunter2", "postgres://u@db/x?password=***"],
-    ["postgres://u:pw@db/x?sslpassword=hunter2&application_name=loader", "postgres://u:***@db/x?sslpassword=***&application_name=loader"],
+    [
+      "postgres://u:pw@db/x?sslpassword=hunter2&application_name=loader",
+      "postgres://u:***@db/x?sslpassword=***&application_name=loader",
+    ],
     ["http://AKIDEXAMPLE:hunter2@localhost:4566", "http://AKIDEXAMPLE:***@localhost:4566/"],
-    ["https://sqs.example/q?X-Amz-Signature=hunter2&X-Amz-Credential=hunter2&X-Amz-Security-Token=hunter2",
-      "https://sqs.example/q?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Security-Token=***"],
+    [
+      "https://sqs.example/q?X-Amz-Signature=hunter2&X-Amz-Credential=hunter2&X-Amz-Security-Token=hunter2",
+      "https://sqs.example/q?X-Amz-Signature=***&X-Amz-Credential=***&X-Amz-Security-Token=***",
+    ],
     ["postgres://u:hun#ter2@db/x", "(a URL that does not parse)"],
   ])("redacts every secret-bearing part of %s", (raw, shown) => {
     expect(redactUrl(raw)).toBe(shown);
@@ -123,7 +170,18 @@ describe("the command line", () => {
   it("prints help with the flags and why sha256 is weak", async () => {
     const { code, stdout } = await runTool(["--help"], {});
     expect(code).toBe(0);
-    for (const flag of ["--queue-url", "--dlq-url", "--database-url", "--strategy", "--drain", "--batch-size", "--concurrency", "--metrics-port"]) {
+    for (
+      const flag of [
+        "--queue-url",
+        "--dlq-url",
+        "--database-url",
+        "--strategy",
+        "--drain",
+        "--batch-size",
+        "--concurrency",
+        "--metrics-port",
+      ]
+    ) {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toMatch(/2\^32/);
@@ -140,12 +198,32 @@ describe("the command line", () => {
   it.each([
     [["--batch-size", "-3"], ENV, /^error: /],
     [[], {}, /^error: No queue given: pass --queue-url URL or set QUEUE_URL\n$/],
-    [["--strategy", "md5"], ENV, /^error: Unknown strategy "md5": use one of hmac, sha256, vault, ipcrypt, ipcrypt-pfx, or a path to your own module\n$/],
+    [
+      ["--strategy", "md5"],
+      ENV,
+      /^error: Unknown strategy "md5": use one of hmac, sha256, vault, ipcrypt, ipcrypt-pfx, or a path to your own module\n$/,
+    ],
     [[], ENV, /^error: MASK_HMAC_KEY is not set: the hmac strategy needs a secret of at least 32 bytes/],
-    [["--strategy", "tests/fixtures/not-a-strategy.ts"], ENV, /^error: Strategy module tests\/fixtures\/not-a-strategy.ts does not export create\(options\)/],
-    [["--strategy", "ipcrypt"], { ...ENV, MASK_IPCRYPT_KEY: "c0ffee" }, /^error: MASK_IPCRYPT_KEY is 3 bytes; ipcrypt-deterministic needs exactly 16/],
-    [["--strategy", "ipcrypt-pfx"], { ...ENV, MASK_IPCRYPT_KEY: "0f".repeat(31) + "xx" }, /^error: MASK_IPCRYPT_KEY is not hex: ipcrypt-pfx needs 64 hex digits/],
-    [["--strategy", "ipcrypt-pfx"], { ...ENV, MASK_IPCRYPT_KEY: "5e".repeat(32) }, /^error: MASK_IPCRYPT_KEY's two 16-byte halves are equal/],
+    [
+      ["--strategy", "tests/fixtures/not-a-strategy.ts"],
+      ENV,
+      /^error: Strategy module tests\/fixtures\/not-a-strategy.ts does not export create\(options\)/,
+    ],
+    [
+      ["--strategy", "ipcrypt"],
+      { ...ENV, MASK_IPCRYPT_KEY: "c0ffee" },
+      /^error: MASK_IPCRYPT_KEY is 3 bytes; ipcrypt-deterministic needs exactly 16/,
+    ],
+    [
+      ["--strategy", "ipcrypt-pfx"],
+      { ...ENV, MASK_IPCRYPT_KEY: "0f".repeat(31) + "xx" },
+      /^error: MASK_IPCRYPT_KEY is not hex: ipcrypt-pfx needs 64 hex digits/,
+    ],
+    [
+      ["--strategy", "ipcrypt-pfx"],
+      { ...ENV, MASK_IPCRYPT_KEY: "5e".repeat(32) },
+      /^error: MASK_IPCRYPT_KEY's two 16-byte halves are equal/,
+    ],
   ])("exits 2 with one line for %j", async (argv, env, message) => {
     const { code, stderr, stdout } = await runTool(argv, env);
     expect(code).toBe(2);
@@ -159,18 +237,29 @@ describe("the command line", () => {
 
   it("exits 1 with one line when the queue is unreachable", async () => {
     const { code, stderr } = await runTool(["--strategy", "sha256"], {
-      ...ENV, AWS_REGION: "us-east-1", AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "y", AWS_MAX_ATTEMPTS: "1",
+      ...ENV,
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "x",
+      AWS_SECRET_ACCESS_KEY: "y",
+      AWS_MAX_ATTEMPTS: "1",
       QUEUE_URL: "http://127.0.0.1:9/000000000000/nowhere",
     });
     expect(code).toBe(1);
-    expect(stderr).toMatch(/^error: Cannot use --queue-url http:\/\/127\.0\.0\.1:9\/000000000000\/nowhere: endpoint unreachable \(ECONNREFUSED\)/);
+    expect(stderr).toMatch(
+      /^error: Cannot use --queue-url http:\/\/127\.0\.0\.1:9\/000000000000\/nowhere: endpoint unreachable \(ECONNREFUSED\)/,
+    );
     expect(stderr.trim().split("\n")).toHaveLength(1);
   });
 
   it("prints no credential of AWS_ENDPOINT_URL when the endpoint is unreachable", async () => {
     const { code, stderr } = await runTool(["--strategy", "sha256"], {
-      ...ENV, AWS_REGION: "us-east-1", AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "y", AWS_MAX_ATTEMPTS: "1",
-      AWS_ENDPOINT_URL: "http://proxyuser:hunter2@127.0.0.1:9", QUEUE_URL: "http://127.0.0.1:9/000000000000/nowhere",
+      ...ENV,
+      AWS_REGION: "us-east-1",
+      AWS_ACCESS_KEY_ID: "x",
+      AWS_SECRET_ACCESS_KEY: "y",
+      AWS_MAX_ATTEMPTS: "1",
+      AWS_ENDPOINT_URL: "http://proxyuser:hunter2@127.0.0.1:9",
+      QUEUE_URL: "http://127.0.0.1:9/000000000000/nowhere",
     });
     expect(code).toBe(1);
     expect(stderr).toContain("AWS_ENDPOINT_URL=http://proxyuser:***@127.0.0.1:9/");
@@ -178,14 +267,23 @@ describe("the command line", () => {
   });
 
   it("never echoes a rejected VAULT_KEY_VERSION, where a mistyped key may land", async () => {
-    const { code, stderr } = await runTool(["--strategy", "vault"], { ...ENV, VAULT_KEY: "v".repeat(40), VAULT_KEY_VERSION: "hunter2-key-material" });
+    const { code, stderr } = await runTool(["--strategy", "vault"], {
+      ...ENV,
+      VAULT_KEY: "v".repeat(40),
+      VAULT_KEY_VERSION: "hunter2-key-material",
+    });
     expect(code).toBe(2);
     expect(stderr).toMatch(/^error: VAULT_KEY_VERSION must be a whole number/);
     expect(stderr).not.toContain("hunter2");
   });
 
   it("exits 2 when no AWS region is set", async () => {
-    const { code, stderr } = await runTool(["--strategy", "sha256"], { ...ENV, AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "y", AWS_CONFIG_FILE: "/nonexistent" });
+    const { code, stderr } = await runTool(["--strategy", "sha256"], {
+      ...ENV,
+      AWS_ACCESS_KEY_ID: "x",
+      AWS_SECRET_ACCESS_KEY: "y",
+      AWS_CONFIG_FILE: "/nonexistent",
+    });
     expect(code).toBe(2);
     expect(stderr).toBe("error: AWS region is not set: set AWS_REGION (or a region in your AWS profile)\n");
   });
@@ -233,12 +331,21 @@ describe("start-up errors with the hint that fixes them", () => {
     const server = await scramServer();
     try {
       const { port } = server.address() as { port: number };
-      for (const url of [`postgres://loader@127.0.0.1:${port}/db`, `postgres://loader@127.0.0.1:${port}/db?password=hunter2`]) {
+      for (
+        const url of [
+          `postgres://loader@127.0.0.1:${port}/db`,
+          `postgres://loader@127.0.0.1:${port}/db?password=hunter2`,
+        ]
+      ) {
         const line = await startupError(url);
-        expect(line).toMatch(/asks for a password and none was given: put it in the URL \(postgres:\/\/user:PASSWORD@host\/db, percent-encoded\) or set PGPASSWORD/);
+        expect(line).toMatch(
+          /asks for a password and none was given: put it in the URL \(postgres:\/\/user:PASSWORD@host\/db, percent-encoded\) or set PGPASSWORD/,
+        );
         expect(line).not.toContain("hunter2");
       }
-      expect(await startupError(`postgres://loader@127.0.0.1:${port}/db?password=hunter2`)).toContain("(a ?password= parameter is not read)");
+      expect(await startupError(`postgres://loader@127.0.0.1:${port}/db?password=hunter2`)).toContain(
+        "(a ?password= parameter is not read)",
+      );
     } finally {
       server.close();
     }
@@ -246,19 +353,25 @@ describe("start-up errors with the hint that fixes them", () => {
 
   it("a database that does not exist (3D000): how to create it", async () => {
     const line = await startupError(withDatabase(inject("postgresUrl"), "no_such_database_11"));
-    expect(line).toMatch(/^Database no_such_database_11 does not exist at .*: create it \(CREATE DATABASE no_such_database_11\) or fix the name in the URL/);
+    expect(line).toMatch(
+      /^Database no_such_database_11 does not exist at .*: create it \(CREATE DATABASE no_such_database_11\) or fix the name in the URL/,
+    );
   });
 
   it("a query parameter the client does not take: which, and what it takes", async () => {
     const line = await startupError(withDatabase(inject("postgresUrl"), "x") + "?sslmode=verify-full");
-    expect(line).toBe("The URL's sslmode parameter is not one the Postgres client takes: it takes disable, no-verify, require (check --database-url)");
+    expect(line).toBe(
+      "The URL's sslmode parameter is not one the Postgres client takes: it takes disable, no-verify, require (check --database-url)",
+    );
   });
 
   it("a port where something else answers: check the port", async () => {
     // The SQS emulator speaks HTTP, not Postgres.
     const { port } = new URL(inject("sqsEndpoint"));
     const line = await startupError(`postgres://loader:pw@127.0.0.1:${port}/db`);
-    expect(line).toMatch(/^Something at postgres:\/\/loader:\*\*\*@127\.0\.0\.1:\d+\/db hung up without speaking Postgres: is the port right\? \(Postgres listens on 5432 unless told otherwise/);
+    expect(line).toMatch(
+      /^Something at postgres:\/\/loader:\*\*\*@127\.0\.0\.1:\d+\/db hung up without speaking Postgres: is the port right\? \(Postgres listens on 5432 unless told otherwise/,
+    );
   });
 
   it("a password with @ needs no escaping: the URL's last @ ends it", async () => {

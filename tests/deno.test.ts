@@ -12,8 +12,20 @@ import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } f
 import { freePort } from "../scripts/embedded.ts";
 import { canonicalAddress } from "../strategies/_ipcrypt.ts";
 import {
-  copyProject, countRows, createFixture, denoBinary, type Fixture, readRows, receiveAll, ROOT, runCommand, runDeno,
-  runDenoTask, type RunResult, TEST_HMAC_KEY, waitFor,
+  copyProject,
+  countRows,
+  createFixture,
+  denoBinary,
+  type Fixture,
+  readRows,
+  receiveAll,
+  ROOT,
+  runCommand,
+  runDeno,
+  runDenoTask,
+  type RunResult,
+  TEST_HMAC_KEY,
+  waitFor,
 } from "./helpers.ts";
 
 describe("deno run -A mod.ts", () => {
@@ -64,8 +76,11 @@ describe("deno run -A mod.ts", () => {
     // draft-denis-ipcrypt, appendix "Test Vectors", ipcrypt-pfx "Basic Test Vectors".
     const key = "0123456789abcdeffedcba98765432101032547698badcfeefcdab8967452301";
     const vectors = [
-      ["0.0.0.0", "151.82.155.134"], ["255.255.255.255", "94.185.169.89"], ["192.0.2.1", "100.115.72.131"],
-      ["2001:db8::1", "c180:5dd4:2587:3524:30ab:fa65:6ab6:f88"], ["::FFFF:192.0.2.1", "100.115.72.131"],
+      ["0.0.0.0", "151.82.155.134"],
+      ["255.255.255.255", "94.185.169.89"],
+      ["192.0.2.1", "100.115.72.131"],
+      ["2001:db8::1", "c180:5dd4:2587:3524:30ab:fa65:6ab6:f88"],
+      ["::FFFF:192.0.2.1", "100.115.72.131"],
     ];
     const f = await createFixture();
     try {
@@ -79,7 +94,9 @@ describe("deno run -A mod.ts", () => {
       const rows = await readRows(f.pool);
       expect(rows.map((r) => r.masked_ip)).toEqual(vectors.map(([, encrypted]) => encrypted));
 
-      const decrypt = await runDeno(["decrypt", "--mode", "pfx", ...rows.map((r) => r.masked_ip)], { MASK_IPCRYPT_KEY: key }, "scripts/ipcrypt.ts");
+      const decrypt = await runDeno(["decrypt", "--mode", "pfx", ...rows.map((r) => r.masked_ip)], {
+        MASK_IPCRYPT_KEY: key,
+      }, "scripts/ipcrypt.ts");
       expect(decrypt.stderr).toBe("");
       expect(decrypt.code).toBe(0);
       expect(decrypt.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
@@ -150,7 +167,11 @@ function describeTasks(dir: () => string): void {
       running.child.kill("SIGTERM");
       // The task's own exit, not its output's end: a tool the signal never reached would keep
       // the output open.
-      await waitFor("deno task to exit", () => running.child.exitCode !== null || running.child.signalCode !== null, 45_000);
+      await waitFor(
+        "deno task to exit",
+        () => running.child.exitCode !== null || running.child.signalCode !== null,
+        45_000,
+      );
       expect(running.child.exitCode).toBe(0);
       const run = await running;
       expect(run.stderr).toContain("stopping: finishing what is in flight");
@@ -185,7 +206,10 @@ describe("deno task, with a Deno-only install (deno install, no npm)", () => {
     await copyProject(dir);
     // The system's CA store, not Deno's own: npm's registry may sit behind a proxy whose CA
     // only the system trusts (as on CI's machines).
-    const install = await runCommand(denoBinary(), ["install"], { DENO_NO_UPDATE_CHECK: "1", DENO_TLS_CA_STORE: "system" }, dir);
+    const install = await runCommand(denoBinary(), ["install"], {
+      DENO_NO_UPDATE_CHECK: "1",
+      DENO_TLS_CA_STORE: "system",
+    }, dir);
     expect(install.code, install.stderr).toBe(0);
   }, 300_000);
   afterAll(async () => {

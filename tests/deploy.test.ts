@@ -34,8 +34,15 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
  * its `keda:"name=…"` tags; `…FromEnv` resolves a name from the target container's env).
  */
 const AWS_SQS_QUEUE_METADATA = new Set([
-  "queueURL", "queueURLFromEnv", "queueLength", "activationQueueLength", "awsRegion", "awsEndpoint",
-  "scaleOnInFlight", "scaleOnDelayed", "identityOwner",
+  "queueURL",
+  "queueURLFromEnv",
+  "queueLength",
+  "activationQueueLength",
+  "awsRegion",
+  "awsEndpoint",
+  "scaleOnInFlight",
+  "scaleOnDelayed",
+  "identityOwner",
 ]);
 
 interface Manifest {
@@ -43,6 +50,7 @@ interface Manifest {
   apiVersion: string;
   kind: string;
   metadata: { name: string };
+  // deno-lint-ignore no-explicit-any -- parsed YAML of any shape; the assertions check it
   [key: string]: any;
 }
 
@@ -67,7 +75,15 @@ describe("deploy/kubernetes", () => {
   it("every manifest validates against the Kubernetes or KEDA schema for its kind", async () => {
     const all = (await manifests()).filter((m) => m.kind !== "Kustomization");
     expect(all.map((m) => m.kind).sort()).toEqual(
-      ["ConfigMap", "Deployment", "PodDisruptionBudget", "ScaledObject", "Secret", "ServiceAccount", "TriggerAuthentication"],
+      [
+        "ConfigMap",
+        "Deployment",
+        "PodDisruptionBudget",
+        "ScaledObject",
+        "Secret",
+        "ServiceAccount",
+        "TriggerAuthentication",
+      ],
     );
     for (const { file, ...manifest } of all) {
       const Model = MODELS[`${manifest.apiVersion} ${manifest.kind}`];
@@ -87,7 +103,8 @@ describe("deploy/kubernetes", () => {
   it("kustomization.yaml applies every manifest but the Secret example", async () => {
     const all = await manifests();
     const kustomization = one(all, "Kustomization");
-    const files = [...new Set(all.filter((m) => m.kind !== "Kustomization" && m.kind !== "Secret").map((m) => m.file))].sort();
+    const files = [...new Set(all.filter((m) => m.kind !== "Kustomization" && m.kind !== "Secret").map((m) => m.file))]
+      .sort();
     expect([...kustomization.resources].sort()).toEqual(files);
     expect(one(all, "Secret").file).toBe("secret.example.yaml");
   });
@@ -147,8 +164,10 @@ describe("deploy/kubernetes", () => {
 /** `docker-compose config` with the given environment: the file as Compose resolves it. */
 function composeConfig(env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile("docker-compose", ["-f", "docker-compose.yml", "config"], { cwd: ROOT, env: { PATH: process.env.PATH, ...env } },
-      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }));
+    execFile("docker-compose", ["-f", "docker-compose.yml", "config"], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, ...env },
+    }, (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }));
   });
 }
 

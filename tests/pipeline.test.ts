@@ -8,12 +8,27 @@ import { ChangeMessageVisibilityCommand, ReceiveMessageCommand } from "@aws-sdk/
 import { sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import {
-  createConsumer, decodeMessage, ensureSchema, loadStrategy, maskRecord, type MaskStrategy, PROCESSED_TABLE, writeBatch,
+  createConsumer,
+  decodeMessage,
+  ensureSchema,
+  loadStrategy,
   type LoginRecord,
+  maskRecord,
+  type MaskStrategy,
+  PROCESSED_TABLE,
+  writeBatch,
 } from "../mod.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
-  countRows, createFixture, type Fixture, queueDepth as sharedQueueDepth, rawPii, readRows, receiveAll, runTool, TEST_HMAC_KEY,
+  countRows,
+  createFixture,
+  type Fixture,
+  queueDepth as sharedQueueDepth,
+  rawPii,
+  readRows,
+  receiveAll,
+  runTool,
+  TEST_HMAC_KEY,
 } from "./helpers.ts";
 
 let f: Fixture;
@@ -40,9 +55,13 @@ describe.each(["hmac", "sha256"])("a mixed batch drained by the CLI with --strat
     const expected = await Promise.all([...sampleBodies(150, 0, 11), ...EDGE_CASE_BODIES].map(async (body) => {
       const m = JSON.parse(body);
       return {
-        user_id: m.user_id, device_type: m.device_type, locale: m.locale ?? null,
-        masked_ip: await strategy.mask(m.ip, "ip"), masked_device_id: await strategy.mask(m.device_id, "device_id"),
-        app_version: Number(m.app_version.split(".")[0]) * 10000 + Number(m.app_version.split(".")[1]) * 100 + Number(m.app_version.split(".")[2]),
+        user_id: m.user_id,
+        device_type: m.device_type,
+        locale: m.locale ?? null,
+        masked_ip: await strategy.mask(m.ip, "ip"),
+        masked_device_id: await strategy.mask(m.device_id, "device_id"),
+        app_version: Number(m.app_version.split(".")[0]) * 10000 + Number(m.app_version.split(".")[1]) * 100 +
+          Number(m.app_version.split(".")[2]),
         // SQS stamped the messages after sentOn and before checkedOn: across UTC midnight, either day.
         create_date: expect.toSatisfy((date: string) => date === sentOn || date === utcDate()),
       };
@@ -73,17 +92,34 @@ describe("exactly once in user_logins", () => {
     await ensureSchema(f.pool);
     const strategy = await loadStrategy("sha256", { env: {} });
     // A consumer that committed its rows and crashed before deleting the messages.
-    const { Messages = [] } = await f.sqs.send(new ReceiveMessageCommand({
-      QueueUrl: f.queueUrl, MaxNumberOfMessages: 10, MessageSystemAttributeNames: ["SentTimestamp"],
-    }));
+    const { Messages = [] } = await f.sqs.send(
+      new ReceiveMessageCommand({
+        QueueUrl: f.queueUrl,
+        MaxNumberOfMessages: 10,
+        MessageSystemAttributeNames: ["SentTimestamp"],
+      }),
+    );
     expect(Messages).toHaveLength(3);
     const records = Messages.map((m) => (decodeMessage(m) as { record: LoginRecord }).record);
     await writeBatch(f.pool, strategy, await Promise.all(records.map((r) => maskRecord(strategy, r))));
     for (const m of Messages) {
-      await f.sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: f.queueUrl, ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 0 }));
+      await f.sqs.send(
+        new ChangeMessageVisibilityCommand({
+          QueueUrl: f.queueUrl,
+          ReceiptHandle: m.ReceiptHandle!,
+          VisibilityTimeout: 0,
+        }),
+      );
     }
 
-    const consumer = createConsumer({ sqs: f.sqs, pool: f.pool, strategy, queueUrl: f.queueUrl, dlqUrl: f.dlqUrl, drain: true });
+    const consumer = createConsumer({
+      sqs: f.sqs,
+      pool: f.pool,
+      strategy,
+      queueUrl: f.queueUrl,
+      dlqUrl: f.dlqUrl,
+      drain: true,
+    });
     const timersBefore = activeTimers();
     const stats = await consumer.run();
     // Nothing of the run is left to hold the process open: a stop's abort timer for each
@@ -97,7 +133,12 @@ describe("exactly once in user_logins", () => {
   it("writes one row for the same message twice in one batch", async () => {
     await ensureSchema(f.pool);
     const strategy = await loadStrategy("sha256", { env: {} });
-    const message = { MessageId: "dup-1", ReceiptHandle: "r", Body: sampleBodies(1, 0, 9)[0], Attributes: { SentTimestamp: String(Date.now()) } };
+    const message = {
+      MessageId: "dup-1",
+      ReceiptHandle: "r",
+      Body: sampleBodies(1, 0, 9)[0],
+      Attributes: { SentTimestamp: String(Date.now()) },
+    };
     const record = (decodeMessage(message) as { record: LoginRecord }).record;
     const masked = await maskRecord(strategy, record);
     const outcome = await writeBatch(f.pool, strategy, [masked, masked]);
@@ -113,16 +154,27 @@ describe("exactly once in user_logins", () => {
     let commits = 0;
     let failNext = false;
     const strategy: MaskStrategy = {
-      name: "recording", mask: sha256.mask,
+      name: "recording",
+      mask: sha256.mask,
+      // deno-lint-ignore require-await -- persist's contract is a promise
       async persist(_tx, values) {
         persisted.push(values.map((v) => v.value));
         if (failNext) throw Object.assign(new Error("connection reset"), { code: "ECONNRESET" });
         return () => void commits++;
       },
     };
-    const records = (bodies: string[], ids: string[]) => Promise.all(bodies.map((body, i) => maskRecord(strategy, (decodeMessage({
-      MessageId: ids[i], ReceiptHandle: "r", Body: body, Attributes: { SentTimestamp: String(Date.now()) },
-    }) as { record: LoginRecord }).record)));
+    const records = (bodies: string[], ids: string[]) =>
+      Promise.all(bodies.map((body, i) =>
+        maskRecord(
+          strategy,
+          (decodeMessage({
+            MessageId: ids[i],
+            ReceiptHandle: "r",
+            Body: body,
+            Attributes: { SentTimestamp: String(Date.now()) },
+          }) as { record: LoginRecord }).record,
+        )
+      ));
     const [first, second] = sampleBodies(2, 0, 31) as [string, string];
     const ip = (body: string) => JSON.parse(body).ip as string;
 
@@ -144,14 +196,23 @@ describe("one bad message never blocks the others", () => {
   it("commits the rest of a batch when Postgres refuses one row, and dead-letters that one with Postgres' reason", async () => {
     const good = sampleBodies(20, 0, 3);
     // A NUL character passes the schema but Postgres refuses it in text (22021).
-    const poison = JSON.stringify({ user_id: "poison", app_version: "1.0.0", device_type: "and\u0000roid", ip: "10.9.8.7", locale: null, device_id: "poison-device-77" });
+    const poison = JSON.stringify({
+      user_id: "poison",
+      app_version: "1.0.0",
+      device_type: "and\u0000roid",
+      ip: "10.9.8.7",
+      locale: null,
+      device_id: "poison-device-77",
+    });
     await sendBodies(f.sqs, f.queueUrl, [...good.slice(0, 10), poison, ...good.slice(10)]);
     const run = await runTool(["--drain", "--strategy", "sha256"], f.env);
     expect(run.code).toBe(0);
     expect(await countRows(f.pool)).toBe(20);
     const dead = await receiveAll(f.sqs, f.dlqUrl);
     expect(dead).toHaveLength(1);
-    expect(dead[0]!.MessageAttributes?.invalid_reason?.StringValue).toMatch(/^rejected by Postgres: 22021 invalid byte sequence/);
+    expect(dead[0]!.MessageAttributes?.invalid_reason?.StringValue).toMatch(
+      /^rejected by Postgres: 22021 invalid byte sequence/,
+    );
     expect(run.stdout + run.stderr).not.toMatch(/10\.9\.8\.7|poison-device-77/);
     expect(await queueDepth(f.queueUrl)).toBe(0);
   });
@@ -185,7 +246,9 @@ describe("the user_logins contract", () => {
     ]);
     const before = await f.pool.oneFirst(sql.unsafe`SELECT xmin::text FROM pg_class WHERE relname = 'user_logins'`);
     await ensureSchema(f.pool);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT xmin::text FROM pg_class WHERE relname = 'user_logins'`)).toBe(before);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT xmin::text FROM pg_class WHERE relname = 'user_logins'`)).toBe(
+      before,
+    );
     expect(await f.pool.oneFirst(sql.unsafe`SELECT to_regclass(${PROCESSED_TABLE})::text`)).toBe(PROCESSED_TABLE);
   });
 
@@ -202,7 +265,11 @@ describe("the user_logins contract", () => {
       url.password = "reader";
       const run = await runTool(["--drain", "--strategy", "sha256"], { ...f.env, DATABASE_URL: url.toString() });
       expect(run.code).toBe(1);
-      expect(run.stderr).toMatch(new RegExp(`^error: Role ${reader} may not write user_logins or user_logins_sqs_messages: GRANT INSERT ON user_logins TO ${reader}`));
+      expect(run.stderr).toMatch(
+        new RegExp(
+          `^error: Role ${reader} may not write user_logins or user_logins_sqs_messages: GRANT INSERT ON user_logins TO ${reader}`,
+        ),
+      );
       expect(run.stderr.trim().split("\n")).toHaveLength(1);
     } finally {
       await f.pool.query(sql.unsafe`DROP OWNED BY ${sql.identifier([reader])}`);

@@ -14,7 +14,17 @@ import { fitDeadLetterEntry } from "../src/dead-letter.ts";
 import { SQS_MAX_BATCH_BYTES } from "../src/sqs.ts";
 import { sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
-  countRows, createFixture, expectNoPii, type Fixture, type FixtureOptions, queueDepth, rawPii, receiveAll, type RunningTool, runTool, waitFor,
+  countRows,
+  createFixture,
+  expectNoPii,
+  type Fixture,
+  type FixtureOptions,
+  queueDepth,
+  rawPii,
+  receiveAll,
+  type RunningTool,
+  runTool,
+  waitFor,
 } from "./helpers.ts";
 
 let f: Fixture | undefined;
@@ -39,11 +49,15 @@ const validLogin = fc.record({
 const FIELDS = ["user_id", "app_version", "device_type", "ip", "locale", "device_id"] as const;
 
 /** A login broken in one field: removed, or replaced by any JSON value (strings marked). */
-const brokenLogin = fc.tuple(validLogin, fc.constantFrom(...FIELDS), fc.oneof(
-  fc.constant(undefined),
-  fc.jsonValue().map((v) => (typeof v === "string" ? `${MARK}${v}` : v)),
-  fc.string({ maxLength: 300 }).map((s) => `${MARK}${s}.1.2`),
-)).map(([login, field, value]) => {
+const brokenLogin = fc.tuple(
+  validLogin,
+  fc.constantFrom(...FIELDS),
+  fc.oneof(
+    fc.constant(undefined),
+    fc.jsonValue().map((v) => (typeof v === "string" ? `${MARK}${v}` : v)),
+    fc.string({ maxLength: 300 }).map((s) => `${MARK}${s}.1.2`),
+  ),
+).map(([login, field, value]) => {
   const broken: Record<string, unknown> = { ...login };
   if (value === undefined) delete broken[field];
   else broken[field] = value;
@@ -59,17 +73,21 @@ function asMessage(body: string) {
 
 describe("decodeMessage on generated bodies", () => {
   it("never throws, and gives every invalid body a reason that echoes no value", () => {
-    fc.assert(fc.property(anyBody, (body) => {
-      const decoded = decodeMessage(asMessage(body));
-      if (decoded.ok) return;
-      expect(decoded.reason).toMatch(/\S/);
-      expect(decoded.reason.length).toBeLessThan(1000);
-      expect(decoded.reason).not.toContain(MARK);
-    }), { numRuns: 3_000 });
+    fc.assert(
+      fc.property(anyBody, (body) => {
+        const decoded = decodeMessage(asMessage(body));
+        if (decoded.ok) return;
+        expect(decoded.reason).toMatch(/\S/);
+        expect(decoded.reason.length).toBeLessThan(1000);
+        expect(decoded.reason).not.toContain(MARK);
+      }),
+      { numRuns: 3_000 },
+    );
   });
 });
 
 /** SQS refuses bodies with characters outside its set, and an empty body. */
+// deno-lint-ignore no-control-regex -- the control characters SQS takes
 const SQS_BODY = /^[\x09\x0A\x0D\x20-\uD7FF\uE000-\uFFFD]+$/u;
 
 /** The reason of the one message the DLQ holds; fails unless it holds exactly one. */
@@ -108,7 +126,14 @@ describe("the CLI on poison input", () => {
     // A rule the validator knows nothing of: the test's own, on the test's own database.
     await f.pool.query(sql.unsafe`ALTER TABLE user_logins ADD CONSTRAINT no_kiosks CHECK (device_type <> 'kiosk')`);
     const good = sampleBodies(20, 0, 9);
-    const poison = JSON.stringify({ user_id: "poison-check", app_version: "1.0.0", device_type: "kiosk", ip: "172.16.254.99", locale: "US", device_id: "kiosk-serial-4411" });
+    const poison = JSON.stringify({
+      user_id: "poison-check",
+      app_version: "1.0.0",
+      device_type: "kiosk",
+      ip: "172.16.254.99",
+      locale: "US",
+      device_id: "kiosk-serial-4411",
+    });
     await sendBodies(f.sqs, f.queueUrl, [...good.slice(0, 5), poison, ...good.slice(5)]);
     const run = await runTool(["--drain", "--strategy", "sha256", "--batch-size", "50"], f.env);
     expect(run.code).toBe(0);
@@ -122,11 +147,26 @@ describe("the CLI on poison input", () => {
   it("keeps the raw value Postgres quotes in an error DETAIL out of the DLQ reason and the logs", async () => {
     f = await createFixture();
     await ensureSchema(f.pool);
-    await f.pool.query(sql.unsafe`CREATE TABLE strategy_side (v text CONSTRAINT no_test_net CHECK (v NOT LIKE '10.66.%'))`);
+    await f.pool.query(
+      sql.unsafe`CREATE TABLE strategy_side (v text CONSTRAINT no_test_net CHECK (v NOT LIKE '10.66.%'))`,
+    );
     const good = sampleBodies(10, 0, 13);
-    const poison = JSON.stringify({ user_id: "poison-detail", app_version: "1.0.0", device_type: "ios", ip: "10.66.123.45", locale: null, device_id: "detail-device-5150" });
+    const poison = JSON.stringify({
+      user_id: "poison-detail",
+      app_version: "1.0.0",
+      device_type: "ios",
+      ip: "10.66.123.45",
+      locale: null,
+      device_id: "detail-device-5150",
+    });
     await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
-    const run = await runTool(["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"], f.env);
+    const run = await runTool([
+      "--drain",
+      "--strategy",
+      "tests/fixtures/side-table-strategy.ts",
+      "--log-level",
+      "debug",
+    ], f.env);
     expect(run.code).toBe(0);
     expect(await countRows(f.pool)).toBe(10);
     const reason = await onlyDeadLetterReason();
@@ -148,29 +188,56 @@ describe("the CLI on poison input", () => {
         END IF;
         RETURN NEW;
       END $$`);
-    await f.pool.query(sql.unsafe`CREATE TRIGGER refuse_test_net BEFORE INSERT ON strategy_side FOR EACH ROW EXECUTE FUNCTION refuse_test_net()`);
+    await f.pool.query(
+      sql
+        .unsafe`CREATE TRIGGER refuse_test_net BEFORE INSERT ON strategy_side FOR EACH ROW EXECUTE FUNCTION refuse_test_net()`,
+    );
     const good = sampleBodies(10, 0, 15);
-    const poison = JSON.stringify({ user_id: "poison-message", app_version: "1.0.0", device_type: "ios", ip: "10.77.123.45", locale: null, device_id: "message-device-6160" });
+    const poison = JSON.stringify({
+      user_id: "poison-message",
+      app_version: "1.0.0",
+      device_type: "ios",
+      ip: "10.77.123.45",
+      locale: null,
+      device_id: "message-device-6160",
+    });
     await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
-    const run = await runTool(["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"], f.env);
+    const run = await runTool([
+      "--drain",
+      "--strategy",
+      "tests/fixtures/side-table-strategy.ts",
+      "--log-level",
+      "debug",
+    ], f.env);
     expect(run.code).toBe(0);
     expect(await countRows(f.pool)).toBe(10);
     const reason = await onlyDeadLetterReason();
     expect(reason).toBe('rejected by Postgres: 22023 address [redacted] refused, written "…"');
-    expectNoPii(reason + run.stdout + run.stderr, ["10.77.123.45", "10-77-123-45", "message-device-6160", ...rawPii(good)]);
+    expectNoPii(reason + run.stdout + run.stderr, [
+      "10.77.123.45",
+      "10-77-123-45",
+      "message-device-6160",
+      ...rawPii(good),
+    ]);
   });
 
-  it.each(["mask", "persist"])("stops with one line naming no value when the strategy's %s throws with the value in its message", async (where) => {
-    f = await createFixture();
-    const bodies = sampleBodies(5, 0, 14);
-    await sendBodies(f.sqs, f.queueUrl, bodies);
-    const run = await runTool(["--drain", "--strategy", "tests/fixtures/throwing-strategy.ts"], { ...f.env, THROW_IN: where });
-    expect(run.code).toBe(1);
-    expect(run.stderr).toMatch(new RegExp(`^error: Strategy throwing failed to ${where}`, "m"));
-    expect(run.stderr).toContain("[redacted]");
-    expectNoPii(run.stdout + run.stderr, rawPii(bodies));
-    expect(await countRows(f.pool)).toBe(0);
-  });
+  it.each(["mask", "persist"])(
+    "stops with one line naming no value when the strategy's %s throws with the value in its message",
+    async (where) => {
+      f = await createFixture();
+      const bodies = sampleBodies(5, 0, 14);
+      await sendBodies(f.sqs, f.queueUrl, bodies);
+      const run = await runTool(["--drain", "--strategy", "tests/fixtures/throwing-strategy.ts"], {
+        ...f.env,
+        THROW_IN: where,
+      });
+      expect(run.code).toBe(1);
+      expect(run.stderr).toMatch(new RegExp(`^error: Strategy throwing failed to ${where}`, "m"));
+      expect(run.stderr).toContain("[redacted]");
+      expectNoPii(run.stdout + run.stderr, rawPii(bodies));
+      expect(await countRows(f.pool)).toBe(0);
+    },
+  );
 
   it("dead-letters bodies too big to send ten at a time", async () => {
     f = await createFixture();
@@ -189,10 +256,15 @@ describe("the CLI on poison input", () => {
 });
 
 describe("the dead-letter entry", () => {
-  const message = { MessageId: "0f8fad5b-d9cb-469f-a165-70867728950e", Body: "x", Attributes: { SentTimestamp: "1700000000000" } };
+  const message = {
+    MessageId: "0f8fad5b-d9cb-469f-a165-70867728950e",
+    Body: "x",
+    Attributes: { SentTimestamp: "1700000000000" },
+  };
   const REASON = "user_id: required; app_version: required; device_type: required";
   // Each attribute's name, type and value but the reason's value: what a body shares the limit with.
-  const fixedBytes = "invalid_reason".length + 6 + "source_message_id".length + 6 + 36 + "source_sent_timestamp".length + 6 + 13;
+  const fixedBytes = "invalid_reason".length + 6 + "source_message_id".length + 6 + 36 +
+    "source_sent_timestamp".length + 6 + 13;
 
   it("carries the body, the reason, the source id and time, and counts its bytes as SQS does", () => {
     const entry = fitDeadLetterEntry({ ...message, Body: "not json" }, REASON, SQS_MAX_BATCH_BYTES)!;
@@ -200,8 +272,10 @@ describe("the dead-letter entry", () => {
     expect(entry.entry.MessageAttributes.invalid_reason.StringValue).toBe(REASON);
     expect(entry.entry.MessageAttributes.source_message_id.StringValue).toBe(message.MessageId);
     // body + for each attribute its name, type and value, in UTF-8 bytes
-    expect(entry.bytes).toBe(8 + "invalid_reason".length + 6 + REASON.length + "source_message_id".length + 6 + 36
-      + "source_sent_timestamp".length + 6 + 13);
+    expect(entry.bytes).toBe(
+      8 + "invalid_reason".length + 6 + REASON.length + "source_message_id".length + 6 + 36 +
+        "source_sent_timestamp".length + 6 + 13,
+    );
   });
 
   it("shortens the reason so that a body near the limit still fits", () => {
@@ -214,7 +288,8 @@ describe("the dead-letter entry", () => {
   });
 
   it("gives up when the body itself leaves no room, under SQS's limit or a smaller DLQ's", () => {
-    expect(fitDeadLetterEntry({ ...message, Body: "z".repeat(SQS_MAX_BATCH_BYTES - 100) }, REASON, SQS_MAX_BATCH_BYTES)).toBeUndefined();
+    expect(fitDeadLetterEntry({ ...message, Body: "z".repeat(SQS_MAX_BATCH_BYTES - 100) }, REASON, SQS_MAX_BATCH_BYTES))
+      .toBeUndefined();
     expect(fitDeadLetterEntry({ ...message, Body: "z".repeat(300 * 1024) }, REASON, 256 * 1024)).toBeUndefined();
   });
 
@@ -237,7 +312,9 @@ async function exitsWithin(run: RunningTool, ms: number) {
   const timer = setTimeout(() => run.child.kill("SIGKILL"), ms);
   const result = await run;
   clearTimeout(timer);
-  if (result.signal === "SIGKILL") throw new Error(`still running after ${ms} ms; stderr tail: ${result.stderr.slice(-400)}`);
+  if (result.signal === "SIGKILL") {
+    throw new Error(`still running after ${ms} ms; stderr tail: ${result.stderr.slice(-400)}`);
+  }
   return result;
 }
 
@@ -248,10 +325,16 @@ function summaryOf(stdout: string): Record<string, number> {
 }
 
 async function queueCounts(queueUrl: string): Promise<{ visible: number; invisible: number }> {
-  const { Attributes = {} } = await f!.sqs.send(new GetQueueAttributesCommand({
-    QueueUrl: queueUrl, AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-  }));
-  return { visible: Number(Attributes.ApproximateNumberOfMessages), invisible: Number(Attributes.ApproximateNumberOfMessagesNotVisible) };
+  const { Attributes = {} } = await f!.sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    }),
+  );
+  return {
+    visible: Number(Attributes.ApproximateNumberOfMessages),
+    invisible: Number(Attributes.ApproximateNumberOfMessagesNotVisible),
+  };
 }
 
 describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
@@ -294,10 +377,17 @@ describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
     expect(dead!.Body).toBe(fitsShortened);
     expect(dead!.MessageAttributes?.invalid_reason?.StringValue).toMatch(/^user_id: required.*…$/);
     // The one left behind: its next receive passes maxReceiveCount, and SQS moves it itself.
-    await waitFor("SQS's redrive to move it", async () => {
-      await f!.sqs.send(new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 1 }));
-      return (await queueDepth(f!.sqs, f!.queueUrl)) === 0;
-    }, 20_000, 200);
+    await waitFor(
+      "SQS's redrive to move it",
+      async () => {
+        await f!.sqs.send(
+          new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 1 }),
+        );
+        return (await queueDepth(f!.sqs, f!.queueUrl)) === 0;
+      },
+      20_000,
+      200,
+    );
     const redriven = await receiveAll(f.sqs, f.dlqUrl);
     expect(redriven.map((m) => m.Body!.length)).toEqual([cannotFit.length]);
   });
@@ -307,7 +397,12 @@ describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
     await sendBodies(f.sqs, f.queueUrl, [tooBigForSmallDlq]);
     const run = runTool(["--strategy", "sha256"], f.env);
     try {
-      await waitFor("SQS's redrive to move it to the DLQ", async () => (await queueCounts(f!.dlqUrl)).visible === 1, 30_000, 200);
+      await waitFor(
+        "SQS's redrive to move it to the DLQ",
+        async () => (await queueCounts(f!.dlqUrl)).visible === 1,
+        30_000,
+        200,
+      );
     } finally {
       run.child.kill("SIGTERM");
     }
@@ -322,7 +417,12 @@ describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
     // A 2 s grace: long polls then wait 2 s, and what a stop hands back is visible once they end.
     const run = runTool(["--strategy", "sha256"], { ...f.env, STOP_GRACE_SECONDS: "2" });
     try {
-      await waitFor("the tool to take it", () => run.stderrSoFar().includes("too big for the DLQ") || run.stderrSoFar().includes("DLQ refused"), 20_000, 100);
+      await waitFor(
+        "the tool to take it",
+        () => run.stderrSoFar().includes("too big for the DLQ") || run.stderrSoFar().includes("DLQ refused"),
+        20_000,
+        100,
+      );
     } finally {
       run.child.kill("SIGTERM");
     }
@@ -331,10 +431,17 @@ describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {
     // Another consumer can take it once the stop's aborted long polls are over (2 s), not after
     // the queue's 30 s visibility timeout.
     const stoppedAt = Date.now();
-    const again = await waitFor("another consumer to receive it", async () => {
-      const { Messages = [] } = await f!.sqs.send(new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 0 }));
-      return Messages[0];
-    }, 10_000, 100);
+    const again = await waitFor(
+      "another consumer to receive it",
+      async () => {
+        const { Messages = [] } = await f!.sqs.send(
+          new ReceiveMessageCommand({ QueueUrl: f!.queueUrl, WaitTimeSeconds: 1, VisibilityTimeout: 0 }),
+        );
+        return Messages[0];
+      },
+      10_000,
+      100,
+    );
     expect(again.Body).toBe(tooBigForSmallDlq);
     expect(Date.now() - stoppedAt).toBeLessThan(10_000);
   });

@@ -11,7 +11,7 @@
  *   on one and closes it closes the proxy's upstream connection too, so the server sees the
  *   client leave (and Postgres rolls its transaction back).
  */
-import { createServer, connect, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { freePort } from "../scripts/embedded.ts";
 
 export interface TcpProxy {

@@ -26,7 +26,7 @@ describe("release files", () => {
   it("is MIT licensed, and says so in package.json and deno.json", async () => {
     const license = await readFile(join(ROOT, "LICENSE"), "utf8");
     expect(license).toMatch(/^MIT License\n\nCopyright \(c\) \d{4} /);
-    expect(license).toContain("THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND");
+    expect(license).toContain('THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND');
     expect((await readJson("package.json")).license).toBe("MIT");
     expect((await readJson("deno.json")).license).toBe("MIT");
   });
@@ -38,12 +38,24 @@ describe("JSR", () => {
     expect(deno.name).toMatch(/^@[a-z0-9-]+\/[a-z0-9-]+$/);
     expect(deno.exports).toBeDefined();
     // --allow-dirty: a working tree under development has uncommitted files; CI's clone has none.
-    const run = await runCommand(denoBinary(), ["publish", "--dry-run", "--allow-dirty"], { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" });
+    const run = await runCommand(denoBinary(), ["publish", "--dry-run", "--allow-dirty"], {
+      DENO_NO_UPDATE_CHECK: "1",
+      NO_COLOR: "1",
+    });
     expect(run.stderr).not.toMatch(/^(error|warning\[(?!unanalyzable-dynamic-import))/m);
     expect(run.code).toBe(0);
     const output = run.stdout + run.stderr;
     expect(output).toContain(`Simulating publish of ${deno.name}@${deno.version}`);
-    for (const file of ["mod.ts", "strategies/hmac.ts", "strategies/sha256.ts", "strategies/vault.ts", "LICENSE", "README.md"]) {
+    for (
+      const file of [
+        "mod.ts",
+        "strategies/hmac.ts",
+        "strategies/sha256.ts",
+        "strategies/vault.ts",
+        "LICENSE",
+        "README.md",
+      ]
+    ) {
       expect(output).toMatch(new RegExp(`${file.replace(/\./g, "\\.")}\\b`));
     }
     expect(output).not.toMatch(/tests\/|scripts\/bench\.ts|node_modules/);

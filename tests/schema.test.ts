@@ -12,20 +12,30 @@ const message = (body: string, sentTimestamp: number | null = SENT): Message => 
   Attributes: sentTimestamp === null ? {} : { SentTimestamp: String(sentTimestamp) },
 });
 const valid = {
-  user_id: "424cdd21-063a-43a7-b91b-7ca1a833afae", app_version: "2.3.0", device_type: "android",
-  ip: "199.172.111.135", locale: "RU", device_id: "593-47-5928",
+  user_id: "424cdd21-063a-43a7-b91b-7ca1a833afae",
+  app_version: "2.3.0",
+  device_type: "android",
+  ip: "199.172.111.135",
+  locale: "RU",
+  device_id: "593-47-5928",
 };
 
 describe("app_version encoding", () => {
   it.each([
-    ["0.0.0", 0], ["2.3.4", 20304], ["2.3.0", 20300], ["99.99.99", 999999], ["1.10.0", 11000], ["10.0.1", 100001],
+    ["0.0.0", 0],
+    ["2.3.4", 20304],
+    ["2.3.0", 20300],
+    ["99.99.99", 999999],
+    ["1.10.0", 11000],
+    ["10.0.1", 100001],
   ])("encodes %s as %i and reads it back", (version, encoded) => {
     expect(encodeAppVersion(version)).toBe(encoded);
     expect(decodeAppVersion(encoded)).toBe(version);
   });
 
   it.each(["2.3", "2.3.4.5", "100.0.0", "1.100.0", "1.0.100", "-1.0.0", "a.b.c", "", " 1.2.3", "1.2.3 "])(
-    "refuses %j", (version) => expect(encodeAppVersion(version)).toBeUndefined(),
+    "refuses %j",
+    (version) => expect(encodeAppVersion(version)).toBeUndefined(),
   );
 
   it("sorts like the version", () => {
@@ -49,15 +59,21 @@ describe("decodeMessage", () => {
     expect(decoded.ok && decoded.record.createDate).toBe("2024-02-29");
   });
 
-  it.each(EDGE_CASE_BODIES.map((body) => [JSON.parse(body).user_id.slice(0, 20), body]))("accepts the edge case %s", (_name, body) => {
-    expect(decodeMessage(message(body)).ok).toBe(true);
-  });
+  it.each(EDGE_CASE_BODIES.map((body) => [JSON.parse(body).user_id.slice(0, 20), body]))(
+    "accepts the edge case %s",
+    (_name, body) => {
+      expect(decodeMessage(message(body)).ok).toBe(true);
+    },
+  );
 
-  it.each(INVALID_BODIES.map(({ body, reason }) => [body.slice(0, 40), body, reason]))("refuses %j", (_name, body, reason) => {
-    const decoded = decodeMessage(message(body));
-    expect(decoded.ok).toBe(false);
-    expect(!decoded.ok && decoded.reason).toContain(reason);
-  });
+  it.each(INVALID_BODIES.map(({ body, reason }) => [body.slice(0, 40), body, reason]))(
+    "refuses %j",
+    (_name, body, reason) => {
+      const decoded = decodeMessage(message(body));
+      expect(decoded.ok).toBe(false);
+      expect(!decoded.ok && decoded.reason).toContain(reason);
+    },
+  );
 
   it.each([
     ["locale too long", { ...valid, locale: "x".repeat(33) }, "locale:"],
@@ -82,7 +98,10 @@ describe("decodeMessage", () => {
   });
 
   it("refuses a message without SentTimestamp", () => {
-    expect(decodeMessage(message(JSON.stringify(valid), null))).toEqual({ ok: false, reason: "message has no SentTimestamp attribute" });
+    expect(decodeMessage(message(JSON.stringify(valid), null))).toEqual({
+      ok: false,
+      reason: "message has no SentTimestamp attribute",
+    });
   });
 
   it("never puts a value in a reason", () => {
@@ -104,23 +123,31 @@ describe("decodeMessage", () => {
 describe("input fidelity: equal values mask equal, different values never collide", () => {
   const emoji = "\u{1F600}"; // one character (code point), two UTF-16 units
 
-  it.each([
-    ["user_id", 128], ["device_type", 32], ["locale", 32], ["device_id", 256],
-  ] as const)("counts %s in characters, as varchar(%i) does", (field, max) => {
+  it.each(
+    [
+      ["user_id", 128],
+      ["device_type", 32],
+      ["locale", 32],
+      ["device_id", 256],
+    ] as const,
+  )("counts %s in characters, as varchar(%i) does", (field, max) => {
     expect(decodeMessage(message(JSON.stringify({ ...valid, [field]: emoji.repeat(max) }))).ok).toBe(true);
     const tooLong = decodeMessage(message(JSON.stringify({ ...valid, [field]: emoji.repeat(max + 1) })));
     expect(!tooLong.ok && tooLong.reason).toBe(`${field}: at most ${max} characters`);
   });
 
-  it.each(["user_id", "device_type", "locale", "device_id"])("refuses an unpaired surrogate in %s, naming no value", (field) => {
-    // JSON can carry one as an escape; it would reach Postgres and the hash as U+FFFD.
-    for (const text of ["\uD800", "ab\uDC00", "x\uD83D"]) {
-      const decoded = decodeMessage(message(JSON.stringify({ ...valid, [field]: text })));
-      expect(decoded).toEqual({ ok: false, reason: `${field}: not valid Unicode (an unpaired surrogate)` });
-    }
-    // A pair is a character like any other.
-    expect(decodeMessage(message(JSON.stringify({ ...valid, [field]: "\uD83D\uDE00" }))).ok).toBe(true);
-  });
+  it.each(["user_id", "device_type", "locale", "device_id"])(
+    "refuses an unpaired surrogate in %s, naming no value",
+    (field) => {
+      // JSON can carry one as an escape; it would reach Postgres and the hash as U+FFFD.
+      for (const text of ["\uD800", "ab\uDC00", "x\uD83D"]) {
+        const decoded = decodeMessage(message(JSON.stringify({ ...valid, [field]: text })));
+        expect(decoded).toEqual({ ok: false, reason: `${field}: not valid Unicode (an unpaired surrogate)` });
+      }
+      // A pair is a character like any other.
+      expect(decodeMessage(message(JSON.stringify({ ...valid, [field]: "\uD83D\uDE00" }))).ok).toBe(true);
+    },
+  );
 
   it.each([
     ["2001:DB8::ABCD", "2001:db8::abcd"],

@@ -51,7 +51,9 @@ describe("scripts/produce.ts", () => {
 
   it("no region: the same line as mod.ts, exit 2", async () => {
     const { code, stderr } = await run("produce", ["--queue-url", queue], {
-      AWS_ACCESS_KEY_ID: "x", AWS_SECRET_ACCESS_KEY: "y", AWS_CONFIG_FILE: "/nonexistent",
+      AWS_ACCESS_KEY_ID: "x",
+      AWS_SECRET_ACCESS_KEY: "y",
+      AWS_CONFIG_FILE: "/nonexistent",
     });
     expect(stderr).toBe("error: AWS region is not set: set AWS_REGION (or a region in your AWS profile)\n");
     expect(code).toBe(2);
@@ -59,7 +61,9 @@ describe("scripts/produce.ts", () => {
 
   it("an unreachable queue: the same line as mod.ts, exit 1", async () => {
     const { code, stderr } = await run("produce", ["--queue-url", queue], aws);
-    expect(stderr).toMatch(/^error: Cannot use --queue-url http:\/\/127\.0\.0\.1:9\/000000000000\/nowhere: endpoint unreachable \(ECONNREFUSED\)/);
+    expect(stderr).toMatch(
+      /^error: Cannot use --queue-url http:\/\/127\.0\.0\.1:9\/000000000000\/nowhere: endpoint unreachable \(ECONNREFUSED\)/,
+    );
     expect(stderr.trim().split("\n")).toHaveLength(1);
     expect(code).toBe(1);
   });
@@ -67,7 +71,11 @@ describe("scripts/produce.ts", () => {
   it("sends what it is asked to, to the queue QUEUE_URL names", async () => {
     const f = await createFixture();
     try {
-      const { code, stdout, stderr } = await run("produce", ["--count", "25", "--invalid", "0.2", "--seed", "3"], f.env);
+      const { code, stdout, stderr } = await run(
+        "produce",
+        ["--count", "25", "--invalid", "0.2", "--seed", "3"],
+        f.env,
+      );
       expect(stderr).toBe("");
       expect(code).toBe(0);
       expect(stdout).toBe(`sent 25 messages to ${f.queueUrl}\n`);
@@ -82,7 +90,10 @@ describe("scripts/bench.ts", () => {
   it.each([
     [["--n", "abc"], 'error: --n must be a whole number from 1 to 100000000, got "abc"'],
     [["--phases", "tool,nap"], 'error: --phases takes ceiling, tool, large, baseline, got "nap"'],
-    [["--strategies", "md5"], `error: Unknown strategy "md5": use one of ${STRATEGY_NAMES.join(", ")}, or a path to your own module`],
+    [
+      ["--strategies", "md5"],
+      `error: Unknown strategy "md5": use one of ${STRATEGY_NAMES.join(", ")}, or a path to your own module`,
+    ],
     [["--tool-dir", "docs"], "error: --tool-dir docs has no mod.ts: give a checkout with its dependencies installed"],
   ])("a bad value %j: exit 2, one line, before anything starts", async (args, message) => {
     const { code, stderr } = await run("bench", args);

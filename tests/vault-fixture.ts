@@ -8,7 +8,14 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type DatabasePool, sql } from "slonik";
 import {
-  createDatabasePool, decodeMessage, ensureSchema, loadStrategy, type LoginRecord, maskRecord, type MaskStrategy, writeBatch,
+  createDatabasePool,
+  decodeMessage,
+  ensureSchema,
+  loadStrategy,
+  type LoginRecord,
+  maskRecord,
+  type MaskStrategy,
+  writeBatch,
   type WriteOutcome,
 } from "../mod.ts";
 import { createFixture, type Fixture, readRows, ROOT } from "./helpers.ts";
@@ -36,7 +43,9 @@ export async function createVaultFixture(): Promise<VaultFixture> {
       const name = `${prefix}_${randomBytes(3).toString("hex")}`;
       const password = randomBytes(12).toString("hex");
       roles.push(name);
-      await f.pool.query(sql.unsafe`CREATE ROLE ${sql.identifier([name])} LOGIN PASSWORD ${sql.literalValue(password)}`);
+      await f.pool.query(
+        sql.unsafe`CREATE ROLE ${sql.identifier([name])} LOGIN PASSWORD ${sql.literalValue(password)}`,
+      );
       for (const group of grants.split(",").map((g) => g.trim()).filter(Boolean)) {
         await f.pool.query(sql.unsafe`GRANT ${sql.identifier([group])} TO ${sql.identifier([name])}`);
       }
@@ -55,8 +64,10 @@ export async function createVaultFixture(): Promise<VaultFixture> {
       // The role that owns this database's vault is this database's alone: it goes with the
       // test, first, since its tables may sit in a schema a login role made.
       const owner = await vaultOwnerRole(f.pool);
-      const dropped = owner && owner !== await f.pool.oneFirst(sql.unsafe`SELECT current_user::text`) && !roles.includes(owner)
-        ? [owner, ...roles] : roles;
+      const dropped =
+        owner && owner !== await f.pool.oneFirst(sql.unsafe`SELECT current_user::text`) && !roles.includes(owner)
+          ? [owner, ...roles]
+          : roles;
       for (const role of dropped) {
         await f.pool.query(sql.unsafe`DROP OWNED BY ${sql.identifier([role])}`);
         await f.pool.query(sql.unsafe`DROP ROLE ${sql.identifier([role])}`);
@@ -86,15 +97,22 @@ export async function createVault(pool: DatabasePool, vaultEnv: Record<string, s
 
 /** Turn bodies into records as the consumer would; a given message id makes a redelivery. */
 export function toRecords(bodies: readonly string[], messageIds?: readonly string[]): LoginRecord[] {
-  return bodies.map((body, i) => (decodeMessage({
-    MessageId: messageIds?.[i] ?? `m-${randomBytes(4).toString("hex")}-${i}`, ReceiptHandle: "r", Body: body,
-    Attributes: { SentTimestamp: String(Date.now()) },
-  }) as { record: LoginRecord }).record);
+  return bodies.map((body, i) =>
+    (decodeMessage({
+      MessageId: messageIds?.[i] ?? `m-${randomBytes(4).toString("hex")}-${i}`,
+      ReceiptHandle: "r",
+      Body: body,
+      Attributes: { SentTimestamp: String(Date.now()) },
+    }) as { record: LoginRecord }).record
+  );
 }
 
 /** Load bodies straight through the sink, as the consumer would. */
 export async function load(
-  pool: DatabasePool, strategy: MaskStrategy, bodies: readonly string[], messageIds?: readonly string[],
+  pool: DatabasePool,
+  strategy: MaskStrategy,
+  bodies: readonly string[],
+  messageIds?: readonly string[],
 ): Promise<WriteOutcome> {
   const records = toRecords(bodies, messageIds);
   return await writeBatch(pool, strategy, await Promise.all(records.map((r) => maskRecord(strategy, r))));
@@ -142,7 +160,9 @@ export async function sqlStateOf(call: Promise<unknown>): Promise<string> {
     await call;
     return "ok";
   } catch (error) {
-    for (let e: unknown = error; e instanceof Error; e = e.cause) if ("code" in e && typeof e.code === "string") return e.code;
+    for (let e: unknown = error; e instanceof Error; e = e.cause) {
+      if ("code" in e && typeof e.code === "string") return e.code;
+    }
     return (error as Error).message;
   }
 }

@@ -10,8 +10,19 @@ import { deriveVaultKey, encryptEntry } from "../strategies/_vault-crypto.ts";
 import { byteaArray } from "../strategies/vault.ts";
 import { runTool, waitFor } from "./helpers.ts";
 import {
-  createVault, createVaultFixture, load, login, OTHER_VAULT_KEY, rawSql, runSqlFile, sqlState, sqlStateOf, TEST_VAULT_KEY, toRecords,
-  tokensOf, type VaultFixture,
+  createVault,
+  createVaultFixture,
+  load,
+  login,
+  OTHER_VAULT_KEY,
+  rawSql,
+  runSqlFile,
+  sqlState,
+  sqlStateOf,
+  TEST_VAULT_KEY,
+  tokensOf,
+  toRecords,
+  type VaultFixture,
 } from "./vault-fixture.ts";
 
 let f: VaultFixture;
@@ -38,12 +49,19 @@ async function createRoles(): Promise<Roles> {
   const owner = await createVault(f.pool, f.vaultEnv);
   await runSqlFile(f.pool, "scripts/vault-roles.sql");
   const [loaderUrl, recoveryUrl, adminUrl, nobodyUrl] = await Promise.all([
-    f.createLoginRole("loader", "login_loader"), f.createLoginRole("recovery", "pii_recovery"),
-    f.createLoginRole("admin", "pii_vault_admin"), f.createLoginRole("nobody", ""),
+    f.createLoginRole("loader", "login_loader"),
+    f.createLoginRole("recovery", "pii_recovery"),
+    f.createLoginRole("admin", "pii_vault_admin"),
+    f.createLoginRole("nobody", ""),
   ]);
   return {
-    owner, loaderUrl, recoveryUrl, adminUrl,
-    loader: await f.poolFor(loaderUrl), recovery: await f.poolFor(recoveryUrl), admin: await f.poolFor(adminUrl),
+    owner,
+    loaderUrl,
+    recoveryUrl,
+    adminUrl,
+    loader: await f.poolFor(loaderUrl),
+    recovery: await f.poolFor(recoveryUrl),
+    admin: await f.poolFor(adminUrl),
     nobody: await f.poolFor(nobodyUrl),
   };
 }
@@ -55,9 +73,17 @@ const requestRecovery = (reason: string, ticket: string, tokens: readonly string
 const serveRecovery = (id: unknown) =>
   sql.unsafe`SELECT outcome, token, encode(sealed, 'hex') AS sealed FROM pii_vault.serve_recovery(${id as number})`;
 const recoverAs = (url: string, args: string[]) =>
-  runTool(["--reason", "insider test", "--ticket", "SEC-1", ...args], { ...f.vaultEnv, DATABASE_URL: url }, "scripts/recover.ts");
+  runTool(
+    ["--reason", "insider test", "--ticket", "SEC-1", ...args],
+    { ...f.vaultEnv, DATABASE_URL: url },
+    "scripts/recover.ts",
+  );
 const forgetAs = (url: string, userId: string) =>
-  runTool(["--user-id", userId, "--reason", "erasure request", "--ticket", "ER-1"], { ...f.env, DATABASE_URL: url }, "scripts/forget.ts");
+  runTool(
+    ["--user-id", userId, "--reason", "erasure request", "--ticket", "ER-1"],
+    { ...f.env, DATABASE_URL: url },
+    "scripts/forget.ts",
+  );
 
 /** Every row of every table of every schema, as JSON text, with where it lives. */
 async function everyRow(pool: DatabasePool): Promise<Array<{ table: string; row: string }>> {
@@ -66,7 +92,9 @@ async function everyRow(pool: DatabasePool): Promise<Array<{ table: string; row:
     WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')`) as string[];
   const rows: Array<{ table: string; row: string }> = [];
   for (const table of tables) {
-    for (const row of await pool.anyFirst(rawSql(`SELECT row_to_json(t)::text FROM ${table} t`)) as string[]) rows.push({ table, row });
+    for (const row of await pool.anyFirst(rawSql(`SELECT row_to_json(t)::text FROM ${table} t`)) as string[]) {
+      rows.push({ table, row });
+    }
   }
   return rows;
 }
@@ -76,11 +104,20 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     const r = await createRoles();
     await load(f.pool, r.owner, [login("a", "10.1.2.3", "device-read-a")]);
     const tried: string[] = [];
-    for (const [name, pool] of Object.entries({ recovery: r.recovery, admin: r.admin, loader: r.loader, nobody: r.nobody })) {
+    for (
+      const [name, pool] of Object.entries({ recovery: r.recovery, admin: r.admin, loader: r.loader, nobody: r.nobody })
+    ) {
       for (const table of ["entries", "audit", "tombstones", "requests", ...name === "nobody" ? ["keyring"] : []]) {
-        tried.push(`${name} SELECT pii_vault.${table}: ${await sqlState(pool, rawSql(`SELECT * FROM pii_vault.${table}`))}`);
+        tried.push(
+          `${name} SELECT pii_vault.${table}: ${await sqlState(pool, rawSql(`SELECT * FROM pii_vault.${table}`))}`,
+        );
       }
-      tried.push(`${name} UPDATE pii_vault.entries: ${await sqlState(pool, sql.unsafe`UPDATE pii_vault.entries SET sealed = sealed`)}`);
+      tried.push(
+        `${name} UPDATE pii_vault.entries: ${await sqlState(
+          pool,
+          sql.unsafe`UPDATE pii_vault.entries SET sealed = sealed`,
+        )}`,
+      );
     }
     expect(tried).toEqual(tried.map((line) => line.replace(/: .*$/, ": 42501")));
 
@@ -91,7 +128,14 @@ describe("1. recovery: no value leaves the vault without an audit row already co
              (SELECT count(*)::int FROM pg_class c WHERE c.relnamespace = 'pii_vault'::regnamespace AND c.relowner <> r.oid AND c.relkind = 'r') AS tables_owned_by_others,
              (SELECT count(*)::int FROM pg_proc p WHERE p.pronamespace = 'pii_vault'::regnamespace AND p.proowner <> r.oid) AS functions_owned_by_others
       FROM pg_roles r WHERE r.oid = (SELECT relowner FROM pg_class WHERE oid = 'pii_vault.entries'::regclass)`);
-    expect(owner).toEqual({ own_name: true, rolcanlogin: false, rolsuper: false, members: 0, tables_owned_by_others: 0, functions_owned_by_others: 0 });
+    expect(owner).toEqual({
+      own_name: true,
+      rolcanlogin: false,
+      rolsuper: false,
+      members: 0,
+      tables_owned_by_others: 0,
+      functions_owned_by_others: 0,
+    });
   });
 
   it("hands the vault over when a table owner without superuser runs the roles script, and leaves that owner unable to read it", async () => {
@@ -129,7 +173,9 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     expect(sameTransaction).toEqual([{ outcome: "denied", token: null, sealed: null }]);
     // Nor from a savepoint released into it: its rows belong to the same, uncommitted, transaction.
     const inSavepoint = await r.recovery.transaction(async (tx) => {
-      const id = await tx.transaction(async (savepoint) => await savepoint.oneFirst(requestRecovery("savepoint", "T-2", [a.ip])));
+      const id = await tx.transaction(async (savepoint) =>
+        await savepoint.oneFirst(requestRecovery("savepoint", "T-2", [a.ip]))
+      );
       return await tx.any(serveRecovery(id));
     });
     expect(inSavepoint).toEqual([{ outcome: "denied", token: null, sealed: null }]);
@@ -149,27 +195,49 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     const audit = await f.pool.any(sql.unsafe`
       SELECT action, outcome, db_user, reason, ticket, request_id IS NOT NULL AS answers, at IS NOT NULL AS dated FROM pii_vault.audit ORDER BY id`);
     const recoverer = userOf(r.recoveryUrl);
-    const row = (outcome: string, reason: string | null, ticket: string | null, user = recoverer) =>
-      ({ action: "recover", outcome, db_user: user, reason, ticket, answers: reason === null, dated: true });
+    const row = (outcome: string, reason: string | null, ticket: string | null, user = recoverer) => ({
+      action: "recover",
+      outcome,
+      db_user: user,
+      reason,
+      ticket,
+      answers: reason === null,
+      dated: true,
+    });
     expect(audit).toEqual([
-      row("requested", "same transaction", "T-1"), row("denied", null, null),
-      row("requested", "savepoint", "T-2"), row("denied", null, null),
+      row("requested", "same transaction", "T-1"),
+      row("denied", null, null),
+      row("requested", "savepoint", "T-2"),
+      row("denied", null, null),
       row("requested", "ticket SEC-9", "SEC-9"),
       row("denied", null, null, (await other.oneFirst(sql.unsafe`SELECT session_user::text`)) as string),
     ]);
     // The audit says that a recovery happened and why, never which tokens.
-    for (const { row: text } of (await everyRow(f.pool)).filter((x) => x.table === "pii_vault.audit")) expect(text).not.toContain("vlt1:");
+    for (const { row: text } of (await everyRow(f.pool)).filter((x) => x.table === "pii_vault.audit")) {
+      expect(text).not.toContain("vlt1:");
+    }
   });
 
   it("lets no role write the audit itself: who and when are the database's, and the caller states only reason and ticket", async () => {
     const r = await createRoles();
     for (const pool of [r.recovery, r.admin, r.loader]) {
-      expect(await pool.oneFirst(sql.unsafe`SELECT has_any_column_privilege('pii_vault.audit', 'INSERT, UPDATE, REFERENCES')`)).toBe(false);
+      expect(
+        await pool.oneFirst(
+          sql.unsafe`SELECT has_any_column_privilege('pii_vault.audit', 'INSERT, UPDATE, REFERENCES')`,
+        ),
+      ).toBe(false);
     }
     // Today's attack: an audit row claiming an erasure by another OS user.
-    expect(await sqlState(r.recovery, sql.unsafe`
-      INSERT INTO pii_vault.audit (action, reason, os_user) VALUES ('forget', 'cover story', 'someone-else')`)).not.toBe("ok");
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE action = 'forget'`)).toBe(0);
+    expect(
+      await sqlState(
+        r.recovery,
+        sql.unsafe`
+      INSERT INTO pii_vault.audit (action, reason, os_user) VALUES ('forget', 'cover story', 'someone-else')`,
+      ),
+    ).not.toBe("ok");
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE action = 'forget'`)).toBe(
+      0,
+    );
     // A request without a reason or a ticket is refused by the database, not only by recover.ts.
     expect(await sqlState(r.recovery, requestRecovery(" ", "T-3", ["vlt1:" + "A".repeat(43)]))).toBe("22023");
     expect(await sqlState(r.recovery, requestRecovery("why", "", ["vlt1:" + "A".repeat(43)]))).toBe("22023");
@@ -182,8 +250,16 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     const run = await recoverAs(r.recoveryUrl, ["--user-id", "a"]);
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe(`ip\t${a.ip}\t10.1.1.1\ndevice_id\t${a.device_id}\tdevice-cli-a\n`);
-    expect(await f.pool.any(sql.unsafe`SELECT outcome, db_user, reason, ticket, detail FROM pii_vault.audit ORDER BY id`)).toEqual([
-      { outcome: "requested", db_user: userOf(r.recoveryUrl), reason: "insider test", ticket: "SEC-1", detail: "tokens=2" },
+    expect(
+      await f.pool.any(sql.unsafe`SELECT outcome, db_user, reason, ticket, detail FROM pii_vault.audit ORDER BY id`),
+    ).toEqual([
+      {
+        outcome: "requested",
+        db_user: userOf(r.recoveryUrl),
+        reason: "insider test",
+        ticket: "SEC-1",
+        detail: "tokens=2",
+      },
       { outcome: "served", db_user: userOf(r.recoveryUrl), reason: null, ticket: null, detail: "values=2" },
     ]);
 
@@ -196,8 +272,12 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     const forged = await recoverAs(r.recoveryUrl, [planted]);
     expect(forged.code).toBe(1);
     expect(forged.stdout).toBe("");
-    expect(forged.stderr).toBe(`error: The vault entry for ${planted} holds a value whose token is not ${planted}: it was written by a holder of VAULT_KEY with a false value; nothing recovered\n`);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT detail FROM pii_vault.audit ORDER BY id DESC LIMIT 1`)).toBe("token_mismatch");
+    expect(forged.stderr).toBe(
+      `error: The vault entry for ${planted} holds a value whose token is not ${planted}: it was written by a holder of VAULT_KEY with a false value; nothing recovered\n`,
+    );
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT detail FROM pii_vault.audit ORDER BY id DESC LIMIT 1`)).toBe(
+      "token_mismatch",
+    );
   });
 });
 
@@ -218,12 +298,16 @@ describe("2. erasure: once forgotten, nothing comes back and nothing links", () 
     expect(again).toMatchObject({ inserted: 0, duplicates: 1 });
     const byToken = await recoverAs(r.recoveryUrl, [gone.device_id]);
     expect(byToken.stdout).toBe("");
-    expect(byToken.stderr).toBe(`error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${gone.device_id}\n`);
+    expect(byToken.stderr).toBe(
+      `error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${gone.device_id}\n`,
+    );
 
     // A new message carrying the erased value: its row loads, the value is not stored again.
     await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("later", "172.16.5.10", "device-gone-5")]);
     expect((await tokensOf(f.pool, "later")).device_id).toBe(gone.device_id);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries WHERE token = ${gone.device_id}`)).toBe(0);
+    expect(
+      await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries WHERE token = ${gone.device_id}`),
+    ).toBe(0);
     // The housemate's shared value stays theirs.
     const mate = await recoverAs(r.recoveryUrl, ["--user-id", "mate"]);
     expect(mate.stdout).toMatch(/^ip\tvlt1:\S+\t172\.16\.5\.9\n/);
@@ -233,14 +317,16 @@ describe("2. erasure: once forgotten, nothing comes back and nothing links", () 
     const r = await createRoles();
     const user = "user-erased-7f3a";
     await load(r.loader, await createVault(r.loader, f.vaultEnv), [
-      login(user, "172.16.6.1", "device-erased-6"), login("mate-6", "172.16.6.1", "device-mate-6"),
+      login(user, "172.16.6.1", "device-erased-6"),
+      login("mate-6", "172.16.6.1", "device-mate-6"),
     ]);
     const gone = await tokensOf(f.pool, user);
     expect((await recoverAs(r.recoveryUrl, ["--user-id", user])).stdout).toContain("device-erased-6");
     expect((await forgetAs(r.adminUrl, user)).stdout).toMatch(/^forgotten: rows=1 /);
 
     const links = (await everyRow(f.pool)).filter(({ row }) =>
-      row.includes(user) && [gone.ip, gone.device_id, "172.16.6.1", "device-erased-6"].some((v) => row.includes(v)));
+      row.includes(user) && [gone.ip, gone.device_id, "172.16.6.1", "device-erased-6"].some((v) => row.includes(v))
+    );
     expect(links).toEqual([]);
     // The erased token is left only as a tombstone, which names no one.
     const holders = (await everyRow(f.pool)).filter(({ row }) => row.includes(gone.device_id)).map((x) => x.table);
@@ -258,20 +344,34 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
     let release!: () => void;
     let entered!: () => void;
     const batchEntered = new Promise<void>((resolve) => (entered = resolve));
-    const batch = await Promise.all(toRecords([login("b", "192.0.2.11", "device-rot-b")]).map((m) => maskRecord(oldLoader, m)));
+    const batch = await Promise.all(
+      toRecords([login("b", "192.0.2.11", "device-rot-b")]).map((m) => maskRecord(oldLoader, m)),
+    );
     const inFlight = r.loader.transaction(async (tx) => {
       await insertRows(tx, oldLoader, batch);
       entered();
       await new Promise<void>((resolve) => (release = resolve));
     });
     await batchEntered;
-    const rotateEnv = { ...f.env, DATABASE_URL: r.adminUrl, VAULT_PREVIOUS_KEY: TEST_VAULT_KEY, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
+    const rotateEnv = {
+      ...f.env,
+      DATABASE_URL: r.adminUrl,
+      VAULT_PREVIOUS_KEY: TEST_VAULT_KEY,
+      VAULT_KEY: OTHER_VAULT_KEY,
+      VAULT_KEY_VERSION: "2",
+    };
     const rotation = runTool(["--reason", "yearly", "--ticket", "OPS-2"], rotateEnv, "scripts/rotate-vault-key.ts");
     let rotationEnded = false;
     void rotation.then(() => (rotationEnded = true));
-    await waitFor("the rotation to wait for the batch in flight (or to end without waiting)", async () => rotationEnded ||
-      await f.pool.oneFirst(sql.unsafe`
-        SELECT count(*)::int FROM pg_stat_activity WHERE usename = ${userOf(r.adminUrl)} AND wait_event_type = 'Lock'`) as number > 0);
+    await waitFor(
+      "the rotation to wait for the batch in flight (or to end without waiting)",
+      async () =>
+        rotationEnded ||
+        await f.pool.oneFirst(sql.unsafe`
+        SELECT count(*)::int FROM pg_stat_activity WHERE usename = ${
+            userOf(r.adminUrl)
+          } AND wait_event_type = 'Lock'`) as number > 0,
+    );
     release();
     await inFlight;
     const rotated = await rotation;
@@ -283,25 +383,49 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
     await expect(load(r.loader, oldLoader, [login("c", "192.0.2.12", "device-rot-c")])).rejects.toThrow(
       "Vault key version 1 was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (scripts/rotate-vault-key.ts, docs/vault.md)",
     );
-    expect(await sqlState(r.loader, sql.unsafe`
-      SELECT pii_vault.write_entries(1, ${tokenArray([await oldLoader.mask("192.0.2.13", "ip")])}, ${tokenArray(["ip"])}, ${byteaArray([Buffer.from([0])])})`)).toBe("VK001");
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries WHERE key_version = 1`)).toBe(0);
-    expect(await f.pool.any(sql.unsafe`
-      SELECT key_version, wrapped_token_key IS NULL AS key_gone, retired_at IS NOT NULL AS retired FROM pii_vault.keyring ORDER BY key_version`))
-      .toEqual([{ key_version: 1, key_gone: true, retired: true }, { key_version: 2, key_gone: false, retired: false }]);
+    expect(
+      await sqlState(
+        r.loader,
+        sql.unsafe`
+      SELECT pii_vault.write_entries(1, ${tokenArray([await oldLoader.mask("192.0.2.13", "ip")])}, ${
+          tokenArray(["ip"])
+        }, ${byteaArray([Buffer.from([0])])})`,
+      ),
+    ).toBe("VK001");
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries WHERE key_version = 1`)).toBe(
+      0,
+    );
+    expect(
+      await f.pool.any(sql.unsafe`
+      SELECT key_version, wrapped_token_key IS NULL AS key_gone, retired_at IS NOT NULL AS retired FROM pii_vault.keyring ORDER BY key_version`),
+    )
+      .toEqual([{ key_version: 1, key_gone: true, retired: true }, {
+        key_version: 2,
+        key_gone: false,
+        retired: false,
+      }]);
 
     // Started afresh with the old key, a loader is refused at once.
     const restarted = await runTool(["--drain", "--strategy", "vault"], { ...f.vaultEnv, DATABASE_URL: r.loaderUrl });
     expect(restarted.code).toBe(2);
-    expect(restarted.stderr).toBe("error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n");
+    expect(restarted.stderr).toBe(
+      "error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n",
+    );
   });
 
   it("lets the admin re-encrypt only under a rotation request committed before, and never read an entry directly", async () => {
     const r = await createRoles();
     await load(f.pool, r.owner, [login("a", "192.0.2.20", "device-adm-a")]);
-    const wrapped = await f.pool.oneFirst(sql.unsafe`SELECT encode(wrapped_token_key, 'hex') FROM pii_vault.keyring`) as string;
+    const wrapped = await f.pool.oneFirst(
+      sql.unsafe`SELECT encode(wrapped_token_key, 'hex') FROM pii_vault.keyring`,
+    ) as string;
     expect(await sqlState(r.admin, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
-    expect(await sqlState(r.admin, sql.unsafe`INSERT INTO pii_vault.keyring (key_version, wrapped_token_key) VALUES (9, '\\x00')`)).toBe("42501");
+    expect(
+      await sqlState(
+        r.admin,
+        sql.unsafe`INSERT INTO pii_vault.keyring (key_version, wrapped_token_key) VALUES (9, '\\x00')`,
+      ),
+    ).toBe("42501");
     await r.admin.query(sql.unsafe`SELECT pii_vault.add_key_version(2, decode(${wrapped}, 'hex'), 'test')`);
     const sameTransaction = r.admin.transaction(async (tx) => {
       const id = await tx.oneFirst(sql.unsafe`SELECT pii_vault.retire_key_version(1, 2, 'same transaction', NULL)`);
@@ -318,38 +442,61 @@ describe("4. the loader: narrow writes that reveal nothing, and a ledger it cann
     const a = await tokensOf(f.pool, "a");
 
     // The probe: row count 0 from INSERT ... ON CONFLICT DO NOTHING meant "present".
-    expect(await sqlState(r.loader, sql.unsafe`
-      INSERT INTO pii_vault.entries (token, field, key_version, sealed) VALUES (${a.ip}, 'ip', 1, '\\x00') ON CONFLICT DO NOTHING`)).toBe("42501");
-    for (const statement of [
-      sql.unsafe`SELECT * FROM user_logins`, sql.unsafe`DELETE FROM user_logins`,
-      sql.unsafe`DELETE FROM user_logins_sqs_messages`, sql.unsafe`TRUNCATE user_logins_sqs_messages`,
-      sql.unsafe`UPDATE user_logins_sqs_messages SET processed_at = now() - interval '30 days'`,
-    ]) expect(await sqlState(r.loader, statement)).toBe("42501");
+    expect(
+      await sqlState(
+        r.loader,
+        sql.unsafe`
+      INSERT INTO pii_vault.entries (token, field, key_version, sealed) VALUES (${a.ip}, 'ip', 1, '\\x00') ON CONFLICT DO NOTHING`,
+      ),
+    ).toBe("42501");
+    for (
+      const statement of [
+        sql.unsafe`SELECT * FROM user_logins`,
+        sql.unsafe`DELETE FROM user_logins`,
+        sql.unsafe`DELETE FROM user_logins_sqs_messages`,
+        sql.unsafe`TRUNCATE user_logins_sqs_messages`,
+        sql.unsafe`UPDATE user_logins_sqs_messages SET processed_at = now() - interval '30 days'`,
+      ]
+    ) expect(await sqlState(r.loader, statement)).toBe("42501");
 
     // The narrow write answers alike for a present value, an absent one, and an erased one, and overwrites nothing.
-    const before = await f.pool.oneFirst(sql.unsafe`SELECT encode(sealed, 'hex') FROM pii_vault.entries WHERE token = ${a.ip}`);
+    const before = await f.pool.oneFirst(
+      sql.unsafe`SELECT encode(sealed, 'hex') FROM pii_vault.entries WHERE token = ${a.ip}`,
+    );
     const absent = await r.owner.mask("10.4.4.5", "ip");
-    await f.pool.query(sql.unsafe`INSERT INTO pii_vault.tombstones (token) VALUES (${await r.owner.mask("10.4.4.6", "ip")})`);
+    await f.pool.query(
+      sql.unsafe`INSERT INTO pii_vault.tombstones (token) VALUES (${await r.owner.mask("10.4.4.6", "ip")})`,
+    );
     const answers = [];
     for (const token of [a.ip, absent, await r.owner.mask("10.4.4.6", "ip")]) {
-      answers.push(await r.loader.oneFirst(sql.unsafe`
-        SELECT pii_vault.write_entries(1, ${tokenArray([token])}, ${tokenArray(["ip"])}, ${byteaArray([Buffer.from([1, 2])])})::text`));
+      answers.push(
+        await r.loader.oneFirst(sql.unsafe`
+        SELECT pii_vault.write_entries(1, ${tokenArray([token])}, ${tokenArray(["ip"])}, ${
+          byteaArray([Buffer.from([1, 2])])
+        })::text`),
+      );
     }
     expect(answers).toEqual(["", "", ""]);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT encode(sealed, 'hex') FROM pii_vault.entries WHERE token = ${a.ip}`)).toBe(before);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT encode(sealed, 'hex') FROM pii_vault.entries WHERE token = ${a.ip}`))
+      .toBe(before);
 
     // Pruning: an id older than SQS keeps a message goes, a younger one stays, whoever asks.
     await f.pool.query(sql.unsafe`
       INSERT INTO user_logins_sqs_messages (message_id, processed_at) VALUES ('old', now() - interval '16 days'), ('young', now() - interval '13 days')`);
     await r.loader.query(sql.unsafe`SELECT user_logins_sqs_messages_prune()`);
-    const left = await f.pool.anyFirst(sql.unsafe`SELECT message_id FROM user_logins_sqs_messages WHERE message_id IN ('old', 'young')`);
+    const left = await f.pool.anyFirst(
+      sql.unsafe`SELECT message_id FROM user_logins_sqs_messages WHERE message_id IN ('old', 'young')`,
+    );
     expect(left).toEqual(["young"]);
   });
 
   it("still drains the queue as the loading role, which the roles script leaves with nothing but those writes", async () => {
     const r = await createRoles();
     const { sendBodies } = await import("../scripts/produce.ts");
-    await sendBodies(f.sqs, f.queueUrl, [login("a", "10.5.5.5", "device-drain-a"), login("b", "10.5.5.5", "device-drain-b")]);
+    await sendBodies(f.sqs, f.queueUrl, [
+      login("a", "10.5.5.5", "device-drain-a"),
+      login("b", "10.5.5.5", "device-drain-b"),
+    ]);
     const drain = await runTool(["--drain", "--strategy", "vault"], { ...f.vaultEnv, DATABASE_URL: r.loaderUrl });
     expect(drain.stderr).not.toMatch(/^error/m);
     expect(drain.stdout).toMatch(/^loaded=2 /);

@@ -15,8 +15,17 @@ import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategi
 import { createRecentSet } from "../strategies/vault.ts";
 import { readRows, runDeno, runTool } from "./helpers.ts";
 import {
-  createVault as createVaultOn, createVaultFixture, load, login, OTHER_VAULT_KEY, runSqlFile, sqlState, TEST_VAULT_KEY, toRecords,
-  tokensOf, type VaultFixture,
+  createVault as createVaultOn,
+  createVaultFixture,
+  load,
+  login,
+  OTHER_VAULT_KEY,
+  runSqlFile,
+  sqlState,
+  TEST_VAULT_KEY,
+  tokensOf,
+  toRecords,
+  type VaultFixture,
 } from "./vault-fixture.ts";
 
 let f: VaultFixture;
@@ -29,7 +38,8 @@ afterEach(async () => {
   await f.close();
 });
 
-const createVault = (pool: DatabasePool, vaultEnv: Record<string, string> = env): Promise<MaskStrategy> => createVaultOn(pool, vaultEnv);
+const createVault = (pool: DatabasePool, vaultEnv: Record<string, string> = env): Promise<MaskStrategy> =>
+  createVaultOn(pool, vaultEnv);
 const auditCount = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit`) as number;
 const oneLine = (text: string) => text.trim().split("\n").length === 1;
 const recover = (args: string[], extra: Record<string, string | undefined> = {}) =>
@@ -48,7 +58,10 @@ describe("vault tokens and entries", () => {
     // A second loader on the same database unwraps the same token key.
     expect(await (await createVault(f.pool)).mask("199.172.111.135", "ip")).toBe(token);
 
-    await load(f.pool, strategy, [login("a", "199.172.111.135", "dev-aaaa-1"), login("b", "199.172.111.135", "dev-bbbb-2")]);
+    await load(f.pool, strategy, [
+      login("a", "199.172.111.135", "dev-aaaa-1"),
+      login("b", "199.172.111.135", "dev-bbbb-2"),
+    ]);
     await load(f.pool, strategy, [login("c", "199.172.111.135", "dev-aaaa-1")]);
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
     const a = await tokensOf(f.pool, "a");
@@ -64,7 +77,8 @@ describe("vault tokens and entries", () => {
 
   it("sends no entry again for a token this process wrote in a committed batch, but sends one a rollback undid", async () => {
     const strategy = await createVault(f.pool);
-    const entries = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`) as number;
+    const entries = async () =>
+      await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`) as number;
     await load(f.pool, strategy, [login("a", "10.3.3.3", "device-cache-a")]);
     expect(await entries()).toBe(2);
     // Gone from the table behind its back (only the owner can do this): the same process does not write it again...
@@ -101,10 +115,12 @@ describe("vault tokens and entries", () => {
 
   // python3 -c "import hmac,hashlib,base64; print(base64.urlsafe_b64encode(hmac.new(bytes(range(32)),
   //   b'ip\x00199.172.111.135', hashlib.sha256).digest()).decode().rstrip('='))"
-  it.each([
-    ["ip", "199.172.111.135", "vlt1:YaryXIL5Fi_7Cyun-8PjuUYM75wcNq6lRBryyWe-otM"],
-    ["device_id", "593-47-5928", "vlt1:tZ0O9u1UnHzARsMb8RIenI0ZxUvMHUmeGDQuWbwOugo"],
-  ] as const)("pins the token of a %s to HMAC-SHA-256 of field NUL value, as Python computes it", (field, value, token) => {
+  it.each(
+    [
+      ["ip", "199.172.111.135", "vlt1:YaryXIL5Fi_7Cyun-8PjuUYM75wcNq6lRBryyWe-otM"],
+      ["device_id", "593-47-5928", "vlt1:tZ0O9u1UnHzARsMb8RIenI0ZxUvMHUmeGDQuWbwOugo"],
+    ] as const,
+  )("pins the token of a %s to HMAC-SHA-256 of field NUL value, as Python computes it", (field, value, token) => {
     expect(createToken(Uint8Array.from({ length: 32 }, (_, i) => i), field, value)).toBe(token);
   });
 
@@ -123,26 +139,40 @@ describe("recovery", () => {
     const strategy = await createVault(f.pool);
     await load(f.pool, strategy, [login("a", "10.20.30.40", "device-wrong-key")]);
     const other = await loadStrategy("vault", { env: { VAULT_KEY: OTHER_VAULT_KEY } });
-    await expect(other.setup!(f.pool)).rejects.toThrow("VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION");
+    await expect(other.setup!(f.pool)).rejects.toThrow(
+      "VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION",
+    );
 
     const before = await auditCount();
     const run = await recover([(await tokensOf(f.pool, "a")).ip], { VAULT_KEY: OTHER_VAULT_KEY });
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
-    expect(run.stderr).toBe("error: VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION\n");
+    expect(run.stderr).toBe(
+      "error: VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION\n",
+    );
     expect(await auditCount()).toBe(before);
   });
 
   it("refuses a tampered or swapped ciphertext with one line, printing nothing", async () => {
     const strategy = await createVault(f.pool);
-    await load(f.pool, strategy, [login("a", "10.20.30.41", "device-tamper-a"), login("b", "10.20.30.42", "device-tamper-b")]);
+    await load(f.pool, strategy, [
+      login("a", "10.20.30.41", "device-tamper-a"),
+      login("b", "10.20.30.42", "device-tamper-b"),
+    ]);
     const a = await tokensOf(f.pool, "a");
     const b = await tokensOf(f.pool, "b");
-    await f.pool.query(sql.unsafe`UPDATE pii_vault.entries SET sealed = set_byte(sealed, 14, get_byte(sealed, 14) # 1) WHERE token = ${a.ip}`);
+    await f.pool.query(
+      sql
+        .unsafe`UPDATE pii_vault.entries SET sealed = set_byte(sealed, 14, get_byte(sealed, 14) # 1) WHERE token = ${a.ip}`,
+    );
     const run = await recover([b.ip, a.ip]);
     expect(run.code).toBe(1);
     expect(run.stdout).toBe("");
-    expect(run.stderr).toMatch(new RegExp(`^error: The vault entry for ${a.ip} does not authenticate under key version 1: it was changed or moved`));
+    expect(run.stderr).toMatch(
+      new RegExp(
+        `^error: The vault entry for ${a.ip} does not authenticate under key version 1: it was changed or moved`,
+      ),
+    );
     expect(oneLine(run.stderr)).toBe(true);
     expect(run.stderr).not.toMatch(/10\.20\.30\.4/);
 
@@ -168,17 +198,43 @@ describe("recovery", () => {
     expect(noTicket.stderr).toMatch(/^error: No ticket given: pass --ticket ID/);
     expect(await auditCount()).toBe(0);
 
-    const run = await runTool(["--reason", "customer asked", "--ticket", "SEC-1", a.ip, a.device_id], env, "scripts/recover.ts");
+    const run = await runTool(
+      ["--reason", "customer asked", "--ticket", "SEC-1", a.ip, a.device_id],
+      env,
+      "scripts/recover.ts",
+    );
     expect(run.code).toBe(0);
     const audit = await f.pool.any(sql.unsafe`
       SELECT action, outcome, reason, ticket, db_user, request_id = first_value(id) OVER (ORDER BY id) AS answers_first, detail
       FROM pii_vault.audit ORDER BY id`);
     expect(audit).toEqual([
-      { action: "recover", outcome: "requested", reason: "customer asked", ticket: "SEC-1", db_user: "postgres", answers_first: null, detail: "tokens=2" },
-      { action: "recover", outcome: "served", reason: null, ticket: null, db_user: "postgres", answers_first: true, detail: "values=2" },
+      {
+        action: "recover",
+        outcome: "requested",
+        reason: "customer asked",
+        ticket: "SEC-1",
+        db_user: "postgres",
+        answers_first: null,
+        detail: "tokens=2",
+      },
+      {
+        action: "recover",
+        outcome: "served",
+        reason: null,
+        ticket: null,
+        db_user: "postgres",
+        answers_first: true,
+        detail: "values=2",
+      },
     ]);
     // Not even the owner rewrites history.
-    for (const statement of [sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`, sql.unsafe`DELETE FROM pii_vault.audit`, sql.unsafe`TRUNCATE pii_vault.audit`]) {
+    for (
+      const statement of [
+        sql.unsafe`UPDATE pii_vault.audit SET reason = 'x'`,
+        sql.unsafe`DELETE FROM pii_vault.audit`,
+        sql.unsafe`TRUNCATE pii_vault.audit`,
+      ]
+    ) {
       expect(await sqlState(f.pool, statement)).toBe("42501");
     }
     expect(await auditCount()).toBe(2);
@@ -201,7 +257,10 @@ describe("roles from scripts/vault-roles.sql", () => {
 
     // Values already in the vault: the loader's write answers the same, and nothing doubles.
     await load(f.pool, strategy, [login("z", "10.1.1.1", "device-role-a")]);
-    await sendBodies(f.sqs, f.queueUrl, [login("a", "10.1.1.1", "device-role-a"), login("b", "10.1.1.1", "device-role-b")]);
+    await sendBodies(f.sqs, f.queueUrl, [
+      login("a", "10.1.1.1", "device-role-a"),
+      login("b", "10.1.1.1", "device-role-b"),
+    ]);
     const drain = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: loaderUrl });
     expect(drain.stderr).not.toMatch(/^error/m);
     expect(drain.stdout).toMatch(/^loaded=2 /);
@@ -214,7 +273,12 @@ describe("roles from scripts/vault-roles.sql", () => {
     await f.pool.query(sql.unsafe`GRANT SELECT, INSERT ON user_logins_sqs_messages TO ${sql.identifier([outsider])}`);
     const refused = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: outsiderUrl });
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(new RegExp(`^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see scripts/vault-roles.sql\n$`, "m"));
+    expect(refused.stderr).toMatch(
+      new RegExp(
+        `^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see scripts/vault-roles.sql\n$`,
+        "m",
+      ),
+    );
 
     const a = await tokensOf(f.pool, "a");
     const sneakyRun = await recover([a.ip], { DATABASE_URL: sneakyUrl });
@@ -226,7 +290,9 @@ describe("roles from scripts/vault-roles.sql", () => {
     const run = await recover(["--user-id", "a"], { DATABASE_URL: recoveryUrl });
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe(`ip\t${a.ip}\t10.1.1.1\ndevice_id\t${a.device_id}\tdevice-role-a\n`);
-    expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT db_user FROM pii_vault.audit`)).toEqual([new URL(recoveryUrl).username]);
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT db_user FROM pii_vault.audit`)).toEqual([
+      new URL(recoveryUrl).username,
+    ]);
   });
 });
 
@@ -234,36 +300,59 @@ describe("erasure", () => {
   it("deletes entries only the user referenced, unlinks shared ones, and recovery then fails clearly", async () => {
     const strategy = await createVault(f.pool);
     await load(f.pool, strategy, [
-      login("gone", "172.16.0.9", "device-gone-1"), login("gone", "172.16.0.10", "device-gone-1"),
+      login("gone", "172.16.0.9", "device-gone-1"),
+      login("gone", "172.16.0.10", "device-gone-1"),
       login("housemate", "172.16.0.9", "device-housemate"),
     ]);
     const gone = await tokensOf(f.pool, "gone");
     const goneDevice = gone.device_id;
     const housemate = await tokensOf(f.pool, "housemate");
 
-    const run = await runTool(["--user-id", "gone", "--reason", "GDPR request", "--ticket", "ER-7"], env, "scripts/forget.ts");
+    const run = await runTool(
+      ["--user-id", "gone", "--reason", "GDPR request", "--ticket", "ER-7"],
+      env,
+      "scripts/forget.ts",
+    );
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe("forgotten: rows=2 vault_entries_deleted=2 shared_entries_kept_for_other_users=1\n");
     const rows = (await readRows(f.pool)).filter((r) => r.user_id === "gone");
-    expect(rows.map((r) => [r.masked_ip, r.masked_device_id])).toEqual([[ERASED_MARKER, ERASED_MARKER], [ERASED_MARKER, ERASED_MARKER]]);
+    expect(rows.map((r) => [r.masked_ip, r.masked_device_id])).toEqual([[ERASED_MARKER, ERASED_MARKER], [
+      ERASED_MARKER,
+      ERASED_MARKER,
+    ]]);
 
     const byUser = await recover(["--user-id", "gone"]);
     expect(byUser.code).toBe(1);
     expect(byUser.stdout).toBe("");
-    expect(byUser.stderr).toBe('error: User "gone" has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy\n');
+    expect(byUser.stderr).toBe(
+      'error: User "gone" has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy\n',
+    );
     const byToken = await recover([goneDevice]);
     expect(byToken.code).toBe(1);
     expect(byToken.stdout).toBe("");
-    expect(byToken.stderr).toBe(`error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${goneDevice}\n`);
+    expect(byToken.stderr).toBe(
+      `error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${goneDevice}\n`,
+    );
 
     // The housemate's own data stays recoverable.
     expect((await recoverValues(f.pool, parseVaultKeys(env), { ...asked, userId: "housemate" })).map((v) => v.value))
       .toEqual(["172.16.0.9", "device-housemate"]);
     expect(housemate.ip).toBe(gone.ip);
-    const audit = await f.pool.one(sql.unsafe`SELECT action, outcome, reason, ticket, user_id, detail FROM pii_vault.audit WHERE action = 'forget'`);
-    expect(audit).toEqual({ action: "forget", outcome: "done", reason: "GDPR request", ticket: "ER-7", user_id: "gone", detail: "rows=2 entries_deleted=2 shared_kept=1" });
+    const audit = await f.pool.one(
+      sql.unsafe`SELECT action, outcome, reason, ticket, user_id, detail FROM pii_vault.audit WHERE action = 'forget'`,
+    );
+    expect(audit).toEqual({
+      action: "forget",
+      outcome: "done",
+      reason: "GDPR request",
+      ticket: "ER-7",
+      user_id: "gone",
+      detail: "rows=2 entries_deleted=2 shared_kept=1",
+    });
 
-    await expect(forgetUser(f.pool, { userId: "nobody", ...asked })).rejects.toThrow('No rows for user_id "nobody" in user_logins: nothing to forget');
+    await expect(forgetUser(f.pool, { userId: "nobody", ...asked })).rejects.toThrow(
+      'No rows for user_id "nobody" in user_logins: nothing to forget',
+    );
   });
 });
 
@@ -273,13 +362,20 @@ describe("key rotation", () => {
     const bodies = [login("a", "192.0.2.1", "device-rotate-a"), login("b", "192.0.2.2", "device-rotate-b")];
     await load(f.pool, strategy, bodies);
     const before = await readRows(f.pool);
-    const rotateEnv = { ...env, VAULT_PREVIOUS_KEY: TEST_VAULT_KEY, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
+    const rotateEnv = {
+      ...env,
+      VAULT_PREVIOUS_KEY: TEST_VAULT_KEY,
+      VAULT_KEY: OTHER_VAULT_KEY,
+      VAULT_KEY_VERSION: "2",
+    };
 
     const run = await runTool(["--reason", "yearly", "--batch-size", "3"], rotateEnv, "scripts/rotate-vault-key.ts");
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe("rotated: reencrypted=4 from_version=1 to_version=2 previous_version_retired\n");
     expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`)).toEqual([2]);
-    expect(await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring WHERE wrapped_token_key IS NOT NULL`)).toEqual([2]);
+    expect(
+      await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring WHERE wrapped_token_key IS NOT NULL`),
+    ).toEqual([2]);
 
     const newKeyEnv = { ...env, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
     const rotated = await createVault(f.pool, newKeyEnv);
@@ -287,11 +383,19 @@ describe("key rotation", () => {
     const recovered = await recoverValues(f.pool, parseVaultKeys(newKeyEnv), { ...asked, userId: "b" });
     expect(recovered.map((v) => v.value)).toEqual(["192.0.2.2", "device-rotate-b"]);
 
-    await expect(createVault(f.pool, env)).rejects.toThrow("VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)");
+    await expect(createVault(f.pool, env)).rejects.toThrow(
+      "VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)",
+    );
     const oldKey = await recover(["--user-id", "b"]);
     expect(oldKey.code).toBe(2);
-    expect(oldKey.stderr).toBe("error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n");
-    expect(await f.pool.anyFirst(sql.unsafe`SELECT outcome || ' ' || detail FROM pii_vault.audit WHERE action = 'rotate' ORDER BY id`))
+    expect(oldKey.stderr).toBe(
+      "error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n",
+    );
+    expect(
+      await f.pool.anyFirst(
+        sql.unsafe`SELECT outcome || ' ' || detail FROM pii_vault.audit WHERE action = 'rotate' ORDER BY id`,
+      ),
+    )
       .toEqual(["done added=2", "requested from=1 to=2", "done from=1 to=2 reencrypted=4 retired=true"]);
     // Run again: nothing left to do, and it says so.
     const again = await runTool(["--reason", "yearly"], rotateEnv, "scripts/rotate-vault-key.ts");
@@ -319,7 +423,9 @@ describe("a mixed batch drained by the CLI with --strategy vault", () => {
       SELECT table_schema, table_name, column_name FROM information_schema.columns
       WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_schema NOT LIKE 'pg_toast%'
         AND data_type IN ('text', 'character varying', 'character', 'json', 'jsonb', 'ARRAY', 'USER-DEFINED', 'bytea')`);
-    expect(columns.map((c) => `${(c as { table_schema: string }).table_schema}.${(c as { table_name: string }).table_name}`)).toEqual(expect.arrayContaining(["pii_vault.entries", "public.user_logins"]));
+    expect(
+      columns.map((c) => `${(c as { table_schema: string }).table_schema}.${(c as { table_name: string }).table_name}`),
+    ).toEqual(expect.arrayContaining(["pii_vault.entries", "public.user_logins"]));
     for (const { table_schema, table_name, column_name } of columns as Array<Record<string, string>>) {
       const cells = await f.pool.anyFirst(sql.unsafe`
         SELECT ${sql.identifier([column_name!])}::text FROM ${sql.identifier([table_schema!, table_name!])}`);
@@ -338,10 +444,12 @@ describe("a mixed batch drained by the CLI with --strategy vault", () => {
     const tokens = [...new Set(rows.flatMap((r) => [r.masked_ip, r.masked_device_id]))];
     const run = await recover(tokens);
     expect(run.stderr).toBe("");
-    const recovered = new Map(run.stdout.trim().split("\n").map((line) => {
-      const [, token, value] = line.split("\t");
-      return [token!, value!] as const;
-    }));
+    const recovered = new Map(
+      run.stdout.trim().split("\n").map((line) => {
+        const [, token, value] = line.split("\t");
+        return [token!, value!] as const;
+      }),
+    );
     expect(recovered.size).toBe(tokens.length);
     for (const m of messages) {
       const row = rows.find((r) => r.user_id === m.user_id)!;
@@ -352,7 +460,8 @@ describe("a mixed batch drained by the CLI with --strategy vault", () => {
     const byUser = await recover(["--user-id", "edge-unicode"]);
     const edge = rows.find((r) => r.user_id === "edge-unicode")!;
     expect(byUser.stdout).toBe(`ip\t${edge.masked_ip}\t8.8.8.8\ndevice_id\t${edge.masked_device_id}\tустройство-ü-✓\n`);
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE outcome = 'requested'`)).toBe(2);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit WHERE outcome = 'requested'`))
+      .toBe(2);
   });
 });
 

@@ -6,12 +6,19 @@
  * @module
  */
 import {
-  ChangeMessageVisibilityBatchCommand, DeleteMessageBatchCommand, SendMessageBatchCommand,
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  SendMessageBatchCommand,
 } from "@aws-sdk/client-sqs";
 import { chunkByBytes, type DeadLetterEntry, fitDeadLetterEntry } from "../dead-letter.ts";
 import { FatalError } from "../errors.ts";
 import {
-  boundedSqsCall, describeSqsError, isTransientSqsError, SQS_CALL_DEADLINE_MS, SQS_MAX_BATCH, type SqsCallOptions,
+  boundedSqsCall,
+  describeSqsError,
+  isTransientSqsError,
+  SQS_CALL_DEADLINE_MS,
+  SQS_MAX_BATCH,
+  type SqsCallOptions,
 } from "../sqs.ts";
 import { sleep } from "../timing.ts";
 import type { ConsumerContext } from "./context.ts";
@@ -34,7 +41,11 @@ function chunk<T>(items: readonly T[], size: number): T[][] {
 }
 
 /** An SQS call until it succeeds, waiting out transient faults; undefined if abandoned at a stop. */
-function withSqsRetry<T>(context: ConsumerContext, what: string, call: (options: SqsCallOptions) => Promise<T>): Promise<T | undefined> {
+function withSqsRetry<T>(
+  context: ConsumerContext,
+  what: string,
+  call: (options: SqsCallOptions) => Promise<T>,
+): Promise<T | undefined> {
   return retrying(context, {
     service: "sqs",
     message: `SQS ${what} failed, retrying`,
@@ -58,15 +69,24 @@ async function deleteGroup(context: ConsumerContext, group: readonly InFlight[])
   let remaining = group;
   for (let attempt = 0; remaining.length > 0 && attempt < DELETE_ATTEMPTS; attempt++) {
     const entries = remaining.map((entry, i) => ({ Id: String(i), ReceiptHandle: entry.receiptHandle }));
-    const result = await withSqsRetry(context, "delete", (options) =>
-      sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options));
+    const result = await withSqsRetry(
+      context,
+      "delete",
+      (options) => sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options),
+    );
     // Abandoned at a stop: left in flight, so that the stop releases it.
     if (!result) return done;
     const failed = new Map((result.Failed ?? []).map((f) => [f.Id, f]));
     const retry: InFlight[] = [];
     remaining.forEach((entry, i) => {
       const failure = failed.get(String(i));
-      if (failure) logger.warn("SQS did not delete a message", { message_id: entry.message.MessageId, code: failure.Code, sender_fault: failure.SenderFault });
+      if (failure) {
+        logger.warn("SQS did not delete a message", {
+          message_id: entry.message.MessageId,
+          code: failure.Code,
+          sender_fault: failure.SenderFault,
+        });
+      }
       // A stale handle means the message was received again elsewhere; that delivery finds
       // its id already processed and deletes it then: this one is done with it.
       if (failure && failure.Code !== "ReceiptHandleIsInvalid") retry.push(entry);
@@ -108,7 +128,10 @@ export async function deadLetter(context: ConsumerContext, items: readonly Refus
 }
 
 /** What can go to the DLQ, with its entry; what cannot is left in the queue. */
-function fitting(context: ConsumerContext, items: readonly Refused[]): Array<{ item: Refused; entry: DeadLetterEntry }> {
+function fitting(
+  context: ConsumerContext,
+  items: readonly Refused[],
+): Array<{ item: Refused; entry: DeadLetterEntry }> {
   const { dlqMaxMessageBytes, logger } = context.settings;
   const fit: Array<{ item: Refused; entry: DeadLetterEntry }> = [];
   for (const item of items) {
@@ -119,7 +142,10 @@ function fitting(context: ConsumerContext, items: readonly Refused[]): Array<{ i
     }
     leaveInQueue(context, item.entry);
     logger.warn("invalid message too big for the DLQ left in the queue for its redrive policy", {
-      message_id: item.entry.message.MessageId, reason: item.reason, bytes: item.entry.bytes, dlq_limit: dlqMaxMessageBytes,
+      message_id: item.entry.message.MessageId,
+      reason: item.reason,
+      bytes: item.entry.bytes,
+      dlq_limit: dlqMaxMessageBytes,
     });
   }
   return fit;
@@ -133,10 +159,13 @@ async function sendToDeadLetterQueue(
 ): Promise<InFlight[]> {
   const { sqs, logger } = context.settings;
   const result = await withSqsRetry(context, "send to DLQ", (options) =>
-    sqs.send(new SendMessageBatchCommand({
-      QueueUrl: dlqUrl,
-      Entries: group.map(({ entry }, i) => ({ ...entry.entry, Id: String(i) })),
-    }), options));
+    sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl: dlqUrl,
+        Entries: group.map(({ entry }, i) => ({ ...entry.entry, Id: String(i) })),
+      }),
+      options,
+    ));
   // Abandoned at a stop: left in flight, so that the stop releases it.
   if (!result) return [];
   const sent: InFlight[] = [];
@@ -148,7 +177,10 @@ async function sendToDeadLetterQueue(
   for (const f of result.Failed ?? []) {
     const { item } = group[Number(f.Id)]!;
     leaveInQueue(context, item.entry);
-    logger.warn("DLQ refused a message; left in the queue for its redrive policy", { message_id: item.entry.message.MessageId, code: f.Code });
+    logger.warn("DLQ refused a message; left in the queue for its redrive policy", {
+      message_id: item.entry.message.MessageId,
+      code: f.Code,
+    });
   }
   return sent;
 }
@@ -162,7 +194,10 @@ function changeVisibility(
 ) {
   const { sqs, queueUrl } = context.settings;
   const entries = group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: seconds }));
-  return boundedSqsCall((options) => sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options), deadlineMs);
+  return boundedSqsCall(
+    (options) => sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options),
+    deadlineMs,
+  );
 }
 
 /**
@@ -176,42 +211,57 @@ export async function heartbeat(context: ConsumerContext): Promise<void> {
   if (visibilityTimeoutSeconds <= 0) return;
   const halfTimeoutMs = (visibilityTimeoutSeconds * 1000) / 2;
   const due = context.ledger.entries().filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
-  await Promise.all(chunk(due, SQS_MAX_BATCH).map(async (group) => {
-    // The new timeout counts from when SQS gets the call, not from its answer: note the
-    // earlier time, so the next extension is never late.
-    const sentAt = Date.now();
-    try {
-      const result = await changeVisibility(context, group, visibilityTimeoutSeconds);
-      const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
-      group.forEach((e, i) => {
-        if (!failedIds.has(String(i))) e.extendedAt = sentAt;
-      });
-      logger.debug("extended visibility", { count: group.length - failedIds.size, seconds: visibilityTimeoutSeconds });
-      if (failedIds.size > 0) logger.warn("SQS did not extend visibility", { count: failedIds.size });
-    } catch (error) {
-      logger.warn("SQS visibility extension failed", { reason: describeSqsError(error) });
-    }
-  }));
+  await Promise.all(
+    chunk(due, SQS_MAX_BATCH).map(async (group) => {
+      // The new timeout counts from when SQS gets the call, not from its answer: note the
+      // earlier time, so the next extension is never late.
+      const sentAt = Date.now();
+      try {
+        const result = await changeVisibility(context, group, visibilityTimeoutSeconds);
+        const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
+        group.forEach((e, i) => {
+          if (!failedIds.has(String(i))) e.extendedAt = sentAt;
+        });
+        logger.debug("extended visibility", {
+          count: group.length - failedIds.size,
+          seconds: visibilityTimeoutSeconds,
+        });
+        if (failedIds.size > 0) logger.warn("SQS did not extend visibility", { count: failedIds.size });
+      } catch (error) {
+        logger.warn("SQS visibility extension failed", { reason: describeSqsError(error) });
+      }
+    }),
+  );
 }
 
 /** Make messages visible again in `seconds` (not after their timeout), and stop holding them. */
-export async function release(context: ConsumerContext, entries: readonly InFlight[], deadlineMs: number, seconds = 0): Promise<void> {
+export async function release(
+  context: ConsumerContext,
+  entries: readonly InFlight[],
+  deadlineMs: number,
+  seconds = 0,
+): Promise<void> {
   const { logger } = context.settings;
   const unfinished = entries.filter((e) => context.ledger.has(e));
-  await Promise.all(chunk(entries, SQS_MAX_BATCH).map(async (group) => {
-    try {
-      const { Failed = [] } = await changeVisibility(context, group, seconds, deadlineMs);
-      // A stale receipt (the message was received again since) needs nothing from us.
-      const failed = Failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid");
-      if (failed.length > 0) {
-        logger.warn("SQS did not release some messages; they return after their visibility timeout", {
-          count: failed.length, code: failed[0]!.Code,
+  await Promise.all(
+    chunk(entries, SQS_MAX_BATCH).map(async (group) => {
+      try {
+        const { Failed = [] } = await changeVisibility(context, group, seconds, deadlineMs);
+        // A stale receipt (the message was received again since) needs nothing from us.
+        const failed = Failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid");
+        if (failed.length > 0) {
+          logger.warn("SQS did not release some messages; they return after their visibility timeout", {
+            count: failed.length,
+            code: failed[0]!.Code,
+          });
+        }
+      } catch (error) {
+        logger.warn("could not release messages; they return after their visibility timeout", {
+          reason: describeSqsError(error),
         });
       }
-    } catch (error) {
-      logger.warn("could not release messages; they return after their visibility timeout", { reason: describeSqsError(error) });
-    }
-  }));
+    }),
+  );
   context.stats.released += unfinished.length;
   context.ledger.settle(unfinished);
 }

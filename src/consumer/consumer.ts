@@ -14,7 +14,13 @@ import { sleep, waitAtMost } from "../timing.ts";
 import { heartbeat, release } from "./acknowledge.ts";
 import type { ConsumerContext } from "./context.ts";
 import { createLedger, type InFlight } from "./ledger.ts";
-import { type Consumer, type ConsumerOptions, type ConsumerSettings, type ConsumerStats, resolveOptions } from "./options.ts";
+import {
+  type Consumer,
+  type ConsumerOptions,
+  type ConsumerSettings,
+  type ConsumerStats,
+  resolveOptions,
+} from "./options.ts";
 import { createReceiver, type Receiver } from "./receive.ts";
 import { createWriter, type Writer } from "./write.ts";
 
@@ -65,7 +71,9 @@ export function createConsumer(options: ConsumerOptions): Consumer {
       beginStop(state);
       // What someone who pressed Ctrl-C wants to see: how much is in flight, and how long it may take.
       settings.logger.info("stopping: finishing what is in flight", {
-        in_flight: ledger.size, wait_until: new Date(state.stopDeadline).toISOString(), grace_s: settings.shutdownGraceMs / 1000,
+        in_flight: ledger.size,
+        wait_until: new Date(state.stopDeadline).toISOString(),
+        grace_s: settings.shutdownGraceMs / 1000,
       });
     },
     get inFlight() {
@@ -83,7 +91,16 @@ function createState(settings: ConsumerSettings): ConsumerState {
   const work = new Set<Promise<void>>();
   const context: ConsumerContext = {
     settings,
-    stats: { received: 0, loaded: 0, duplicates: 0, deadLettered: 0, leftInQueue: 0, released: 0, retries: 0, startedAt: Date.now() },
+    stats: {
+      received: 0,
+      loaded: 0,
+      duplicates: 0,
+      deadLettered: 0,
+      leftInQueue: 0,
+      released: 0,
+      retries: 0,
+      startedAt: Date.now(),
+    },
     ledger: createLedger(),
     receiving: receiving.signal,
     abandoning: abandoning.signal,
@@ -95,14 +112,25 @@ function createState(settings: ConsumerSettings): ConsumerState {
   };
   const writer = createWriter(context);
   const receiver = createReceiver(context, writer.accept, () => writer.paused);
-  const state: ConsumerState = { context, writer, receiver, work, receiving, abandoning, stopping: false, stopDeadline: 0 };
+  const state: ConsumerState = {
+    context,
+    writer,
+    receiver,
+    work,
+    receiving,
+    abandoning,
+    stopping: false,
+    stopDeadline: 0,
+  };
   return state;
 }
 
 function fail(state: ConsumerState, error: unknown): void {
   if (!state.fatal) {
     state.fatal = asFatal(error);
-    state.context.settings.logger.error("stopping after a failure that waiting cannot fix", { reason: state.fatal.message });
+    state.context.settings.logger.error("stopping after a failure that waiting cannot fix", {
+      reason: state.fatal.message,
+    });
   }
   beginStop(state);
 }
@@ -126,7 +154,10 @@ async function run(state: ConsumerState): Promise<ConsumerStats> {
   const heartbeatMs = Math.max(HEARTBEAT_MIN_MS, (settings.visibilityTimeoutSeconds * 1000) / 4);
   const heartbeatTimer = setInterval(() => void heartbeat(context), heartbeatMs);
   try {
-    const pollers = Array.from({ length: settings.concurrency }, () => receiver.poll().catch((error) => fail(state, error)));
+    const pollers = Array.from(
+      { length: settings.concurrency },
+      () => receiver.poll().catch((error) => fail(state, error)),
+    );
     if (settings.drain) void watchDrain(state);
     await Promise.all(pollers);
     writer.flush();
@@ -184,7 +215,8 @@ async function finishInFlight(state: ConsumerState): Promise<void> {
   if (work.size === 0) return;
   const progress = setInterval(() =>
     settings.logger.info("stopping: still waiting", {
-      in_flight: ledger.size, seconds_left: Math.max(0, Math.round((state.stopDeadline - Date.now()) / 1000)),
+      in_flight: ledger.size,
+      seconds_left: Math.max(0, Math.round((state.stopDeadline - Date.now()) / 1000)),
     }), STOP_PROGRESS_MS);
   try {
     await waitAtMost(settled, state.stopDeadline - Date.now());
@@ -214,6 +246,11 @@ async function releaseAll(state: ConsumerState): Promise<void> {
   // A second more than they may live: a poll that ends takes what is visible at that moment.
   const endsAt = receiver.abortedPollsEndAt;
   const visibleIn = endsAt > Date.now() ? Math.ceil((endsAt - Date.now()) / 1000) + 1 : 0;
-  if (entries.length > 0) settings.logger.warn("releasing unfinished messages to the queue", { count: entries.length, visible_in_s: visibleIn });
+  if (entries.length > 0) {
+    settings.logger.warn("releasing unfinished messages to the queue", {
+      count: entries.length,
+      visible_in_s: visibleIn,
+    });
+  }
   await release(context, [...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
 }

@@ -76,7 +76,12 @@ export function createLedger(): Ledger {
     has: (entry) => held.has(entry.receiptHandle),
     receive(message) {
       if (!message.ReceiptHandle) return undefined;
-      const entry = { message, receiptHandle: message.ReceiptHandle, extendedAt: Date.now(), bytes: message.Body?.length ?? 0 };
+      const entry = {
+        message,
+        receiptHandle: message.ReceiptHandle,
+        extendedAt: Date.now(),
+        bytes: message.Body?.length ?? 0,
+      };
       held.set(entry.receiptHandle, entry);
       bytes += entry.bytes;
       return entry;

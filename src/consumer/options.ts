@@ -131,7 +131,8 @@ export function resolveOptions(options: ConsumerOptions): ConsumerSettings {
     maxInFlightBytes: options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_MB * 1024 * 1024,
     visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30,
     shutdownGraceMs,
-    waitTimeSeconds: options.waitTimeSeconds ?? (drain ? 0 : Math.max(1, Math.min(20, Math.floor(shutdownGraceMs / 1000)))),
+    waitTimeSeconds: options.waitTimeSeconds ??
+      (drain ? 0 : Math.max(1, Math.min(20, Math.floor(shutdownGraceMs / 1000)))),
     batchDeadlineMs: options.batchDeadlineMs ?? DEFAULT_BATCH_DEADLINE_SECONDS * 1000,
     logger: options.logger ?? SILENT_LOGGER,
     observer: options.observer ?? {},

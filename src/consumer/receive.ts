@@ -9,7 +9,12 @@
 import { type Message, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { FatalError } from "../errors.ts";
 import {
-  boundedSqsCall, describeSqsError, isTransientSqsError, SQS_CALL_DEADLINE_MS, SQS_MAX_BATCH, SQS_MAX_BATCH_BYTES,
+  boundedSqsCall,
+  describeSqsError,
+  isTransientSqsError,
+  SQS_CALL_DEADLINE_MS,
+  SQS_MAX_BATCH,
+  SQS_MAX_BATCH_BYTES,
 } from "../sqs.ts";
 import { sleep } from "../timing.ts";
 import type { ConsumerContext } from "./context.ts";
@@ -63,7 +68,9 @@ export function createReceiver(
 ): Receiver {
   const { batchSize, concurrency } = context.settings;
   const state: ReceiverState = {
-    context, deliver, paused,
+    context,
+    deliver,
+    paused,
     maxInFlight: Math.max(batchSize * 3, concurrency * SQS_MAX_BATCH * 2),
     active: new Map(),
     // Until the first receive answers, assume the largest (ten bodies of SQS's largest size),

@@ -38,7 +38,11 @@ export interface RetryPolicy {
  *
  * @returns the call's result, or undefined once `policy.signal` has aborted
  */
-export async function retrying<T>(context: ConsumerContext, policy: RetryPolicy, call: () => Promise<T>): Promise<T | undefined> {
+export async function retrying<T>(
+  context: ConsumerContext,
+  policy: RetryPolicy,
+  call: () => Promise<T>,
+): Promise<T | undefined> {
   const { stats, settings: { logger, observer } } = context;
   for (let attempt = 0; !policy.signal.aborted; attempt++) {
     try {

@@ -11,7 +11,7 @@ import type { Message } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { withDatabaseCallLimits } from "../database.ts";
 import { describeDatabaseError } from "../errors.ts";
-import { maskRecord, type MaskedRecord } from "../masking.ts";
+import { type MaskedRecord, maskRecord } from "../masking.ts";
 import { classifyDatabaseError } from "../postgres-errors.ts";
 import { decodeMessage, type LoginRecord } from "../schema.ts";
 import { writeBatch, type WriteOutcome } from "../sink.ts";
@@ -82,7 +82,9 @@ function accept(state: WriterState, messages: readonly Message[]): void {
   }
   if (invalid.length > 0) context.track(deadLetter(context, invalid));
   if (state.pending.length >= context.settings.batchSize) flush(state);
-  else if (state.pending.length > 0 && !state.lingerTimer) state.lingerTimer = setTimeout(() => flush(state), LINGER_MS);
+  else if (state.pending.length > 0 && !state.lingerTimer) {
+    state.lingerTimer = setTimeout(() => flush(state), LINGER_MS);
+  }
 }
 
 function flush(state: WriterState): void {
@@ -108,7 +110,9 @@ function flush(state: WriterState): void {
 }
 
 async function acquireWriter(state: WriterState): Promise<void> {
-  while (state.activeWrites >= MAX_PARALLEL_WRITES) await new Promise<void>((resolve) => state.writeWaiters.push(resolve));
+  while (state.activeWrites >= MAX_PARALLEL_WRITES) {
+    await new Promise<void>((resolve) => state.writeWaiters.push(resolve));
+  }
   state.activeWrites++;
 }
 
@@ -148,7 +152,11 @@ async function processBatch(state: WriterState, batch: readonly Pending[], deadl
   });
   if (!outcome) return await giveUp(state, batch.map((b) => b.entry), deadline);
   const report = {
-    size: batch.length, rows: outcome.inserted, duplicates: outcome.duplicates, rejected: outcome.rejected.length, ms: Date.now() - startedAt,
+    size: batch.length,
+    rows: outcome.inserted,
+    duplicates: outcome.duplicates,
+    rejected: outcome.rejected.length,
+    ms: Date.now() - startedAt,
   };
   context.stats.loaded += outcome.inserted;
   context.stats.duplicates += outcome.duplicates;
@@ -158,7 +166,11 @@ async function processBatch(state: WriterState, batch: readonly Pending[], deadl
 }
 
 /** Delete what committed; dead-letter what Postgres refused, with its reason. */
-async function acknowledgeOutcome(context: ConsumerContext, batch: readonly Pending[], outcome: WriteOutcome): Promise<void> {
+async function acknowledgeOutcome(
+  context: ConsumerContext,
+  batch: readonly Pending[],
+  outcome: WriteOutcome,
+): Promise<void> {
   const entryOf = new Map(batch.map((b) => [b.record, b.entry]));
   await Promise.all([
     deleteMessages(context, outcome.committed.map((m) => entryOf.get(m.record)!)),
@@ -178,7 +190,8 @@ async function giveUp(state: WriterState, entries: readonly InFlight[], deadline
     return;
   }
   logger.warn("batch not committed by its deadline; releasing its messages to the queue", {
-    size: entries.length, deadline_s: batchDeadlineMs / 1000,
+    size: entries.length,
+    deadline_s: batchDeadlineMs / 1000,
   });
   // Whatever held it (no answer, a lock) holds the next batch too: take no more until a write goes through.
   writesFail(state);
