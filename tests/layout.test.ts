@@ -1,0 +1,154 @@
+/**
+ * The shape of the code, held by tests: imports flow one way (no cycle; leaves import no
+ * project file; strategies import the contract and leaves; only the masking loader imports
+ * strategies/; the consumer never imports configuration, the command line or metrics),
+ * mod.ts stays a door, and the lint gate's own rule catches a long function.
+ */
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, relative, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { denoBinary, ROOT, runCommand } from "./helpers.ts";
+
+/** The tool's own code: what the rules are about (tests may import anything). */
+const TOOL_ROOTS = ["mod.ts", "src", "strategies", "scripts"];
+/** Files that import no project file: everything else may build on them. */
+const LEAVES = ["src/errors.ts", "src/contract.ts", "src/log.ts", "src/timing.ts", "src/typed-sql.ts"];
+const MASKING_LOADER = "src/masking.ts";
+/** What the consumer must never depend on: it is a library, configured by whoever calls it. */
+const NOT_FOR_THE_CONSUMER = ["src/config.ts", "src/cli.ts", "src/metrics.ts", "src/health.ts", "src/progress.ts"];
+
+async function toolFiles(): Promise<string[]> {
+  const files: string[] = [];
+  async function walk(path: string): Promise<void> {
+    const entries = await readdir(join(ROOT, path), { withFileTypes: true }).catch(() => undefined);
+    if (!entries) return void (path.endsWith(".ts") && files.push(path));
+    for (const entry of entries) await walk(join(path, entry.name));
+  }
+  for (const root of TOOL_ROOTS) await walk(root);
+  return files.filter((f) => f.endsWith(".ts")).sort();
+}
+
+/** Each file's imports of project files, as paths from the root (static, dynamic and re-exports). */
+async function importGraph(): Promise<Map<string, string[]>> {
+  const graph = new Map<string, string[]>();
+  for (const file of await toolFiles()) {
+    // Comments may show imports (a usage example): only code counts.
+    const source = await readFile(join(ROOT, file), "utf8");
+    const text = source.replace(/\/\*[\s\S]*?\*\//g, "").replace(/^\s*\/\/.*$/gm, "");
+    const specifiers = [...text.matchAll(/(?:from\s+|import\s*\(\s*)["'](\.{1,2}\/[^"']+)["']/g)].map((m) => m[1]!);
+    graph.set(file, specifiers.map((s) => relative(ROOT, resolve(join(ROOT, dirname(file)), s))));
+  }
+  return graph;
+}
+
+function findCycle(graph: Map<string, string[]>): string[] | undefined {
+  const state = new Map<string, "visiting" | "done">();
+  const path: string[] = [];
+  const visit = (file: string): string[] | undefined => {
+    if (state.get(file) === "done") return undefined;
+    if (state.get(file) === "visiting") return [...path.slice(path.indexOf(file)), file];
+    state.set(file, "visiting");
+    path.push(file);
+    for (const next of graph.get(file) ?? []) {
+      const cycle = visit(next);
+      if (cycle) return cycle;
+    }
+    path.pop();
+    state.set(file, "done");
+    return undefined;
+  };
+  for (const file of graph.keys()) {
+    const cycle = visit(file);
+    if (cycle) return cycle;
+  }
+  return undefined;
+}
+
+/** Every import that breaks a rule, as "from -> to (rule)". */
+function brokenRules(graph: Map<string, string[]>): string[] {
+  const broken: string[] = [];
+  for (const [from, imports] of graph) {
+    for (const to of imports) {
+      const fail = (rule: string) => broken.push(`${from} -> ${to} (${rule})`);
+      if (LEAVES.includes(from)) fail("a leaf imports no project file");
+      if (from.startsWith("strategies/") && !(LEAVES.includes(to) || to.startsWith("strategies/"))) {
+        fail("a strategy imports the contract and leaves only");
+      }
+      if (to.startsWith("strategies/") && (from === "mod.ts" || from.startsWith("src/")) && from !== MASKING_LOADER) {
+        fail("only the masking loader imports strategies/");
+      }
+      if (from.startsWith("src/consumer/") && NOT_FOR_THE_CONSUMER.includes(to)) {
+        fail("the consumer never imports config, CLI or metrics");
+      }
+      if (
+        (from.startsWith("src/") || from.startsWith("strategies/")) && (to === "mod.ts" || to.startsWith("scripts/"))
+      ) {
+        fail("src/ and strategies/ never import mod.ts or scripts/");
+      }
+    }
+  }
+  return broken;
+}
+
+describe("imports flow one way", () => {
+  it("closes no cycle", async () => {
+    expect(findCycle(await importGraph())).toBeUndefined();
+  });
+
+  it("breaks no layering rule", async () => {
+    expect(brokenRules(await importGraph())).toEqual([]);
+  });
+
+  it("would notice a broken rule and a cycle (the checks can fail)", () => {
+    const graph = new Map([
+      ["src/errors.ts", ["src/log.ts"]],
+      ["src/consumer/write.ts", ["src/metrics.ts"]],
+      ["strategies/hmac.ts", ["mod.ts"]],
+      ["src/sink.ts", ["strategies/vault.ts"]],
+      ["src/a.ts", ["src/b.ts"]],
+      ["src/b.ts", ["src/a.ts"]],
+    ]);
+    expect(brokenRules(graph)).toHaveLength(5);
+    expect(findCycle(graph)).toEqual(["src/a.ts", "src/b.ts", "src/a.ts"]);
+  });
+});
+
+describe("mod.ts is a door", () => {
+  it("is about a hundred lines: a module doc, re-exports and a main guard", async () => {
+    const text = await readFile(join(ROOT, "mod.ts"), "utf8");
+    expect(text.split("\n").length).toBeLessThanOrEqual(120);
+    expect(text).toMatch(/^\/\*\*[\s\S]*?@module\n \*\//);
+    expect(text).toMatch(/^if \(import\.meta\.main\) \{/m);
+    // No function of its own beyond the guard: the work lives in src/.
+    expect(text.match(/^(export )?(async )?function /gm)).toBeNull();
+  });
+});
+
+describe("the lint gate", { timeout: 60_000 }, () => {
+  it("refuses a function longer than 80 lines in the tool's code", async () => {
+    // Linted in place of a src/ file: the rule reads the path to spare tests.
+    const dir = await mkdtemp(join(tmpdir(), "lint-rule-"));
+    try {
+      const body = Array.from({ length: 85 }, (_, i) => `  total += ${i};`).join("\n");
+      await writeFile(
+        join(dir, "long.ts"),
+        `export function long(): number {\n  let total = 0;\n${body}\n  return total;\n}\n`,
+      );
+      await writeFile(
+        join(dir, "deno.json"),
+        JSON.stringify({ lint: { plugins: [join(ROOT, "scripts", "_lint-rules.ts")] } }),
+      );
+      const run = await runCommand(
+        denoBinary(),
+        ["lint", "long.ts"],
+        { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+        dir,
+      );
+      expect(run.stdout + run.stderr).toMatch(/project\/max-function-lines[\s\S]*This function is \d+ lines long/);
+      expect(run.code).not.toBe(0);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
