@@ -9,7 +9,6 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
-import { GetQueueAttributesCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import {
   createConsumer,
@@ -21,6 +20,7 @@ import {
   sqlUserLoginRow,
 } from "../mod.ts";
 import { parseFlags } from "../src/config.ts";
+import { readQueueDepth } from "../src/sqs.ts";
 import { runScript } from "./_command.ts";
 import { emulatorClient, startBoth, startSqsEmulator, usePostgres } from "./embedded.ts";
 import { sampleBodies, sendBodies } from "./produce.ts";
@@ -75,17 +75,12 @@ async function main(argv: readonly string[]): Promise<number> {
     const rows = await pool.any(sqlUserLoginRow`
       SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date::text
       FROM user_logins ORDER BY user_id LIMIT 5`);
-    const { Attributes } = await sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: dlqUrl,
-        AttributeNames: ["ApproximateNumberOfMessages"],
-      }),
-    );
+    const dlq = await readQueueDepth(sqs, dlqUrl);
     const total = await pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM user_logins`);
 
     say(`Summary: ${formatSummary(stats)}`);
     say(
-      `user_logins holds ${total} rows; login-queue-dlq holds ${Attributes?.ApproximateNumberOfMessages} messages.\n`,
+      `user_logins holds ${total} rows; login-queue-dlq holds ${dlq.visible} messages.\n`,
     );
     say("A few rows (ip and device_id masked with HMAC-SHA-256):");
     for (const row of rows) {

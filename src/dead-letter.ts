@@ -82,7 +82,7 @@ function cutToBytes(text: string, maxBytes: number): string {
 /**
  * Split into groups of at most 10 whose sizes add up to at most SQS's limit per batch call:
  * ten large invalid bodies in one SendMessageBatch are refused whole (BatchRequestTooLong),
- * which stopped the tool (found by the poison tests).
+ * which would stop the tool.
  */
 export function chunkByBytes<T>(
   items: readonly T[],

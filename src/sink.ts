@@ -137,7 +137,7 @@ export interface InsertedRows {
 /**
  * Insert the rows of messages not processed before, and record their ids, in the given
  * transaction, in one statement: the ids that were new select the rows that go in. Nothing
- * comes back per row; the profile showed parsing the new ids row by row as a cost. A
+ * comes back per row (parsing rows one by one is a cost on the hot path). A
  * strategy that persists gets the new ids back as one array, and the values of those
  * messages only.
  *

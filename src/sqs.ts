@@ -26,9 +26,9 @@ export const SQS_CALL_DEADLINE_MS = 10_000;
  */
 export function createSqsClient(logger: Logger = SILENT_LOGGER): SQSClient {
   // The SDK's info log carries request inputs and outputs, message bodies included: never
-  // pass it on. Leaving `info` out (the SDK only ever calls `logger.info?.(…)`) also spares
-  // it building a filtered copy of every response just to drop it, which the profile showed. Its warnings (e.g. that the queue URL's host is used as the endpoint)
-  // go to our debug level; its error entries hold the input too, so keep only the command.
+  // pass it on. Leaving `info` out (the SDK only calls `logger.info?.(…)`) also spares it a
+  // filtered copy of every response. Its warnings go to our debug level; its error entries
+  // hold the input too, so only the command is kept.
   const sdkLogger = {
     debug: () => {},
     warn: (...args: unknown[]) => logger.debug("aws sdk warning", { text: String(args[0]).split("\n")[0] }),

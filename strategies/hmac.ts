@@ -47,7 +47,7 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       `MASK_HMAC_KEY is ${key.length} bytes; it must be at least ${MIN_KEY_BYTES} (e.g. MASK_HMAC_KEY=$(openssl rand -hex 32))`,
     );
   }
-  // Made once: from raw bytes, createHmac builds a key object per call, the profile's top cost.
+  // Made once: from raw bytes, createHmac builds a key object per call.
   const keyObject = createSecretKey(key);
   return { name: "hmac", mask: (value) => hmacSha256Hex(keyObject, value) };
 }

@@ -9,10 +9,11 @@
  */
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
 import { DEFAULT_STOP_GRACE_SECONDS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { readQueueDepth } from "../src/sqs.ts";
 import { INVALID_BODIES, sampleBodies, seededRandom, sendBodies } from "../scripts/produce.ts";
 import {
   countRows,
@@ -103,13 +104,7 @@ async function expectExactlyOnce(fx: Fixture, bodies: readonly string[]): Promis
 }
 
 async function visibleMessages(fx: Fixture): Promise<number> {
-  const { Attributes = {} } = await fx.sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: fx.queueUrl,
-      AttributeNames: ["ApproximateNumberOfMessages"],
-    }),
-  );
-  return Number(Attributes.ApproximateNumberOfMessages);
+  return (await readQueueDepth(fx.sqs, fx.queueUrl)).visible;
 }
 
 function printedBy(runs: readonly RunResult[]): string {
@@ -327,14 +322,9 @@ describe("clean stop", () => {
     expect(summary.loaded! + summary.released!).toBe(40);
     // Nothing received is left invisible: committed ones deleted, the rest visible at once
     // (not after the queue's 30 s timeout).
-    const { Attributes = {} } = await fx.sqs.send(
-      new GetQueueAttributesCommand({
-        QueueUrl: fx.queueUrl,
-        AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-      }),
-    );
-    expect(Number(Attributes.ApproximateNumberOfMessagesNotVisible)).toBe(0);
-    expect(Number(Attributes.ApproximateNumberOfMessages)).toBe(summary.released);
+    const depth = await readQueueDepth(fx.sqs, fx.queueUrl);
+    expect(depth.inFlight).toBe(0);
+    expect(depth.visible).toBe(summary.released);
     expectNoPii(printedBy([result]), rawPii(bodies));
     console.log(`clean stop: rows at SIGTERM ${rowsAtSignal}, exit 0 after ${stopMs} ms;`, summary);
   });
@@ -672,11 +662,5 @@ describe("memory bound", { timeout: 90_000 }, () => {
 });
 
 async function invisibleMessages(fx: Fixture): Promise<number> {
-  const { Attributes = {} } = await fx.sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: fx.queueUrl,
-      AttributeNames: ["ApproximateNumberOfMessagesNotVisible"],
-    }),
-  );
-  return Number(Attributes.ApproximateNumberOfMessagesNotVisible);
+  return (await readQueueDepth(fx.sqs, fx.queueUrl)).inFlight;
 }

@@ -8,10 +8,10 @@
 import fc from "fast-check";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
-import { GetQueueAttributesCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { decodeMessage, ensureSchema } from "../mod.ts";
 import { fitDeadLetterEntry } from "../src/dead-letter.ts";
-import { SQS_MAX_BATCH_BYTES } from "../src/sqs.ts";
+import { readQueueDepth, SQS_MAX_BATCH_BYTES } from "../src/sqs.ts";
 import { sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
   countRows,
@@ -325,16 +325,8 @@ function summaryOf(stdout: string): Record<string, number> {
 }
 
 async function queueCounts(queueUrl: string): Promise<{ visible: number; invisible: number }> {
-  const { Attributes = {} } = await f!.sqs.send(
-    new GetQueueAttributesCommand({
-      QueueUrl: queueUrl,
-      AttributeNames: ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    }),
-  );
-  return {
-    visible: Number(Attributes.ApproximateNumberOfMessages),
-    invisible: Number(Attributes.ApproximateNumberOfMessagesNotVisible),
-  };
+  const { visible, inFlight } = await readQueueDepth(f!.sqs, queueUrl);
+  return { visible, invisible: inFlight };
 }
 
 describe("an invalid message the DLQ cannot take", { timeout: 60_000 }, () => {

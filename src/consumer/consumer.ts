@@ -150,7 +150,7 @@ async function run(state: ConsumerState): Promise<ConsumerStats> {
   const { context, writer, receiver } = state;
   const { settings, stats } = context;
   // A quarter of the timeout: with a 1 s floor, a 2 s queue timeout let extensions land
-  // at the very moment messages became visible again (found by the slow-batch test).
+  // at the very moment messages became visible again.
   const heartbeatMs = Math.max(HEARTBEAT_MIN_MS, (settings.visibilityTimeoutSeconds * 1000) / 4);
   const heartbeatTimer = setInterval(() => void heartbeat(context), heartbeatMs);
   try {

@@ -25,8 +25,8 @@ export const DEFAULT_BATCH_DEADLINE_SECONDS = 60;
 /**
  * Message bodies held in flight at most, in MiB. A receive of SQS's largest bodies (10 of
  * 1 MiB) passes through several copies on its way in (bytes, text, parsed, checked), so the
- * process's peak is a multiple of this: 16 kept it near 240 MB with 1 MiB bodies (8: 230,
- * 32: 300), measured with `npm run bench -- --phases large`.
+ * process's peak is a multiple of this: 16 keeps it under 250 MB with 1 MiB bodies
+ * (docs/benchmark.md).
  */
 export const DEFAULT_MAX_IN_FLIGHT_MB = 16;
 

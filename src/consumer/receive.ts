@@ -154,7 +154,7 @@ async function poll(state: ReceiverState): Promise<void> {
       noteAnswer(state, messages);
       await handOn(state, messages);
     } finally {
-      // A pending abort timer would hold the process open after the run (a second, measured).
+      // A pending abort timer would hold the process open after the run.
       clearTimeout(state.active.get(receive)?.abortTimer);
       state.active.delete(receive);
       context.ledger.wake();
@@ -177,7 +177,7 @@ async function handOn(state: ReceiverState, messages: readonly Message[]): Promi
 
 /**
  * A receive aborted while its answer is on the way leaves those messages invisible for a
- * whole timeout, as if lost (found by the clean-stop test): young ones get to answer.
+ * whole timeout, as if lost: young ones get to answer.
  */
 function abortParked(state: ReceiverState): void {
   const { waitTimeSeconds } = state.context.settings;
