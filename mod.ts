@@ -72,7 +72,6 @@ export {
 
 // Watching it run
 export { createLogger, type Logger, type LoggerOptions, type LogLevel } from "./src/log.ts";
-export { createMetrics, type Metrics } from "./src/metrics.ts";
 export { createReadinessChecks, type MetricsServer, type ReadinessChecks, startMetricsServer } from "./src/health.ts";
 export { formatSummary } from "./src/progress.ts";
 

@@ -5,7 +5,8 @@
  */
 import { spawn } from "node:child_process";
 import { afterEach, describe, expect, it } from "vitest";
-import { type ConsumerStats, createLogger, createMetrics, ensureSchema } from "../mod.ts";
+import { type ConsumerStats, createLogger, ensureSchema } from "../mod.ts";
+import { createMetrics } from "../src/metrics.ts";
 import { createBatchSummary, formatProgress } from "../src/progress.ts";
 import { freePort } from "../scripts/embedded.ts";
 import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
