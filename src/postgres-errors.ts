@@ -24,8 +24,13 @@ const TRANSIENT_ERROR_NAMES = new Set([
   "IdleTransactionTimeoutError",
   "DatabaseCallAbandonedError",
 ]);
+/**
+ * Errors of the pg client with no code: a connection lost (or a client whose connection
+ * failed), or one that got no answer in its connect timeout ("timeout expired": a hung
+ * server, or a half-open path to it).
+ */
 const TRANSIENT_MESSAGE =
-  /connection terminated|timeout exceeded when trying to connect|connect ECONNREFUSED|Connection refused/i;
+  /connection terminated|timeout exceeded when trying to connect|^timeout expired$|connection error and is not queryable|connect ECONNREFUSED|Connection refused/i;
 
 /**
  * What a database error means.

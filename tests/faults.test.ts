@@ -12,7 +12,9 @@ import { join } from "node:path";
 import { ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
-import { DEFAULT_STOP_GRACE_SECONDS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { createDatabasePool, DEFAULT_STOP_GRACE_SECONDS, ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { describeStartupError } from "../src/cli.ts";
+import { classifyDatabaseError } from "../src/postgres-errors.ts";
 import { readQueueDepth } from "../src/sqs.ts";
 import { INVALID_BODIES, sampleBodies, seededRandom, sendBodies } from "../scripts/produce.ts";
 import {
@@ -480,6 +482,24 @@ async function throughStall(options: {
 
 // A stall test runs ~30-40 s: start-up, rows, the 8 s stall, the deadlines, recovery.
 describe("half-open connections", { timeout: 120_000 }, () => {
+  it("takes a connection attempt that Postgres never answers for a fault to wait out, not a reason to stop", async () => {
+    f = await fixture();
+    proxy = await startTcpProxy(f.databaseUrl.replace(/^postgres(ql)?:/, "tcp:"));
+    // Connections opened during the stall stay silent: the client's connect timeout fires.
+    proxy.stall(2_000);
+    const error = await (async () => {
+      const pool = await createDatabasePool(proxy!.via(f!.databaseUrl));
+      try {
+        await pool.query(sql.unsafe`SELECT 1`);
+      } finally {
+        await pool.end();
+      }
+    })().then(() => undefined, (e: unknown) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(classifyDatabaseError(error)).toBe("transient");
+    expect(describeStartupError(error, proxy.via(f.databaseUrl))).toMatch(/^Cannot reach Postgres at /);
+  });
+
   it("gives up on SQS connections that stop answering, long polls included, and resumes by itself", async () => {
     const seen = await throughStall({
       seed: 808,
