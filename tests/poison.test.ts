@@ -97,6 +97,24 @@ async function onlyDeadLetterReason(): Promise<string> {
   return dead[0]!.MessageAttributes?.invalid_reason?.StringValue ?? "";
 }
 
+/**
+ * Ten good logins and one poison, drained with the strategy that writes each raw ip into
+ * `strategy_side` (whose refusal the test has set up): the run, the good bodies, and the
+ * reason the DLQ holds for the poison. Every good row is loaded, the poison is not.
+ */
+async function drainWithSideTablePoison(seed: number, poison: { user_id: string; ip: string; device_id: string }) {
+  const good = sampleBodies(10, 0, seed);
+  const body = JSON.stringify({ ...poison, app_version: "1.0.0", device_type: "ios", locale: null });
+  await sendBodies(f!.sqs, f!.queueUrl, [...good, body]);
+  const run = await runTool(
+    ["--drain", "--strategy", "tests/fixtures/side-table-strategy.ts", "--log-level", "debug"],
+    f!.env,
+  );
+  expect(run.code).toBe(0);
+  expect(await countRows(f!.pool)).toBe(10);
+  return { run, good, reason: await onlyDeadLetterReason() };
+}
+
 describe("the CLI on poison input", () => {
   it("dead-letters generated malformed bodies with a reason, loads the rest, and never crashes", async () => {
     f = await createFixture();
@@ -150,26 +168,11 @@ describe("the CLI on poison input", () => {
     await f.pool.query(
       sql.unsafe`CREATE TABLE strategy_side (v text CONSTRAINT no_test_net CHECK (v NOT LIKE '10.66.%'))`,
     );
-    const good = sampleBodies(10, 0, 13);
-    const poison = JSON.stringify({
+    const { run, good, reason } = await drainWithSideTablePoison(13, {
       user_id: "poison-detail",
-      app_version: "1.0.0",
-      device_type: "ios",
       ip: "10.66.123.45",
-      locale: null,
       device_id: "detail-device-5150",
     });
-    await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
-    const run = await runTool([
-      "--drain",
-      "--strategy",
-      "tests/fixtures/side-table-strategy.ts",
-      "--log-level",
-      "debug",
-    ], f.env);
-    expect(run.code).toBe(0);
-    expect(await countRows(f.pool)).toBe(10);
-    const reason = await onlyDeadLetterReason();
     expect(reason).toMatch(/^rejected by Postgres: 23514 .*constraint no_test_net/);
     expectNoPii(reason + run.stdout + run.stderr, ["10.66.123.45", "detail-device-5150", ...rawPii(good)]);
   });
@@ -192,26 +195,11 @@ describe("the CLI on poison input", () => {
       sql
         .unsafe`CREATE TRIGGER refuse_test_net BEFORE INSERT ON strategy_side FOR EACH ROW EXECUTE FUNCTION refuse_test_net()`,
     );
-    const good = sampleBodies(10, 0, 15);
-    const poison = JSON.stringify({
+    const { run, good, reason } = await drainWithSideTablePoison(15, {
       user_id: "poison-message",
-      app_version: "1.0.0",
-      device_type: "ios",
       ip: "10.77.123.45",
-      locale: null,
       device_id: "message-device-6160",
     });
-    await sendBodies(f.sqs, f.queueUrl, [...good, poison]);
-    const run = await runTool([
-      "--drain",
-      "--strategy",
-      "tests/fixtures/side-table-strategy.ts",
-      "--log-level",
-      "debug",
-    ], f.env);
-    expect(run.code).toBe(0);
-    expect(await countRows(f.pool)).toBe(10);
-    const reason = await onlyDeadLetterReason();
     expect(reason).toBe('rejected by Postgres: 22023 address [redacted] refused, written "…"');
     expectNoPii(reason + run.stdout + run.stderr, [
       "10.77.123.45",
