@@ -110,6 +110,7 @@ function utf8Bytes(text: string): number {
   return Buffer.byteLength(text, "utf8");
 }
 
+/** Split into groups of `size`: SQS takes ten entries per batch call. */
 export function chunk<T>(items: readonly T[], size: number): T[][] {
   const chunks: T[][] = [];
   for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));

@@ -10,7 +10,7 @@ import {
   DeleteMessageBatchCommand,
   SendMessageBatchCommand,
 } from "@aws-sdk/client-sqs";
-import { chunkByBytes, type DeadLetterEntry, fitDeadLetterEntry } from "../dead-letter.ts";
+import { chunk, chunkByBytes, type DeadLetterEntry, fitDeadLetterEntry } from "../dead-letter.ts";
 import { FatalError } from "../errors.ts";
 import {
   boundedSqsCall,
@@ -32,12 +32,6 @@ const DELETE_ATTEMPTS = 5;
 export interface Refused {
   entry: InFlight;
   reason: string;
-}
-
-function chunk<T>(items: readonly T[], size: number): T[][] {
-  const chunks: T[][] = [];
-  for (let i = 0; i < items.length; i += size) chunks.push(items.slice(i, i + size));
-  return chunks;
 }
 
 /** An SQS call until it succeeds, waiting out transient faults; undefined if abandoned at a stop. */
