@@ -14,6 +14,7 @@
  * const pool = await createDatabasePool(process.env.DATABASE_URL!);
  * await ensureSchema(pool);
  * const strategy = await loadStrategy("hmac", { env: process.env });
+ * await ensureMaskRecord(pool, strategy); // one table, one mask: refuses another key
  * const consumer = createConsumer({ sqs: createSqsClient(), pool, strategy, queueUrl: process.env.QUEUE_URL!, drain: true });
  * console.log(await consumer.run());
  * ```
@@ -48,12 +49,20 @@ export { toStandardSchema } from "./src/typed-sql.ts";
 
 // Masking: the plugin contract, and the strategies behind it
 export type { MaskedValue, MaskStrategy, PiiField, StrategyModule, StrategyOptions } from "./src/contract.ts";
-export { PII_FIELDS } from "./src/contract.ts";
+export { keyFingerprint, PII_FIELDS } from "./src/contract.ts";
 export { DEFAULT_STRATEGY, loadStrategy, type MaskedRecord, maskRecord, STRATEGY_NAMES } from "./src/masking.ts";
 
 // The Postgres sink
 export { createDatabasePool } from "./src/database.ts";
 export { ensureSchema, PROCESSED_TABLE, USER_LOGINS_DDL, writeBatch, type WriteOutcome } from "./src/sink.ts";
+export {
+  ensureMaskRecord,
+  MASK_TABLE,
+  type MaskCheck,
+  type MaskRecord,
+  readMaskRecord,
+  refuseAnotherStrategy,
+} from "./src/mask-record.ts";
 
 // The SQS source, and the consumer that joins them
 export { createSqsClient, inspectQueue, type QueueInfo } from "./src/sqs.ts";

@@ -14,6 +14,7 @@ import {
   createConsumer,
   createDatabasePool,
   createLogger,
+  ensureMaskRecord,
   ensureSchema,
   formatSummary,
   loadStrategy,
@@ -61,6 +62,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
     // A fresh random key per demo run: no secret lives in the code.
     const strategy = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: randomBytes(32).toString("hex") } });
+    await ensureMaskRecord(pool, strategy);
     const consumer = createConsumer({
       sqs,
       pool,

@@ -2,7 +2,8 @@
 --
 -- Run as the owner of the tables, after the tool has run once as that owner with
 -- --strategy vault (which creates user_logins, user_logins_sqs_messages, its prune
--- function, and pii_vault.*). The owner needs CREATEROLE (or be a superuser):
+-- function, user_logins_mask with the mask recorded, and pii_vault.*). The owner needs
+-- CREATEROLE (or be a superuser):
 --
 --   psql "postgres://owner@host/db" -v ON_ERROR_STOP=1 -f scripts/vault-roles.sql
 --
@@ -34,7 +35,8 @@ DECLARE
   found_role pg_roles;
 BEGIN
   IF to_regclass('pii_vault.entries') IS NULL OR to_regclass('user_logins') IS NULL
-     OR to_regclass('user_logins_sqs_messages') IS NULL OR to_regprocedure('user_logins_sqs_messages_prune()') IS NULL THEN
+     OR to_regclass('user_logins_sqs_messages') IS NULL OR to_regprocedure('user_logins_sqs_messages_prune()') IS NULL
+     OR to_regclass('user_logins_mask') IS NULL THEN
     RAISE EXCEPTION 'The tables do not exist yet: run the tool once as this owner with --strategy vault, then run this script again';
   END IF;
   IF obj_description('pii_vault'::regnamespace, 'pg_namespace') IS DISTINCT FROM 'sqs-login-masker vault 2' THEN
@@ -76,15 +78,16 @@ END $$;
 REVOKE ALL ON SCHEMA pii_vault FROM PUBLIC, login_loader, pii_recovery, pii_vault_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA pii_vault FROM PUBLIC, login_loader, pii_recovery, pii_vault_admin;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pii_vault FROM PUBLIC, login_loader, pii_recovery, pii_vault_admin;
-REVOKE ALL ON user_logins, user_logins_sqs_messages FROM login_loader, pii_recovery, pii_vault_admin;
+REVOKE ALL ON user_logins, user_logins_sqs_messages, user_logins_mask FROM login_loader, pii_recovery, pii_vault_admin;
 REVOKE ALL ON FUNCTION user_logins_sqs_messages_prune() FROM PUBLIC;
 GRANT USAGE ON SCHEMA pii_vault TO login_loader, pii_recovery, pii_vault_admin;
 -- The keyring holds only the token key wrapped under VAULT_KEY: useless without the key.
 GRANT SELECT ON pii_vault.keyring TO login_loader, pii_recovery, pii_vault_admin;
 
 -- The loader: rows in; ledger ids in, and out only through the prune function; vault
--- entries in through a function that answers nothing.
+-- entries in through a function that answers nothing; the table's recorded mask, read.
 GRANT INSERT ON user_logins TO login_loader;
+GRANT SELECT ON user_logins_mask TO login_loader;
 GRANT SELECT, INSERT ON user_logins_sqs_messages TO login_loader;
 GRANT EXECUTE ON FUNCTION user_logins_sqs_messages_prune() TO login_loader;
 GRANT EXECUTE ON FUNCTION pii_vault.write_entries(integer, text[], text[], bytea[]) TO login_loader;

@@ -25,6 +25,7 @@ import { createDatabasePool } from "./database.ts";
 import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, FatalError, redactUrl } from "./errors.ts";
 import { createReadinessChecks, type MetricsServer, startMetricsServer } from "./health.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { ensureMaskRecord, refuseAnotherStrategy, reportMaskCheck } from "./mask-record.ts";
 import { loadStrategy } from "./masking.ts";
 import { describeConnectionError } from "./postgres-errors.ts";
 import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
@@ -88,6 +89,9 @@ Strategies:
            decrypt every ip with scripts/ipcrypt.ts.
   An ip is masked in one canonical text: IPv6 as RFC 5952 writes it, an IPv4-mapped
   address as its IPv4 address.
+  One table, one mask: the first run records the strategy and a fingerprint of its key
+  beside user_logins (user_logins_mask); a run with another strategy or key is refused
+  before it loads anything. A new key gets a table of its own (README.md).
 
 AWS region, credentials and endpoint come from the SDK's default chain
 (AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL for LocalStack or an emulator).
@@ -206,8 +210,8 @@ export async function main(argv: readonly string[], env: Record<string, string |
 
 /**
  * Check the queues and the database side by side (a queue's error is told first), then
- * set up what the strategy keeps. The pool is handed out as soon as it exists, for the
- * caller to close whatever happens next.
+ * set up what the strategy keeps and check its mask against the table's. The pool is
+ * handed out as soon as it exists, for the caller to close whatever happens next.
  */
 async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSClient, opened: { pool?: DatabasePool }) {
   const [queues, database] = await Promise.allSettled([
@@ -219,13 +223,14 @@ async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSCli
     (async () => {
       const pool = opened.pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
       await ensureSchema(pool);
+      await refuseAnotherStrategy(pool, strategy);
       await strategy.setup?.(pool);
-      return pool;
+      return { pool, mask: await ensureMaskRecord(pool, strategy) };
     })(),
   ]);
   if (queues.status === "rejected") throw queues.reason;
   if (database.status === "rejected") throw database.reason;
-  return { ...queues.value, pool: database.value };
+  return { ...queues.value, ...database.value };
 }
 
 function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logger): void {
@@ -247,7 +252,8 @@ async function consume(
   terminal: Terminal,
 ) {
   const { logger } = terminal;
-  const { source, dlq, pool } = await startServices(config, strategy, sqs, opened);
+  const { source, dlq, pool, mask } = await startServices(config, strategy, sqs, opened);
+  reportMaskCheck(mask, strategy, logger);
   warnWithoutRedrivePolicy(source, config, logger);
   // prom-client is loaded only when metrics are served: it costs ~10 MB of a run's memory.
   const metrics = config.metricsPort === undefined ? undefined : (await import("./metrics.ts")).createMetrics();

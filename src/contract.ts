@@ -23,8 +23,12 @@
  * An error thrown by `create` becomes one line and exit 2; one thrown by `mask` or
  * `persist` stops the tool with exit 1, the raw value redacted from its text.
  *
+ * A keyed strategy also gives `fingerprint: keyFingerprint(key)`: the tool records it with
+ * the table and refuses a run under another key (see `MaskStrategy.fingerprint`).
+ *
  * @module
  */
+import { createHmac, hkdfSync } from "node:crypto";
 import type { DatabasePool, DatabaseTransactionConnection } from "slonik";
 
 /** The PII fields of a login message. */
@@ -45,6 +49,16 @@ export interface MaskedValue {
 export interface MaskStrategy {
   readonly name: string;
   mask(value: string, field: PiiField): string | Promise<string>;
+  /**
+   * What tells this strategy's masks apart from those of the same name under another key:
+   * a check value of its key(s) that reveals nothing of them ({@link keyFingerprint}), read
+   * once, after `setup`. The tool records `name` and `fingerprint` beside `user_logins` at
+   * its first run and refuses, before loading anything, a run whose name or fingerprint
+   * differs: rows masked two ways never join. `null` says the strategy has no key, its name
+   * is the whole mask (`sha256`). Left out, only the name is recorded and checked, and
+   * every start warns that a change of key cannot be detected.
+   */
+  readonly fingerprint?: string | null;
   /**
    * Fields whose mask is a keyed permutation of the value's own format (`ipcrypt-pfx` maps
    * an IPv4 address to an IPv4 address). Such a mask equals or contains its input by chance
@@ -71,4 +85,24 @@ export interface StrategyOptions {
 /** A strategy plugin: the shape of `strategies/*.ts` and of a user's own module. */
 export interface StrategyModule {
   create(options: StrategyOptions): MaskStrategy | Promise<MaskStrategy>;
+}
+
+/** HKDF's salt and the label the check value is made of: fixed, so a key always gives one fingerprint. */
+const FINGERPRINT_SALT = "sqs-login-masker/mask-fingerprint";
+const FINGERPRINT_LABEL = "sqs-login-masker mask fingerprint v1";
+
+/**
+ * A key's fingerprint: HMAC-SHA-256 of a fixed label under a key derived from `key` for
+ * that purpose alone (HKDF-SHA-256), 128 bits as hex. Equal keys give equal fingerprints;
+ * it reveals nothing of the key, and is no mask of any value under it.
+ *
+ * @param key the key's bytes, or text taken as UTF-8
+ * @example
+ * ```ts
+ * keyFingerprint(process.env.MY_MASK_KEY!); // 32 hex digits
+ * ```
+ */
+export function keyFingerprint(key: string | Uint8Array): string {
+  const derived = new Uint8Array(hkdfSync("sha256", key, FINGERPRINT_SALT, "key fingerprint", 32));
+  return createHmac("sha256", derived).update(FINGERPRINT_LABEL).digest("hex").slice(0, 32);
 }

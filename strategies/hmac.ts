@@ -5,7 +5,8 @@
  * such as IPv4 addresses.
  *
  * The key is used as the bytes of the variable's UTF-8 text and must be at least 32 bytes
- * (`openssl rand -hex 32` gives 64). Changing the key changes every mask.
+ * (`openssl rand -hex 32` gives 64). Changing the key changes every mask: a table records its
+ * key's fingerprint, and another key gets a table of its own (README, "One table, one mask").
  *
  * A strategy module exports `create(options)` returning `{ name, mask(value, field) }`;
  * this file is the model for a user's own.
@@ -13,7 +14,7 @@
  * @module
  */
 import { createHmac, createSecretKey, type KeyObject } from "node:crypto";
-import type { MaskStrategy, StrategyOptions } from "../src/contract.ts";
+import { keyFingerprint, type MaskStrategy, type StrategyOptions } from "../src/contract.ts";
 
 /** RFC 2104 recommends a key at least as long as the hash output. */
 export const MIN_KEY_BYTES = 32;
@@ -49,5 +50,5 @@ export function create({ env }: StrategyOptions): MaskStrategy {
   }
   // Made once: from raw bytes, createHmac builds a key object per call.
   const keyObject = createSecretKey(key);
-  return { name: "hmac", mask: (value) => hmacSha256Hex(keyObject, value) };
+  return { name: "hmac", fingerprint: keyFingerprint(key), mask: (value) => hmacSha256Hex(keyObject, value) };
 }

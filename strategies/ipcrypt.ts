@@ -15,21 +15,32 @@
  *
  * @module
  */
-import type { MaskStrategy, StrategyOptions } from "../src/contract.ts";
+import { keyFingerprint, type MaskStrategy, type StrategyOptions } from "../src/contract.ts";
 import { createIpCipher, type IpcryptMode, readIpcryptKey } from "./_ipcrypt.ts";
 import { create as createHmac } from "./hmac.ts";
 
 /**
+ * The part of an ipcrypt strategy's fingerprint that stands for `MASK_IPCRYPT_KEY`, what
+ * `scripts/ipcrypt.ts decrypt` checks a key against: `ip:` and the key's fingerprint.
+ */
+export function ipKeyFingerprint(key: Uint8Array): string {
+  return `ip:${keyFingerprint(key)}`;
+}
+
+/**
  * An ipcrypt strategy of either mode: `ip` through the cipher, `device_id` through `hmac`.
- * Both keys are checked here, once.
+ * Both keys are checked here, once, and both are in its fingerprint
+ * (`ip:<MASK_IPCRYPT_KEY's> device_id:<MASK_HMAC_KEY's>`), so a change of either is refused.
  *
  * @throws {Error} for a missing or malformed `MASK_IPCRYPT_KEY` or `MASK_HMAC_KEY`, never quoting either
  */
 export function createIpcryptStrategy(mode: IpcryptMode, name: string, { env }: StrategyOptions): MaskStrategy {
-  const cipher = createIpCipher(mode, readIpcryptKey(env, mode));
+  const key = readIpcryptKey(env, mode);
+  const cipher = createIpCipher(mode, key);
   const deviceIds = createHmac({ env });
   return {
     name,
+    fingerprint: `${ipKeyFingerprint(key)} device_id:${deviceIds.fingerprint}`,
     mask: (value, field) => (field === "ip" ? cipher.encrypt(value) : deviceIds.mask(value, field)),
     // pfx maps an IPv4 address to an IPv4 address: now and then one to itself, or to one
     // that contains it ("96.71.140.14" -> "196.71.140.141"), which is a ciphertext, not a leak.

@@ -24,7 +24,7 @@ export function sha256Hex(value: string): string {
   return hash("sha256", value, "hex");
 }
 
-/** Create the strategy; it takes no options. */
+/** Create the strategy; it takes no options, and has no key: its name is the whole mask. */
 export function create(): MaskStrategy {
-  return { name: "sha256", mask: (value) => sha256Hex(value) };
+  return { name: "sha256", fingerprint: null, mask: (value) => sha256Hex(value) };
 }

@@ -30,7 +30,7 @@
 import { createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
-import type { MaskedValue, MaskStrategy, StrategyOptions } from "../src/contract.ts";
+import { keyFingerprint, type MaskedValue, type MaskStrategy, type StrategyOptions } from "../src/contract.ts";
 import { ConfigError, describeDatabaseError, errorCode, FatalError } from "../src/errors.ts";
 import { toStandardSchema } from "../src/typed-sql.ts";
 import {
@@ -221,13 +221,20 @@ export function create({ env }: StrategyOptions): MaskStrategy {
   const keys = parseVaultKeys(env);
   // A KeyObject made once: createHmac with raw bytes imports the key again on every call.
   let tokenKey: KeyObject | undefined;
+  let fingerprint: string | undefined;
   const written = createRecentSet(WRITTEN_TOKENS_LIMIT);
   return {
     name: "vault",
+    // The token key's: it makes every token, and a rotation of VAULT_KEY keeps it.
+    get fingerprint() {
+      return fingerprint;
+    },
     async setup(pool) {
       try {
         await ensureVault(pool);
-        tokenKey = createSecretKey(await loadTokenKey(pool, keys));
+        const raw = await loadTokenKey(pool, keys);
+        tokenKey = createSecretKey(raw);
+        fingerprint = keyFingerprint(raw);
       } catch (error) {
         if (errorCode(error) !== "42501") throw error;
         throw await createGrantError(pool, describeDatabaseError(error));

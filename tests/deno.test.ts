@@ -17,6 +17,7 @@ import {
   createFixture,
   denoBinary,
   type Fixture,
+  queueDepth,
   readRows,
   receiveAll,
   ROOT,
@@ -27,6 +28,8 @@ import {
   TEST_HMAC_KEY,
   waitFor,
 } from "./helpers.ts";
+
+const OTHER_PFX_KEY = "2b7e151628aed2a6abf7158809cf4f3ca9f5ba40db214c3798f2e1c23456789a";
 
 describe("deno run -A mod.ts", () => {
   it("prints help", async () => {
@@ -94,12 +97,56 @@ describe("deno run -A mod.ts", () => {
       const rows = await readRows(f.pool);
       expect(rows.map((r) => r.masked_ip)).toEqual(vectors.map(([, encrypted]) => encrypted));
 
-      const decrypt = await runDeno(["decrypt", "--mode", "pfx", ...rows.map((r) => r.masked_ip)], {
-        MASK_IPCRYPT_KEY: key,
-      }, "scripts/ipcrypt.ts");
-      expect(decrypt.stderr).toBe("");
-      expect(decrypt.code).toBe(0);
-      expect(decrypt.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
+      const decrypt = (key: string) =>
+        runDeno(["decrypt", "--database-url", f.databaseUrl, "--mode", "pfx", ...rows.map((r) => r.masked_ip)], {
+          MASK_IPCRYPT_KEY: key,
+        }, "scripts/ipcrypt.ts");
+      const right = await decrypt(key);
+      expect(right.stderr).toBe("");
+      expect(right.code).toBe(0);
+      expect(right.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
+
+      const wrong = await decrypt(OTHER_PFX_KEY);
+      expect(wrong.stdout).toBe("");
+      expect(wrong.stderr).toMatch(
+        /^error: MASK_IPCRYPT_KEY is not the key public\.user_logins was masked with .*: nothing decrypted\n$/,
+      );
+      expect(wrong.stderr).not.toMatch(/\d+\.\d+\.\d+\.\d+/);
+      expect(wrong.code).toBe(2);
+    } finally {
+      await f.close();
+    }
+  });
+
+  it("loads hmac under key A twice, and refuses key B, sha256 and ipcrypt with one line, loading nothing", async () => {
+    const f = await createFixture();
+    try {
+      const drain = (strategy: string, env: Record<string, string> = {}) =>
+        runDeno(["--drain", "--strategy", strategy], { ...f.env, ...env });
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(5, 0, 1));
+      expect((await drain("hmac")).stdout).toMatch(/^loaded=5 /);
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(5, 0, 2));
+      expect((await drain("hmac")).stdout).toMatch(/^loaded=5 /);
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(5, 0, 3));
+      for (
+        const [strategy, env, mine] of [
+          ["hmac", { MASK_HMAC_KEY: "o".repeat(32) + "-another-test-key" }, "hmac \\(fingerprint"],
+          ["sha256", {}, "sha256 \\(no key\\)"],
+          ["ipcrypt", { MASK_IPCRYPT_KEY: "2b7e151628aed2a6abf7158809cf4f3c" }, "ipcrypt \\(fingerprint ip:"],
+        ] as const
+      ) {
+        const refused = await drain(strategy, env);
+        expect(refused.stdout).toBe("");
+        expect(refused.stderr).toMatch(
+          new RegExp(
+            `^error: public\\.user_logins is masked by hmac \\(fingerprint [0-9a-f]{32}\\); this run's mask is ${mine}`,
+          ),
+        );
+        expect(refused.stderr.trim().split("\n")).toHaveLength(1);
+        expect(refused.code).toBe(2);
+      }
+      expect(await countRows(f.pool)).toBe(10);
+      expect(await queueDepth(f.sqs, f.queueUrl)).toBe(5);
     } finally {
       await f.close();
     }

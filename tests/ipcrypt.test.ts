@@ -404,6 +404,7 @@ describe("the CLI end to end, on the emulator and Postgres", () => {
 
         const decrypt = await runTool(["decrypt", "--mode", mode, ...rows.map((r) => r.masked_ip)], {
           MASK_IPCRYPT_KEY: key,
+          DATABASE_URL: f.databaseUrl,
         }, "scripts/ipcrypt.ts");
         expect(decrypt.stderr).toBe("");
         expect(decrypt.code).toBe(0);

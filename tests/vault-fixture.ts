@@ -10,6 +10,7 @@ import { type DatabasePool, sql } from "slonik";
 import {
   createDatabasePool,
   decodeMessage,
+  ensureMaskRecord,
   ensureSchema,
   loadStrategy,
   type LoginRecord,
@@ -87,11 +88,12 @@ export async function vaultOwnerRole(pool: DatabasePool): Promise<string | null>
 export const login = (user_id: string, ip: string, device_id: string) =>
   JSON.stringify({ user_id, app_version: "1.2.3", device_type: "ios", ip, locale: "US", device_id });
 
-/** The vault strategy, set up on `pool` (the owner's, or a loading role's). */
+/** The vault strategy, set up on `pool` (the owner's, or a loading role's), its mask recorded or checked as a run would. */
 export async function createVault(pool: DatabasePool, vaultEnv: Record<string, string>): Promise<MaskStrategy> {
   await ensureSchema(pool);
   const strategy = await loadStrategy("vault", { env: vaultEnv });
   await strategy.setup!(pool);
+  await ensureMaskRecord(pool, strategy);
   return strategy;
 }
 

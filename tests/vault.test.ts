@@ -271,6 +271,7 @@ describe("roles from scripts/vault-roles.sql", () => {
     const outsider = new URL(outsiderUrl).username;
     await f.pool.query(sql.unsafe`GRANT INSERT ON user_logins TO ${sql.identifier([outsider])}`);
     await f.pool.query(sql.unsafe`GRANT SELECT, INSERT ON user_logins_sqs_messages TO ${sql.identifier([outsider])}`);
+    await f.pool.query(sql.unsafe`GRANT SELECT ON user_logins_mask TO ${sql.identifier([outsider])}`);
     const refused = await runTool(["--drain", "--strategy", "vault"], { ...env, DATABASE_URL: outsiderUrl });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(
