@@ -49,7 +49,7 @@ every address to another address that looks just as real, and a warning says so.
 Whoever holds that key can decrypt every address masked under it: keep it in a secret
 store, apart from the database.
 Exit codes: 0 printed, 1 database error, 2 usage, key (one the table was not masked
-with included) or address error. Nothing is printed on an error.
+with included) or address error. No address is printed on an error.
 `;
 
 class UsageError extends Error {
@@ -99,7 +99,7 @@ function parseCommand(argv: readonly string[], env: Record<string, string | unde
   if (addresses.length === 0) throw new UsageError("no address given: decrypt --mode MODE ADDRESS...");
   const databaseUrl = (values["database-url"] ?? env.DATABASE_URL)?.trim() || undefined;
   if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
-    throw new UsageError("--database-url must start with postgres:// or postgresql://");
+    throw new UsageError("--database-url (or DATABASE_URL) must start with postgres:// or postgresql://");
   }
   return { mode, addresses, databaseUrl };
 }

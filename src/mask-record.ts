@@ -9,10 +9,11 @@
  * @module
  */
 import { Type } from "@sinclair/typebox";
-import { type CommonQueryMethods, type DatabasePool, sql } from "slonik";
+import { type CommonQueryMethods, type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
 import type { MaskStrategy } from "./contract.ts";
-import { ConfigError, FatalError } from "./errors.ts";
+import { ConfigError, errorCode, FatalError } from "./errors.ts";
 import type { Logger } from "./log.ts";
+import { PROCESSED_TABLE } from "./sink.ts";
 import { toStandardSchema } from "./typed-sql.ts";
 
 /** The tool's own table, in the schema of the `user_logins` it describes. */
@@ -47,11 +48,11 @@ const Place = Type.Object({
   may_create: Type.Boolean(),
   may_read: Type.Boolean(),
   may_insert: Type.Boolean(),
-  has_data: Type.Boolean(),
 });
 type Place = typeof Place.static;
 const sqlPlace = sql.type(toStandardSchema(Place));
 const tableOf = (place: Place) => `${place.schema}.user_logins`;
+const regclassOf = (place: Place) => sql.fragment`format('%I.%I', ${place.schema}::text, 'user_logins')::regclass`;
 const maskTableOf = (place: Place) => `${place.schema}.${MASK_TABLE}`;
 
 const Row = Type.Object({
@@ -79,10 +80,40 @@ async function locate(db: CommonQueryMethods): Promise<Place | null> {
     SELECT schema, current_user::text AS role, mask IS NOT NULL AS exists,
            has_schema_privilege(schema_oid, 'CREATE') AS may_create,
            coalesce(has_table_privilege(mask, 'SELECT'), false) AS may_read,
-           coalesce(has_table_privilege(mask, 'INSERT'), false) AS may_insert,
-           -- Not a SELECT of user_logins, which a loading role may not have: no page, no row.
-           pg_relation_size(oid) > 0 AS has_data
+           coalesce(has_table_privilege(mask, 'INSERT'), false) AS may_insert
     FROM t`);
+}
+
+/** Lock not available (NOWAIT), or no privilege for that lock: either way, do not wait. */
+const CANNOT_LOCK_NOW = new Set(["55P03", "42501"]);
+
+/**
+ * Whether `user_logins` holds rows: its size (no page, no row; a loading role may not
+ * SELECT it), or `undefined` when another session holds a lock that would make us wait
+ * (a migration, `LOCK TABLE`): the check never stalls a start. ROW EXCLUSIVE is the lock an
+ * insert takes, which a loading role may take.
+ */
+async function holdsRows(tx: DatabaseTransactionConnection, place: Place): Promise<boolean | undefined> {
+  try {
+    return await tx.transaction(async (savepoint) => {
+      await savepoint.query(sql.unsafe`
+        LOCK TABLE ${sql.identifier([place.schema, "user_logins"])} IN ROW EXCLUSIVE MODE NOWAIT`);
+      // A partitioned table's rows are in its partitions; a plain table has no tree.
+      return await savepoint.oneFirst(sql.unsafe`
+        SELECT pg_relation_size(t) + coalesce((SELECT sum(pg_relation_size(relid)) FROM pg_partition_tree(t)), 0) > 0
+        FROM (SELECT ${regclassOf(place)} AS t) AS target`) as boolean;
+    });
+  } catch (error) {
+    if (CANNOT_LOCK_NOW.has(errorCode(error) ?? "")) return undefined;
+    throw error;
+  }
+}
+
+/** {@link holdsRows}, or when it cannot tell, the catalog's estimate and the message-id table's ids. */
+async function mayHoldRows(tx: DatabaseTransactionConnection, place: Place): Promise<boolean> {
+  return await holdsRows(tx, place) ?? await tx.oneFirst(sql.unsafe`
+    SELECT c.relpages > 0 OR c.reltuples > 0 OR EXISTS (SELECT FROM ${sql.identifier([PROCESSED_TABLE])})
+    FROM pg_class c WHERE c.oid = ${regclassOf(place)}`) as boolean;
 }
 
 async function readRow(db: CommonQueryMethods, place: Place): Promise<MaskRecord | undefined> {
@@ -117,13 +148,19 @@ function describeMask(strategy: string, fingerprint: string | null | undefined):
   return `${strategy} (fingerprint ${fingerprint})`;
 }
 
-function mismatch(record: MaskRecord, strategy: MaskStrategy, place: Place): ConfigError {
+/** The refusal, naming both masks; for a table sure to hold no rows, how to start it over instead. */
+async function mismatch(
+  tx: DatabaseTransactionConnection,
+  record: MaskRecord,
+  strategy: MaskStrategy,
+  place: Place,
+): Promise<ConfigError> {
   const table = record.fingerprint === null ? record.strategy : describeMask(record.strategy, record.fingerprint);
-  const empty = place.has_data
-    ? ""
-    : `; ${record.table} holds no rows: to mask it this way instead, have its owner DELETE FROM ${
+  const empty = await holdsRows(tx, place) === false
+    ? `; ${record.table} holds no rows: to mask it this way instead, have its owner DELETE FROM ${
       maskTableOf(place)
-    } first`;
+    } first`
+    : "";
   return new ConfigError(
     `${record.table} is masked by ${table}; this run's mask is ${
       describeMask(strategy.name, strategy.fingerprint)
@@ -142,10 +179,12 @@ const matches = (record: MaskRecord, strategy: MaskStrategy) =>
  * @throws {ConfigError} when the table is masked by another strategy
  */
 export async function refuseAnotherStrategy(pool: DatabasePool, strategy: MaskStrategy): Promise<void> {
-  const place = await locate(pool);
-  if (!place?.exists) return;
-  const record = await readRow(pool, place);
-  if (record && record.strategy !== strategy.name) throw mismatch(record, strategy, place);
+  await pool.transaction(async (tx) => {
+    const place = await locate(tx);
+    if (!place?.exists) return;
+    const record = await readRow(tx, place);
+    if (record && record.strategy !== strategy.name) throw await mismatch(tx, record, strategy, place);
+  });
 }
 
 /**
@@ -172,7 +211,7 @@ export async function ensureMaskRecord(pool: DatabasePool, strategy: MaskStrateg
     const place = located.exists ? located : await createMaskTable(tx, located);
     const record = await readRow(tx, place);
     if (record) {
-      if (!matches(record, strategy)) throw mismatch(record, strategy, place);
+      if (!matches(record, strategy)) throw await mismatch(tx, record, strategy, place);
       return { outcome: "matched", record };
     }
     if (!place.may_insert) {
@@ -184,11 +223,12 @@ export async function ensureMaskRecord(pool: DatabasePool, strategy: MaskStrateg
         } TO ${place.role}`,
       );
     }
+    const adopted = await mayHoldRows(tx, place);
     const made = await tx.one(sqlRow`
       INSERT INTO ${sql.identifier([place.schema, MASK_TABLE])} (strategy, fingerprint, adopted)
-      VALUES (${strategy.name}, ${fingerprint ?? null}, ${place.has_data})
+      VALUES (${strategy.name}, ${fingerprint ?? null}, ${adopted})
       RETURNING ${ROW_COLUMNS}`);
-    return { outcome: place.has_data ? "adopted" : "recorded", record: toRecord(place, made) };
+    return { outcome: adopted ? "adopted" : "recorded", record: toRecord(place, made) };
   });
 }
 

@@ -124,6 +124,32 @@ describe("the recorded mask", () => {
     }
   });
 
+  it("says how to start over when the refused table holds no rows, and records anew once the owner has", async () => {
+    const f = await createFixture();
+    try {
+      // A first run with the wrong key on an empty queue: the record is made, no row.
+      expect((await drain(f, "hmac", { MASK_HMAC_KEY: OTHER_HMAC_KEY })).code).toBe(0);
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(3, 0, 13));
+      const refused = await drain(f, "hmac");
+      expectRefused(refused, "hmac .*", "hmac .*");
+      expect(refused.stderr).toMatch(
+        /; public\.user_logins holds no rows: to mask it this way instead, have its owner DELETE FROM public\.user_logins_mask first\n$/,
+      );
+      await f.pool.query(sql.unsafe`DELETE FROM user_logins_mask`);
+      const loaded = await drain(f, "hmac");
+      expect(loaded.stdout).toMatch(/^loaded=3 /);
+      expect(await readRecord(f)).toEqual({
+        strategy: "hmac",
+        fingerprint: keyFingerprint(TEST_HMAC_KEY),
+        adopted: false,
+      });
+      // With rows in it, no such advice.
+      expect((await drain(f, "hmac", { MASK_HMAC_KEY: OTHER_HMAC_KEY })).stderr).not.toContain("holds no rows");
+    } finally {
+      await f.close();
+    }
+  });
+
   it("tells a loading role that may not create the record what to grant, and loads once it may read it", async () => {
     const f = await createFixture();
     const role = `loader_${randomBytes(3).toString("hex")}`;
@@ -283,6 +309,11 @@ describe("fingerprints", () => {
   const load = (name: string, env: Record<string, string>) =>
     loadStrategy(name, { env: { MASK_HMAC_KEY: TEST_HMAC_KEY, ...env } });
   const fingerprintOf = (strategy: MaskStrategy) => strategy.fingerprint;
+
+  it("are what they were: a known answer, since a change would refuse every recorded table", () => {
+    expect(keyFingerprint("a".repeat(64))).toBe("01c96c0d47d9243430a8d378de1d2fd8");
+    expect(keyFingerprint(new Uint8Array(32).fill(7))).toBe("09e78d54dc8dd74042ec3682def23813");
+  });
 
   it("are the same for the same key, differ for another, and show nothing of the key", async () => {
     const a = keyFingerprint(TEST_HMAC_KEY);
