@@ -99,7 +99,7 @@ const FINGERPRINT_LABEL = "sqs-login-masker mask fingerprint v1";
  * @param key the key's bytes, or text taken as UTF-8
  * @example
  * ```ts
- * keyFingerprint(process.env.MY_MASK_KEY!); // 32 hex digits
+ * keyFingerprint("a".repeat(64)); // "01c96c0d47d9243430a8d378de1d2fd8"
  * ```
  */
 export function keyFingerprint(key: string | Uint8Array): string {
