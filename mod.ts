@@ -27,7 +27,7 @@
  * @module
  */
 import process from "node:process";
-import { main } from "./src/cli.ts";
+import { main } from "./src/main.ts";
 
 // Configuration
 export { type Config, parseConfig, VERSION } from "./src/config.ts";
@@ -85,7 +85,8 @@ export { createReadinessChecks, type MetricsServer, type ReadinessChecks, startM
 export { formatSummary } from "./src/progress.ts";
 
 // The command line
-export { HELP, main } from "./src/cli.ts";
+export { HELP } from "./src/cli.ts";
+export { main } from "./src/main.ts";
 
 /** After main returns, what is still open (a half-open socket no goodbye closes) may hold the process this long. */
 const EXIT_WAIT_MS = 2_000;

@@ -22,12 +22,12 @@ import {
 } from "./consumer/options.ts";
 import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
 import { createDatabasePool } from "./database.ts";
-import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, FatalError, redactUrl } from "./errors.ts";
+import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, redactUrl } from "./errors.ts";
 import { createReadinessChecks, type MetricsServer, startMetricsServer } from "./health.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { ensureMaskRecord, refuseAnotherStrategy, reportMaskCheck } from "./mask-record.ts";
 import { loadStrategy } from "./masking.ts";
-import { describeConnectionError } from "./postgres-errors.ts";
+import { describeStartupError } from "./postgres-errors.ts";
 import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
 import { ensureSchema } from "./sink.ts";
 import { createSqsClient, inspectQueue, type QueueInfo, readQueueDepth } from "./sqs.ts";
@@ -104,11 +104,8 @@ after its visibility timeout).
 /** Closing the pool at exit, at most: a half-open connection never says goodbye. */
 const CLEANUP_WAIT_MS = 1_000;
 
-/** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
-export function describeStartupError(error: unknown, databaseUrl: string): string {
-  if (error instanceof ConfigError || error instanceof FatalError) return error.message;
-  return describeConnectionError(error, databaseUrl);
-}
+// Shared with the subcommands, which must not import the command line.
+export { describeStartupError };
 
 /** Young-generation size at which the command line stops V8 from growing it further. */
 const YOUNG_GENERATION_CAP_BYTES = 16 * 1024 * 1024;
@@ -169,14 +166,17 @@ function createTerminal(config: Config): Terminal {
 }
 
 /**
- * The command line: parse, run, report. Writes to stdout and stderr and handles SIGINT and
- * SIGTERM; the installed `sqs-login-masker` command is this.
+ * The bare command: parse, consume, report. Writes to stdout and stderr and handles SIGINT
+ * and SIGTERM.
  *
  * @param argv the arguments after the program name
  * @param env the environment
  * @returns the exit code: 0 done, 1 runtime failure, 2 usage or configuration error
  */
-export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+export async function consumeCommand(
+  argv: readonly string[],
+  env: Record<string, string | undefined>,
+): Promise<number> {
   // First: the young generation grows fast while the tool starts, and is capped only once seen.
   boundHeap();
   let config: Config;

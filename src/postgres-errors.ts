@@ -5,7 +5,15 @@
  *
  * @module
  */
-import { describeDatabaseError, errorChain, errorCode, networkErrorCode, redactUrl } from "./errors.ts";
+import {
+  ConfigError,
+  describeDatabaseError,
+  errorChain,
+  errorCode,
+  FatalError,
+  networkErrorCode,
+  redactUrl,
+} from "./errors.ts";
 
 /** How a failed database call should be handled: wait and retry, isolate the row, or stop. */
 export type DatabaseErrorKind = "transient" | "row" | "fatal";
@@ -59,6 +67,12 @@ export function fatalDatabaseCause(error: unknown): DatabaseFatalCause {
   if (code === "42501") return "permission";
   if (code === "42P01") return "no-table";
   return "other";
+}
+
+/** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
+export function describeStartupError(error: unknown, databaseUrl: string): string {
+  if (error instanceof ConfigError || error instanceof FatalError) return error.message;
+  return describeConnectionError(error, databaseUrl);
 }
 
 /** Slonik's check of the URL's query parameters: the first issue names the parameter and what it takes. */

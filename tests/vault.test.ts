@@ -10,7 +10,7 @@ import { insertRows } from "../src/sink.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
-import { VaultError } from "../scripts/_vault-command.ts";
+import { VaultError } from "../src/commands/vault-command.ts";
 import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/_vault-crypto.ts";
 import { createRecentSet } from "../strategies/vault.ts";
 import { readRows, runDeno, runTool } from "./helpers.ts";

@@ -8,10 +8,9 @@
  */
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { DatabasePool } from "slonik";
-import { describeStartupError } from "../src/cli.ts";
-import { createDatabasePool } from "../src/database.ts";
-import { ConfigError, describeDatabaseError, EXIT_FAILURE, EXIT_USAGE, redactUrl } from "../src/errors.ts";
-import { classifyDatabaseError, fatalDatabaseCause } from "../src/postgres-errors.ts";
+import { createDatabasePool } from "../database.ts";
+import { ConfigError, describeDatabaseError, EXIT_FAILURE, EXIT_USAGE, redactUrl } from "../errors.ts";
+import { classifyDatabaseError, describeStartupError, fatalDatabaseCause } from "../postgres-errors.ts";
 
 /** A vault operation that could not be done as asked; the message says why and names no value. */
 export class VaultError extends Error {

@@ -1,0 +1,96 @@
+/**
+ * Erase a user's PII (the right to be forgotten), audited.
+ *
+ * ```sh
+ * npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT" --ticket ID
+ * ```
+ *
+ * One call to `pii_vault.forget_user`, one transaction:
+ * 1. the user's rows in `user_logins` keep their other columns, but `masked_ip` and
+ *    `masked_device_id` become `erased` (whatever strategy masked them: an HMAC of an IPv4
+ *    address can be reversed by whoever holds the key), so no row of theirs leads to a value;
+ * 2. each vault entry those rows referenced is deleted, and its token tombstoned so that no
+ *    later write brings it back, when no other user's row still references it; a value
+ *    shared with others (a household's IP) stays, because it is their data too, but nothing
+ *    links it to this user any more;
+ * 3. pending recovery requests that name any of those tokens are dropped;
+ * 4. an audit row records who (set by the database), why, and counts, and deliberately not
+ *    the tokens, which would re-create the link for the shared ones.
+ *
+ * No `VAULT_KEY` needed: erasure never decrypts. Needs the pii_vault_admin role.
+ *
+ * @module
+ */
+import { Type } from "@sinclair/typebox";
+import { type DatabasePool, sql } from "slonik";
+import { ConfigError } from "../errors.ts";
+import { toStandardSchema } from "../typed-sql.ts";
+import { ERASED_MARKER } from "../../strategies/_vault-crypto.ts";
+import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./vault-command.ts";
+
+const HELP = `Usage: npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT" --ticket ID
+
+Make a user's ip and device_id unrecoverable: their rows in user_logins get "${ERASED_MARKER}" in
+masked_ip and masked_device_id, and the vault entries only they referenced are deleted and
+never written again. Values other users share are kept for those users, unlinked from this
+one. Audited.
+
+  --database-url URL   a role with pii_vault_admin (scripts/vault-roles.sql)  [env DATABASE_URL]
+  --user-id ID         the user to forget
+  --reason TEXT        why; required
+  --ticket ID          the erasure request's number; required
+  -h, --help           show this help
+
+Exit codes: 0 erased, 1 runtime failure (no such user), 2 usage error.
+`;
+
+/** What an erasure did. */
+export interface ForgetOutcome {
+  rows: number;
+  deleted: number;
+  keptShared: number;
+}
+
+const sqlForgetRow = sql.type(toStandardSchema(Type.Object({
+  erased_rows: Type.Integer(),
+  entries_deleted: Type.Integer(),
+  shared_kept: Type.Integer(),
+})));
+
+/**
+ * Erase a user's masked values and the vault entries only they referenced.
+ *
+ * @throws {VaultError} when the user has no rows in user_logins (the attempt is audited)
+ */
+export async function forgetUser(
+  pool: DatabasePool,
+  request: { userId: string; reason: string; ticket: string },
+): Promise<ForgetOutcome> {
+  const outcome = await pool.one(sqlForgetRow`
+    SELECT erased_rows, entries_deleted, shared_kept FROM pii_vault.forget_user(${request.userId}, ${request.reason}, ${request.ticket})`);
+  if (outcome.erased_rows === 0) {
+    throw new VaultError(`No rows for user_id ${JSON.stringify(request.userId)} in user_logins: nothing to forget`);
+  }
+  return { rows: outcome.erased_rows, deleted: outcome.entries_deleted, keptShared: outcome.shared_kept };
+}
+
+function parseForgetArgs(argv: readonly string[], env: Record<string, string | undefined>): VaultArgs {
+  const args = parseVaultArgs(argv, env, { flags: { "user-id": { type: "string" } } });
+  if (!args.help && !(args.values["user-id"] as string | undefined)?.trim()) {
+    throw new ConfigError("No user given: pass --user-id ID");
+  }
+  return args;
+}
+
+export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  return await runVaultCommand(argv, env, HELP, parseForgetArgs, async (pool, args) => {
+    const outcome = await forgetUser(pool, {
+      userId: args.values["user-id"] as string,
+      reason: args.reason,
+      ticket: args.ticket,
+    });
+    process.stdout.write(
+      `forgotten: rows=${outcome.rows} vault_entries_deleted=${outcome.deleted} shared_entries_kept_for_other_users=${outcome.keptShared}\n`,
+    );
+  });
+}
