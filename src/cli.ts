@@ -21,6 +21,7 @@ import {
   STOP_MARGIN_SECONDS,
 } from "./consumer/options.ts";
 import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
+import { SUBCOMMANDS } from "./commands/registry.ts";
 import { createDatabasePool } from "./database.ts";
 import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, redactUrl } from "./errors.ts";
 import { createReadinessChecks, type MetricsServer, startMetricsServer } from "./health.ts";
@@ -30,13 +31,17 @@ import { loadStrategy } from "./masking.ts";
 import { describeStartupError } from "./postgres-errors.ts";
 import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
 import { ensureSchema } from "./sink.ts";
-import { createSqsClient, inspectQueue, type QueueInfo, readQueueDepth } from "./sqs.ts";
+import { createSqsClient, inspectQueue, NO_REDRIVE_POLICY, type QueueInfo, readQueueDepth } from "./sqs.ts";
 import { withTimeout } from "./timing.ts";
 
-export const HELP = `Usage: sqs-login-masker [options]
-       (from a checkout: npx tsx mod.ts [options], or deno run -A mod.ts [options])
+export const HELP = `Usage: sqs-login-masker [options]            consume
+       sqs-login-masker COMMAND [options]    an operator's command (below)
+       (from a checkout: npx tsx mod.ts …, node mod.ts …, or deno task consume …)
 
 Consume login events from SQS, mask ip and device_id, load them into Postgres (user_logins).
+
+Commands (each with --help):
+${Object.entries(SUBCOMMANDS).map(([name, { summary }]) => `  ${name.padEnd(18)} ${summary}`).join("\n")}
 
 Options (flags > environment > defaults):
   --queue-url URL        source queue                               [env QUEUE_URL]
@@ -77,7 +82,7 @@ Strategies:
            an unsalted hash of an IPv4 address is reversed by hashing all 2^32 addresses,
            about an hour on one core.
   vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
-           vault table, recoverable with scripts/recover.ts by an authorised role.
+           vault table, recoverable with the recover command by an authorised role.
            VAULT_KEY is at least 32 bytes; roles, rotation, erasure: docs/vault.md
   ipcrypt  ip encrypted with ipcrypt-deterministic (AES-128) under MASK_IPCRYPT_KEY
            (16 bytes, hex): still an address (IPv6), nothing about its network kept.
@@ -86,7 +91,7 @@ Strategies:
            differ): IPv4 stays IPv4, and addresses sharing a /24 (any prefix) share it
            masked, so they are linkable at /24 by design.
            Both: device_id as hmac (MASK_HMAC_KEY); whoever holds MASK_IPCRYPT_KEY can
-           decrypt every ip with scripts/ipcrypt.ts.
+           decrypt every ip with the ipcrypt decrypt command.
   An ip is masked in one canonical text: IPv6 as RFC 5952 writes it, an IPv4-mapped
   address as its IPv4 address.
   One table, one mask: the first run records the strategy and a fingerprint of its key
@@ -235,12 +240,7 @@ async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSCli
 
 function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logger): void {
   if (queue.redrivePolicy) return;
-  logger.warn(
-    "the queue has no RedrivePolicy: an invalid message that cannot go to a DLQ (none set, or too big for it) " +
-      "comes back after every visibility timeout until the queue's retention drops it; give the queue a RedrivePolicy " +
-      "(maxReceiveCount) so that SQS moves such messages to a DLQ itself",
-    { queue: redactUrl(config.queueUrl) },
-  );
+  logger.warn(NO_REDRIVE_POLICY, { queue: redactUrl(config.queueUrl) });
 }
 
 /** Consume until drained or stopped, with the metrics server and the batch log beside it. */
@@ -255,6 +255,7 @@ async function consume(
   const { source, dlq, pool, mask } = await startServices(config, strategy, sqs, opened);
   reportMaskCheck(mask, strategy, logger);
   warnWithoutRedrivePolicy(source, config, logger);
+  if (strategy.caution) logger.warn(strategy.caution, { strategy: strategy.name });
   // prom-client is loaded only when metrics are served: it costs ~10 MB of a run's memory.
   const metrics = config.metricsPort === undefined ? undefined : (await import("./metrics.ts")).createMetrics();
   const batchSummary = createBatchSummary(logger);

@@ -66,6 +66,11 @@ export interface MaskStrategy {
    * fields the tool checks only that the mask fits the column.
    */
   readonly formatPreserving?: readonly PiiField[];
+  /**
+   * What a user of this strategy must know about its protection, when it is weak (`sha256`
+   * is reversed by enumeration): logged as a warning at start, and said by `check`.
+   */
+  readonly caution?: string;
   /** Create what the strategy keeps in Postgres (run once at start, may be run again). */
   setup?(pool: DatabasePool): Promise<void>;
   /**

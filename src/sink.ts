@@ -19,15 +19,17 @@ export const USER_LOGINS_DDL: QuerySqlToken = sql.unsafe`
   CREATE TABLE IF NOT EXISTS user_logins(
     user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
     masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`;
-const USER_LOGINS_COLUMNS = [
-  "user_id",
-  "device_type",
-  "masked_ip",
-  "masked_device_id",
-  "locale",
-  "app_version",
-  "create_date",
-] as const;
+/** Each column of the contract and its type, as Postgres' `format_type` names it. */
+export const USER_LOGINS_CONTRACT = {
+  user_id: "character varying(128)",
+  device_type: "character varying(32)",
+  masked_ip: "character varying(256)",
+  masked_device_id: "character varying(256)",
+  locale: "character varying(32)",
+  app_version: "integer",
+  create_date: "date",
+} as const;
+const USER_LOGINS_COLUMNS = Object.keys(USER_LOGINS_CONTRACT) as (keyof typeof USER_LOGINS_CONTRACT)[];
 
 /** The tool's own table: which SQS messages already have their row, so redelivery adds none. */
 export const PROCESSED_TABLE = "user_logins_sqs_messages";
@@ -89,13 +91,17 @@ export async function ensureSchema(pool: DatabasePool): Promise<void> {
       SELECT has_table_privilege('user_logins', 'INSERT')
          AND has_table_privilege(${PROCESSED_TABLE}, 'INSERT,SELECT')`);
     if (!canInsert) {
-      const role = await tx.oneFirst(sql.unsafe`SELECT current_user::text`);
       throw new FatalError(
-        `Role ${role} may not write user_logins or ${PROCESSED_TABLE}: GRANT INSERT ON user_logins TO ${role}; GRANT INSERT, SELECT ON ${PROCESSED_TABLE} TO ${role}; GRANT EXECUTE ON FUNCTION ${PRUNE_FUNCTION}() TO ${role}`,
+        describeMissingWriteGrants(await tx.oneFirst(sql.unsafe`SELECT current_user::text`) as string),
       );
     }
     await pruneProcessed(tx);
   });
+}
+
+/** A role that may not write the tables: what it lacks, and the grants that fix it. */
+export function describeMissingWriteGrants(role: string): string {
+  return `Role ${role} may not write user_logins or ${PROCESSED_TABLE}: GRANT INSERT ON user_logins TO ${role}; GRANT INSERT, SELECT ON ${PROCESSED_TABLE} TO ${role}; GRANT EXECUTE ON FUNCTION ${PRUNE_FUNCTION}() TO ${role}`;
 }
 
 /** Remove ids past the retention through the prune function, creating it if absent and this role may. */

@@ -85,10 +85,18 @@ export interface QueueInfo {
   maximumMessageSize: number;
   /** SQS's own redrive policy: after `maxReceiveCount` receives it moves a message itself. */
   redrivePolicy?: { maxReceiveCount: number; deadLetterTargetArn: string };
+  /** The queue's ARN, which a redrive policy names. */
+  arn?: string;
 }
 
+/** What a queue without a redrive policy risks, and the fix: said at start, and by `check`. */
+export const NO_REDRIVE_POLICY =
+  "the queue has no RedrivePolicy: an invalid message that cannot go to a DLQ (none set, or too big for it) " +
+  "comes back after every visibility timeout until the queue's retention drops it; give the queue a RedrivePolicy " +
+  "(maxReceiveCount) so that SQS moves such messages to a DLQ itself";
+
 /**
- * Check that a queue is reachable and read its visibility timeout, size limit and redrive policy.
+ * Check that a queue is reachable and read its visibility timeout, size limit, redrive policy and ARN.
  *
  * @throws {FatalError} with the fix: region, credentials, endpoint or queue name
  */
@@ -103,7 +111,7 @@ export async function inspectQueue(client: SQSClient, queueUrl: string, flag: st
       client.send(
         new GetQueueAttributesCommand({
           QueueUrl: queueUrl,
-          AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy"],
+          AttributeNames: ["VisibilityTimeout", "MaximumMessageSize", "RedrivePolicy", "QueueArn"],
         }),
         options,
       )
@@ -112,6 +120,7 @@ export async function inspectQueue(client: SQSClient, queueUrl: string, flag: st
       visibilityTimeoutSeconds: Number(Attributes.VisibilityTimeout ?? 30),
       maximumMessageSize: Number(Attributes.MaximumMessageSize ?? SQS_MAX_BATCH_BYTES),
       redrivePolicy: parseRedrivePolicy(Attributes.RedrivePolicy),
+      arn: Attributes.QueueArn,
     };
   } catch (error) {
     throw new FatalError(`Cannot use ${flag} ${redactUrl(queueUrl)}: ${describeSqsError(error)}`);

@@ -24,7 +24,12 @@ export function sha256Hex(value: string): string {
   return hash("sha256", value, "hex");
 }
 
+/** What the command line warns of at start. */
+export const SHA256_CAUTION =
+  "sha256 is reversible by enumeration: with no secret, anyone can hash every IPv4 address (2^32, about an hour " +
+  "on one core) and read masked_ip back; use it only to join data masked by the old Python tool, else use hmac";
+
 /** Create the strategy; it takes no options, and has no key: its name is the whole mask. */
 export function create(): MaskStrategy {
-  return { name: "sha256", fingerprint: null, mask: (value) => sha256Hex(value) };
+  return { name: "sha256", fingerprint: null, mask: (value) => sha256Hex(value), caution: SHA256_CAUTION };
 }

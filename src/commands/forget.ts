@@ -2,7 +2,7 @@
  * Erase a user's PII (the right to be forgotten), audited.
  *
  * ```sh
- * npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT" --ticket ID
+ * sqs-login-masker forget --database-url URL --user-id ID --reason "TEXT" --ticket ID
  * ```
  *
  * One call to `pii_vault.forget_user`, one transaction:
@@ -28,14 +28,15 @@ import { toStandardSchema } from "../typed-sql.ts";
 import { ERASED_MARKER } from "../../strategies/_vault-crypto.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./vault-command.ts";
 
-const HELP = `Usage: npx tsx scripts/forget.ts --database-url URL --user-id ID --reason "TEXT" --ticket ID
+export const HELP = `Usage: sqs-login-masker forget --database-url URL --user-id ID --reason "TEXT" --ticket ID
+       (from a checkout: npx tsx mod.ts forget …, or npx tsx scripts/forget.ts …)
 
 Make a user's ip and device_id unrecoverable: their rows in user_logins get "${ERASED_MARKER}" in
 masked_ip and masked_device_id, and the vault entries only they referenced are deleted and
 never written again. Values other users share are kept for those users, unlinked from this
 one. Audited.
 
-  --database-url URL   a role with pii_vault_admin (scripts/vault-roles.sql)  [env DATABASE_URL]
+  --database-url URL   a role with pii_vault_admin (sqs-login-masker vault-roles)  [env DATABASE_URL]
   --user-id ID         the user to forget
   --reason TEXT        why; required
   --ticket ID          the erasure request's number; required

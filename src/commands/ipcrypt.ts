@@ -4,7 +4,7 @@
  * decrypt every address ever masked under it.
  *
  * ```sh
- * MASK_IPCRYPT_KEY=... npx tsx scripts/ipcrypt.ts decrypt --database-url postgres://... --mode pfx 19.214.210.244
+ * MASK_IPCRYPT_KEY=... sqs-login-masker ipcrypt decrypt --database-url postgres://... --mode pfx 19.214.210.244
  * ```
  *
  * With `--database-url` (or `DATABASE_URL`) the key is first checked against the mask
@@ -32,7 +32,8 @@ import {
 } from "../../strategies/_ipcrypt.ts";
 import { ipKeyFingerprint } from "../../strategies/ipcrypt.ts";
 
-const HELP = `Usage: npx tsx scripts/ipcrypt.ts decrypt [--database-url URL] --mode deterministic|pfx ADDRESS...
+export const HELP = `Usage: sqs-login-masker ipcrypt decrypt [--database-url URL] --mode deterministic|pfx ADDRESS...
+       (from a checkout: npx tsx mod.ts ipcrypt decrypt …, or npx tsx scripts/ipcrypt.ts decrypt …)
 
 Print the original address behind each masked_ip, one per line, in the order given.
 

@@ -4,8 +4,8 @@
  * ciphertext is handed out.
  *
  * ```sh
- * VAULT_KEY=... npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
- * VAULT_KEY=... npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --ticket ID --user-id ID
+ * VAULT_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
+ * VAULT_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID --user-id ID
  * ```
  *
  * Two transactions: `pii_vault.request_recovery` commits the request (reason, ticket; the
@@ -34,15 +34,16 @@ import type { RecoveryFailure } from "../../strategies/_vault-schema.ts";
 import { openKeyringRow, SELECT_KEYRING } from "../../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./vault-command.ts";
 
-const HELP = `Usage: npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
-       npx tsx scripts/recover.ts --database-url URL --reason "TEXT" --ticket ID --user-id ID
+export const HELP = `Usage: sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
+       sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID --user-id ID
+       (from a checkout: npx tsx mod.ts recover …, or npx tsx scripts/recover.ts …)
 
 Print the originals behind vault tokens (or behind a user's ip and device_id in user_logins),
 one line each: field, token, original, separated by tabs. Every recovery is audited in
 pii_vault.audit, committed before anything is handed out: the reason and ticket, and (set by
 the database) who and when. The audit does not keep which tokens.
 
-  --database-url URL   a role with pii_recovery (scripts/vault-roles.sql)  [env DATABASE_URL]
+  --database-url URL   a role with pii_recovery (sqs-login-masker vault-roles)  [env DATABASE_URL]
   --reason TEXT        why; required
   --ticket ID          the request or incident it answers; required
   --user-id ID         recover that user's values instead of listed tokens

@@ -19,6 +19,10 @@ export interface Subcommand {
 
 /** Every subcommand, in the order the help lists them. */
 export const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
+  check: {
+    summary: "check flags, keys, the queues and Postgres, and exit; receives nothing",
+    load: () => import("./check.ts"),
+  },
   recover: {
     summary: "print the originals behind vault tokens, audited (needs VAULT_KEY)",
     load: () => import("./recover.ts"),
@@ -34,5 +38,9 @@ export const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
   ipcrypt: {
     summary: "decrypt: the addresses behind ipcrypt and ipcrypt-pfx masks (needs MASK_IPCRYPT_KEY)",
     load: () => import("./ipcrypt.ts"),
+  },
+  "vault-roles": {
+    summary: "print the vault's roles SQL, for the tables' owner to run",
+    load: () => import("./vault-roles.ts"),
   },
 };

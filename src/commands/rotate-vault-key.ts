@@ -3,7 +3,7 @@
  *
  * ```sh
  * VAULT_PREVIOUS_KEY=$OLD VAULT_PREVIOUS_KEY_VERSION=1 VAULT_KEY=$NEW VAULT_KEY_VERSION=2 \
- *   npx tsx scripts/rotate-vault-key.ts --database-url URL --reason "yearly rotation"
+ *   sqs-login-masker rotate-vault-key --database-url URL --reason "yearly rotation"
  * ```
  *
  * 1. Adds the new version to the keyring (`pii_vault.add_key_version`): the same token key,
@@ -34,14 +34,16 @@ import {
 import { byteaArray, openKeyringRow, SELECT_KEYRING } from "../../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./vault-command.ts";
 
-const HELP = `Usage: npx tsx scripts/rotate-vault-key.ts --database-url URL [--reason "TEXT"] [--ticket ID] [--add-only]
+export const HELP =
+  `Usage: sqs-login-masker rotate-vault-key --database-url URL [--reason "TEXT"] [--ticket ID] [--add-only]
+       (from a checkout: npx tsx mod.ts rotate-vault-key …, or npx tsx scripts/rotate-vault-key.ts …)
 
 Re-encrypt the vault from VAULT_PREVIOUS_KEY (version VAULT_PREVIOUS_KEY_VERSION) to VAULT_KEY
 (version VAULT_KEY_VERSION), and retire the previous version: from its start, nothing more
 is written under it, so loaders still on the old key stop. Tokens do not change. Safe to
 run again; audited.
 
-  --database-url URL   a role with pii_vault_admin (scripts/vault-roles.sql)  [env DATABASE_URL]
+  --database-url URL   a role with pii_vault_admin (sqs-login-masker vault-roles)  [env DATABASE_URL]
   --reason TEXT        why (default "key rotation")
   --ticket ID          the change it belongs to, for the audit log
   --add-only           only add the new version; the previous one keeps working until a run without it

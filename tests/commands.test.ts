@@ -1,0 +1,68 @@
+/**
+ * The one command and its subcommands, from a checkout: each answers --help with its own
+ * usage (through tsx, and through Node's own type stripping as the image runs it), a wrong
+ * flag or an unknown command is one line, and `vault-roles` prints the roles SQL that
+ * scripts/vault-roles.sql holds.
+ */
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { HELP } from "../mod.ts";
+import { SUBCOMMANDS } from "../src/commands/registry.ts";
+import { VAULT_ROLES_SQL } from "../strategies/_vault-roles.ts";
+import { ROOT, runCommand, runTool } from "./helpers.ts";
+
+const NAMES = ["check", "recover", "forget", "rotate-vault-key", "ipcrypt", "vault-roles"];
+
+describe("the subcommands", () => {
+  it("are these, each listed in the tool's --help", () => {
+    expect(Object.keys(SUBCOMMANDS)).toEqual(NAMES);
+    for (const name of NAMES) expect(HELP).toMatch(new RegExp(`^  ${name} +\\S`, "m"));
+  });
+
+  describe.each(NAMES)("%s", (name) => {
+    it("--help prints its usage and exits 0", async () => {
+      const run = await runTool([name, "--help"], {});
+      expect(run.stderr).toBe("");
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(new RegExp(`^Usage: sqs-login-masker ${name}[ \\n]`));
+    });
+
+    it("an unknown flag: exit 2, one line pointing to --help", async () => {
+      const run = await runTool([name, "--no-such-flag"], {});
+      expect(run.stderr).toMatch(/^error: Unknown option '--no-such-flag'.*run with --help.*\n$/);
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe("");
+    });
+  });
+
+  it("an unknown command: one line naming the commands, exit 2", async () => {
+    const run = await runTool(["recovr", "--help"], {});
+    expect(run.stderr).toBe(
+      `error: Unknown command "recovr": use one of ${NAMES.join(", ")}, or no command to consume; run with --help\n`,
+    );
+    expect(run.code).toBe(2);
+  });
+
+  it("run by Node itself (node mod.ts, as the image does): every --help", async () => {
+    for (const name of NAMES) {
+      const run = await runCommand(process.execPath, ["mod.ts", name, "--help"], {});
+      expect(run.stderr, name).toBe("");
+      expect(run.code, name).toBe(0);
+      expect(run.stdout).toMatch(new RegExp(`^Usage: sqs-login-masker ${name}[ \\n]`));
+    }
+  });
+});
+
+describe("vault-roles", () => {
+  it("prints scripts/vault-roles.sql, byte for byte", async () => {
+    const file = await readFile(join(ROOT, "scripts", "vault-roles.sql"), "utf8");
+    // One text, two places: after editing strategies/_vault-roles.ts,
+    // npx tsx mod.ts vault-roles > scripts/vault-roles.sql
+    expect(file, "scripts/vault-roles.sql differs from strategies/_vault-roles.ts").toBe(VAULT_ROLES_SQL);
+    const run = await runTool(["vault-roles"], {});
+    expect(run.stderr).toBe("");
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(file);
+  });
+});
