@@ -43,7 +43,7 @@ Consume login events from SQS, mask ip and device_id, load them into Postgres (u
 Commands (each with --help):
 ${Object.entries(SUBCOMMANDS).map(([name, { summary }]) => `  ${name.padEnd(18)} ${summary}`).join("\n")}
 
-Options (flags > environment > defaults):
+Options (flags > environment > --env-file > defaults):
   --queue-url URL        source queue                               [env QUEUE_URL]
   --dlq-url URL          dead-letter queue for invalid messages      [env DLQ_URL]
                          (without it, or for a message too big for it, invalid
@@ -68,6 +68,10 @@ Options (flags > environment > defaults):
                          it to the queue (default ${DEFAULT_STOP_GRACE_SECONDS}); it exits within
                          S + ${STOP_MARGIN_SECONDS} s, so give orchestrators more     [env STOP_GRACE_SECONDS]
   --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
+  --log-format FORMAT    json (one object a line) or pretty (one readable line); default:
+                         pretty in a terminal, json elsewhere           [env LOG_FORMAT]
+  --env-file PATH        read variables from PATH (KEY=value lines, as .env.example);
+                         the environment wins over it; every command takes it
   --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
                                                                      [env METRICS_PORT]
   --metrics-host ADDR    address for the metrics port (default: every interface, as
@@ -157,7 +161,7 @@ function createTerminal(config: Config): Terminal {
   let progress: ProgressLine | undefined;
   const logger = createLogger({
     level: config.logLevel,
-    pretty: process.stderr.isTTY === true,
+    pretty: (config.logFormat ?? (process.stderr.isTTY === true ? "pretty" : "json")) === "pretty",
     write(line) {
       progress?.clear();
       process.stderr.write(line + "\n");

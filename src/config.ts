@@ -13,7 +13,7 @@ import {
   DEFAULT_STOP_GRACE_SECONDS,
 } from "./consumer/options.ts";
 import { ConfigError } from "./errors.ts";
-import { LOG_LEVELS, type LogLevel } from "./log.ts";
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from "./log.ts";
 import { DEFAULT_STRATEGY } from "./masking.ts";
 
 /** This release; package.json and deno.json carry the same (a test holds them together). */
@@ -29,6 +29,8 @@ export interface Config {
   batchSize: number;
   concurrency: number;
   logLevel: LogLevel;
+  /** JSON lines, or one readable line per event; undefined: readable in a terminal only. */
+  logFormat: LogFormat | undefined;
   /** Serve /metrics, /healthz and /readyz on this port; none when undefined. */
   metricsPort: number | undefined;
   /** The address the metrics server listens on; every interface when undefined. */
@@ -49,6 +51,7 @@ const FLAGS = {
   "batch-size": { type: "string" },
   concurrency: { type: "string" },
   "log-level": { type: "string" },
+  "log-format": { type: "string" },
   "metrics-port": { type: "string" },
   "metrics-host": { type: "string" },
   "stop-grace": { type: "string" },
@@ -102,6 +105,7 @@ export function parseConfig(argv: readonly string[], env: Record<string, string 
     batchSize: count(pick("batch-size"), DEFAULT_BATCH_SIZE, 1, 10_000),
     concurrency: count(pick("concurrency"), DEFAULT_CONCURRENCY, 1, 64),
     logLevel: parseLogLevel(pick("log-level", "LOG_LEVEL")),
+    logFormat: parseChoice(pick("log-format", "LOG_FORMAT"), LOG_FORMATS),
     metricsPort: optionalCount(pick("metrics-port", "METRICS_PORT"), 1, 65_535),
     metricsHost: pick("metrics-host", "METRICS_HOST")?.value,
     stopGraceSeconds: count(pick("stop-grace", "STOP_GRACE_SECONDS"), DEFAULT_STOP_GRACE_SECONDS, 0, 3_600),
@@ -204,9 +208,14 @@ function checkUrl(value: string, source: string, protocols: readonly string[]): 
 }
 
 function parseLogLevel(setting: Setting | undefined): LogLevel {
-  if (setting === undefined) return "info";
-  if (!(LOG_LEVELS as readonly string[]).includes(setting.value)) {
-    throw new ConfigError(`${setting.source} must be one of ${LOG_LEVELS.join(", ")}, got "${setting.value}"`);
+  return parseChoice(setting, LOG_LEVELS) ?? "info";
+}
+
+/** One of a few words, or undefined when not set. */
+function parseChoice<T extends string>(setting: Setting | undefined, choices: readonly T[]): T | undefined {
+  if (setting === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(setting.value)) {
+    throw new ConfigError(`${setting.source} must be one of ${choices.join(", ")}, got "${setting.value}"`);
   }
-  return setting.value as LogLevel;
+  return setting.value as T;
 }

@@ -1,6 +1,6 @@
 /**
  * Logging through pino: one JSON object per line on stderr for machines, or pino-pretty's
- * one-line form in a terminal. Nothing logged here ever carries a message body or a raw
+ * one-line form for people (`--log-format`; the command line's default in a terminal). Nothing logged here ever carries a message body or a raw
  * `ip` or `device_id`: callers pass counts, ids and scrubbed reasons, and pino's `redact`
  * censors those fields by name as a second guard. A leaf: it imports no file of the project.
  *
@@ -12,6 +12,10 @@ import { prettyFactory } from "pino-pretty";
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 export const LOG_LEVELS: readonly LogLevel[] = ["debug", "info", "warn", "error", "silent"];
+
+/** JSON lines for machines, or pino-pretty's one readable line per event. */
+export type LogFormat = "json" | "pretty";
+export const LOG_FORMATS: readonly LogFormat[] = ["json", "pretty"];
 
 export type LogFields = Record<string, string | number | boolean | undefined>;
 

@@ -30,6 +30,7 @@ describe("parseConfig", () => {
       batchSize: DEFAULT_BATCH_SIZE,
       concurrency: DEFAULT_CONCURRENCY,
       logLevel: "info",
+      logFormat: undefined,
       metricsPort: undefined,
       metricsHost: undefined,
       stopGraceSeconds: 20,
@@ -86,6 +87,15 @@ describe("parseConfig", () => {
       .toMatchObject({ stopGraceSeconds: 5, batchDeadlineSeconds: 30, maxInFlightMb: 16 });
     expect(parseConfig([], { ...ENV, STOP_GRACE_SECONDS: "7", BATCH_DEADLINE_SECONDS: "90", MAX_IN_FLIGHT_MB: "128" }))
       .toMatchObject({ stopGraceSeconds: 7, batchDeadlineSeconds: 90, maxInFlightMb: 128 });
+  });
+
+  it("takes --log-format from the flag or LOG_FORMAT, json or pretty; the terminal decides when neither", () => {
+    expect(parseConfig(["--log-format", "json"], { ...ENV, LOG_FORMAT: "pretty" }).logFormat).toBe("json");
+    expect(parseConfig([], { ...ENV, LOG_FORMAT: "pretty" }).logFormat).toBe("pretty");
+    expect(parseConfig([], ENV).logFormat).toBeUndefined();
+    expect(() => parseConfig([], { ...ENV, LOG_FORMAT: "text" })).toThrow(
+      new ConfigError('LOG_FORMAT must be one of json, pretty, got "text"'),
+    );
   });
 
   it("takes the environment when no flag is given", () => {

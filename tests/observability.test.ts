@@ -199,3 +199,38 @@ describe("--drain in a terminal", () => {
     expectNoPii(output.text, rawPii(bodies));
   });
 });
+
+describe("--log-format", () => {
+  /** The run's output through a pseudo-terminal (`script`), as a person at a terminal sees it. */
+  function inTerminal(args: string, env: Record<string, string>): Promise<{ code: number | null; text: string }> {
+    return new Promise((resolve) => {
+      const child = spawn("script", [
+        "-qfec",
+        `${JSON.stringify(process.execPath)} --import tsx mod.ts ${args}`,
+        "/dev/null",
+      ], {
+        cwd: ROOT,
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
+      });
+      let text = "";
+      child.stdout.on("data", (d) => (text += d));
+      child.on("close", (code) => resolve({ code, text }));
+    });
+  }
+
+  it("pretty: one readable line an event, where stderr is no terminal", async () => {
+    f = await createFixture();
+    const run = await runTool(["--drain", "--log-format", "pretty"], f.env);
+    expect(run.code).toBe(0);
+    expect(run.stderr).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: consuming \{"queue":/m);
+    expect(run.stderr).not.toMatch(/^\{/m);
+  });
+
+  it("json (LOG_FORMAT): one object a line, in a terminal too", async () => {
+    f = await createFixture();
+    const run = await inTerminal("--drain", { ...f.env, LOG_FORMAT: "json" });
+    expect(run.code).toBe(0);
+    const consuming = run.text.split(/\r?\n/).find((line) => line.includes('"msg":"consuming"'));
+    expect(JSON.parse(consuming!)).toMatchObject({ level: "info", msg: "consuming", strategy: "hmac" });
+  });
+});

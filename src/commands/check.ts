@@ -20,7 +20,7 @@ export const HELP = `Usage: sqs-login-masker check [options]
        (from a checkout: npx tsx mod.ts check …, or deno task check …)
 
 Check what the consumer needs, with the same options and environment (sqs-login-masker
---help lists them), and exit. Nothing is received and nothing is changed:
+--help lists them; --env-file PATH too), and exit. Nothing is received and nothing is changed:
 
   flags and keys   every option, and the strategy's keys (MASK_HMAC_KEY, VAULT_KEY, ...)
   the queue        reachable; its VisibilityTimeout; a RedrivePolicy, and that it points

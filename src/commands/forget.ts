@@ -40,6 +40,7 @@ one. Audited.
   --user-id ID         the user to forget
   --reason TEXT        why; required
   --ticket ID          the erasure request's number; required
+  --env-file PATH      read variables (DATABASE_URL, ...) from a file
   -h, --help           show this help
 
 Exit codes: 0 erased, 1 runtime failure (no such user), 2 usage error.

@@ -42,6 +42,7 @@ Print the original address behind each masked_ip, one per line, in the order giv
                          table was not masked with is refused    [env DATABASE_URL]
   --mode deterministic   for rows written with --strategy ipcrypt     (16-byte key)
   --mode pfx             for rows written with --strategy ipcrypt-pfx (32-byte key)
+  --env-file PATH        read MASK_IPCRYPT_KEY from a file
   -h, --help             show this help
 
 The key is read from ${IPCRYPT_KEY_VARIABLE} (hex), the one the rows were written with.

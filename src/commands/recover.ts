@@ -47,6 +47,7 @@ the database) who and when. The audit does not keep which tokens.
   --reason TEXT        why; required
   --ticket ID          the request or incident it answers; required
   --user-id ID         recover that user's values instead of listed tokens
+  --env-file PATH      read variables (DATABASE_URL, VAULT_KEY, ...) from a file
   -h, --help           show this help
 
 Needs VAULT_KEY (and VAULT_KEY_VERSION if not 1); during a key rotation also

@@ -48,6 +48,7 @@ run again; audited.
   --ticket ID          the change it belongs to, for the audit log
   --add-only           only add the new version; the previous one keeps working until a run without it
   --batch-size N       entries per transaction (default 1000)
+  --env-file PATH      read variables (DATABASE_URL, VAULT_KEY, ...) from a file
   -h, --help           show this help
 
 Exit codes: 0 done, 1 runtime failure (an entry does not open), 2 usage or key error.
