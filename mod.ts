@@ -26,6 +26,8 @@
  *
  * @module
  */
+// First: under Deno, it says what permission is missing before the dependencies need it.
+import { isMainModule } from "./src/runtime.ts";
 import process from "node:process";
 import { main } from "./src/main.ts";
 
@@ -91,7 +93,7 @@ export { main } from "./src/main.ts";
 /** After main returns, what is still open (a half-open socket no goodbye closes) may hold the process this long. */
 const EXIT_WAIT_MS = 2_000;
 
-if (import.meta.main) {
+if (isMainModule(import.meta)) {
   const code = await main(process.argv.slice(2), process.env);
   process.exitCode = code;
   // Normally the process ends here by itself. A socket that never closes (its peer gone)

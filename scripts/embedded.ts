@@ -70,7 +70,10 @@ function serverFromUrl(url: string, embedded: boolean, stop: () => Promise<void>
 export async function startEmbeddedPostgres(): Promise<PostgresServer> {
   const script = fileURLToPath(new URL("./_embedded-postgres.ts", import.meta.url));
   const deno = (globalThis as { Deno?: unknown }).Deno !== undefined;
-  const args = deno ? ["run", "-A", script] : [script];
+  // Postgres' own programs run as its child: it needs to run them, and their files.
+  const args = deno
+    ? ["run", "--allow-run", "--allow-read", "--allow-write", "--allow-env", "--allow-sys", "--allow-net", script]
+    : [script];
   const child = spawn(process.execPath, [...args, String(await freePort())], {
     stdio: ["pipe", "pipe", "inherit"],
     // Its own process group: a Ctrl-C meant for this process must not kill Postgres under it

@@ -4,11 +4,12 @@
  *
  * @module
  */
+import { isMainModule } from "../src/runtime.ts";
 import process from "node:process";
 import { main as sqsLoginMasker } from "../src/main.ts";
 
 export * from "../src/commands/rotate-vault-key.ts";
 
-if (import.meta.main) {
+if (isMainModule(import.meta)) {
   process.exitCode = await sqsLoginMasker(["rotate-vault-key", ...process.argv.slice(2)], process.env);
 }

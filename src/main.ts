@@ -9,7 +9,8 @@ import process from "node:process";
 import { consumeCommand } from "./cli.ts";
 import { SUBCOMMANDS } from "./commands/registry.ts";
 import { takeEnvFiles, withEnvFiles } from "./env-file.ts";
-import { ConfigError, EXIT_USAGE } from "./errors.ts";
+import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "./errors.ts";
+import { unsupportedNode } from "./runtime.ts";
 
 /**
  * The command line: the installed `sqs-login-masker` command is this. Writes to stdout and
@@ -20,6 +21,11 @@ import { ConfigError, EXIT_USAGE } from "./errors.ts";
  * @returns the exit code: 0 done, 1 runtime failure, 2 usage or configuration error
  */
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  const tooOld = unsupportedNode();
+  if (tooOld) {
+    process.stderr.write(`error: ${tooOld}\n`);
+    return EXIT_FAILURE;
+  }
   let args: string[];
   try {
     const taken = takeEnvFiles(argv);

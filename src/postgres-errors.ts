@@ -72,6 +72,8 @@ export function fatalDatabaseCause(error: unknown): DatabaseFatalCause {
 /** Describe any error thrown at start-up as one line, without a stack trace, with the hint that fixes it. */
 export function describeStartupError(error: unknown, databaseUrl: string): string {
   if (error instanceof ConfigError || error instanceof FatalError) return error.message;
+  // Deno's refusal says which permission, and its flag.
+  if ((error as Error)?.name === "NotCapable") return (error as Error).message.split("\n")[0]!;
   return describeConnectionError(error, databaseUrl);
 }
 

@@ -9,8 +9,9 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { HELP } from "../mod.ts";
 import { SUBCOMMANDS } from "../src/commands/registry.ts";
+import { MIN_NODE_MAJOR } from "../src/runtime.ts";
 import { VAULT_ROLES_SQL } from "../strategies/_vault-roles.ts";
-import { ROOT, runCommand, runTool } from "./helpers.ts";
+import { olderNode, ROOT, runCommand, runTool } from "./helpers.ts";
 
 const NAMES = ["check", "recover", "forget", "rotate-vault-key", "ipcrypt", "vault-roles"];
 
@@ -65,4 +66,30 @@ describe("vault-roles", () => {
     expect(run.code).toBe(0);
     expect(run.stdout).toBe(file);
   });
+});
+
+describe("on a Node older than the tool needs", () => {
+  it("package.json's engines and the tool's own check agree", async () => {
+    const { engines } = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
+    expect(engines.node).toBe(`>=${MIN_NODE_MAJOR}`);
+  });
+
+  const oldNode = olderNode();
+  it.skipIf(oldNode === undefined)(
+    `tsx mod.ts under ${oldNode}: one line naming the Node it needs, exit 1, not silence`,
+    async () => {
+      // As a global tsx, or node_modules/.bin/tsx, runs with the system's Node.
+      const tsx = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");
+      for (const args of [["mod.ts", "--help"], ["mod.ts", "check"], ["scripts/recover.ts", "--help"]]) {
+        const run = await runCommand(oldNode!, [tsx, ...args], {});
+        expect(run.stderr, args.join(" ")).toMatch(
+          new RegExp(
+            `^error: sqs-login-masker needs Node\\.js >=${MIN_NODE_MAJOR}; this is v\\d+\\.\\d+\\.\\d+\\. .*\\n$`,
+          ),
+        );
+        expect(run.stdout).toBe("");
+        expect(run.code).toBe(1);
+      }
+    },
+  );
 });

@@ -1,9 +1,10 @@
 /**
- * The same tool under Deno: `deno run` and `deno task`, beside an npm install and alone
- * (a Deno-only install of a fresh copy), with the same flags and real drains (hmac, and
- * ipcrypt-pfx with its recovery script).
+ * The same tool under Deno: `deno run` with the permissions it names (and one line without
+ * them) and `deno task`, beside an npm install and alone (a Deno-only install of a fresh
+ * copy), with the same flags and real drains (hmac, and ipcrypt-pfx with its recovery
+ * script), and `check`.
  */
-import { chmod, mkdtemp, readdir, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -11,6 +12,8 @@ import { ensureSchema, loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
 import { freePort } from "../scripts/embedded.ts";
 import { canonicalAddress } from "../strategies/_ipcrypt.ts";
+import { SUBCOMMANDS } from "../src/commands/registry.ts";
+import { DENO_PERMISSIONS } from "../src/runtime.ts";
 import {
   copyProject,
   countRows,
@@ -31,7 +34,35 @@ import {
 
 const OTHER_PFX_KEY = "2b7e151628aed2a6abf7158809cf4f3ca9f5ba40db214c3798f2e1c23456789a";
 
-describe("deno run -A mod.ts", () => {
+describe("deno run with the permissions the tool names", () => {
+  it("without them: one line naming what is missing and how to grant it, exit 2, no stack trace", async () => {
+    for (const granted of [[], ["--allow-env"]]) {
+      const run = await runCommand(denoBinary(), ["run", ...granted, "mod.ts", "--help"], {
+        DENO_NO_UPDATE_CHECK: "1",
+      });
+      const missing = DENO_PERMISSIONS.filter((flag) => !granted.includes(flag)).join(" ");
+      expect(run.stderr).toBe(
+        `error: Deno has not granted ${missing}, which the tool needs: run a task of deno.json (deno task consume …), ` +
+          `or deno run ${DENO_PERMISSIONS.join(" ")} mod.ts …\n`,
+      );
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe("");
+    }
+  });
+
+  it("every task names its permissions, never -A: the tool's, and the demo's beside", async () => {
+    const { tasks } = JSON.parse(await readFile(join(ROOT, "deno.json"), "utf8")) as { tasks: Record<string, string> };
+    const tool = `deno run ${DENO_PERMISSIONS.join(" ")} mod.ts`;
+    for (const [name, command] of Object.entries(tasks)) {
+      expect(command, name).not.toMatch(/ -A\b|--allow-all/);
+      if (name !== "start") expect(command.startsWith(tool), name).toBe(true);
+    }
+    expect(tasks.start).toBe(
+      "deno run --allow-net --allow-env --allow-read --allow-sys=hostname,osRelease,networkInterfaces --allow-run scripts/demo.ts",
+    );
+    for (const subcommand of Object.keys(SUBCOMMANDS)) expect(tasks[subcommand]).toBe(`${tool} ${subcommand}`);
+  });
+
   it("prints help", async () => {
     const { code, stdout } = await runDeno(["--help"], {});
     expect(code).toBe(0);
@@ -193,6 +224,20 @@ function describeTasks(dir: () => string): void {
     expect(run.stderr).not.toMatch(/^error/m);
     expect(run.code).toBe(0);
     expect(run.stdout).toContain("--strategy NAME|PATH");
+  });
+
+  it("check: ready, one line per thing checked, nothing received", async () => {
+    const f = await createFixture({ maxReceiveCount: 5 });
+    try {
+      await sendMixedBatch(f);
+      const run = await runDenoTask("check", [], f.env, dir());
+      expect(run.stderr).not.toMatch(/^(error|warning):/m);
+      expect(run.code).toBe(0);
+      expect(run.stdout).toMatch(/^ok: --database-url /m);
+      expect(await queueDepth(f.sqs, f.queueUrl)).toBe(44);
+    } finally {
+      await f.close();
+    }
   });
 
   it("drain loads a mixed batch, with flags given after the task name", async () => {

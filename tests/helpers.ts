@@ -12,6 +12,7 @@ import { GetQueueAttributesCommand, type Message, ReceiveMessageCommand, type SQ
 import { type DatabasePool, sql } from "slonik";
 import { inject } from "vitest";
 import { createDatabasePool, sqlUserLoginRow, type UserLoginRow } from "../mod.ts";
+import { DENO_PERMISSIONS, MIN_NODE_MAJOR } from "../src/runtime.ts";
 import { readQueueDepth } from "../src/sqs.ts";
 import { attachEmulator, emulatorClient, emulatorEnv, usePostgres } from "../scripts/embedded.ts";
 
@@ -162,9 +163,9 @@ export function runTool(
   return runCommand(process.execPath, ["--import", "tsx", script, ...args], env);
 }
 
-/** Run `mod.ts` (or another script) under Deno (`denoBinary()`). */
+/** Run `mod.ts` (or another script) under Deno (`denoBinary()`), with the permissions the tool names. */
 export function runDeno(args: readonly string[], env: Record<string, string | undefined>, script = "mod.ts") {
-  return runCommand(denoBinary(), ["run", "-A", script, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
+  return runCommand(denoBinary(), ["run", ...DENO_PERMISSIONS, script, ...args], { DENO_NO_UPDATE_CHECK: "1", ...env });
 }
 
 export const uniqueId = () => randomUUID();
@@ -266,4 +267,15 @@ export async function copyProject(target: string): Promise<void> {
     await mkdir(dirname(join(target, file)), { recursive: true });
     await copyFile(join(ROOT, file), join(target, file));
   }
+}
+
+/** A Node older than the one the tool needs: the machine's own `node`, if it is one. */
+export function olderNode(): string | undefined {
+  for (const candidate of ["/usr/bin/node", "/usr/local/bin/node"]) {
+    try {
+      const version = execFileSync(candidate, ["--version"], { encoding: "utf8" }).trim();
+      if (Number(/^v(\d+)/.exec(version)?.[1]) < MIN_NODE_MAJOR) return candidate;
+    } catch { /* not there */ }
+  }
+  return undefined;
 }

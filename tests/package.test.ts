@@ -9,20 +9,18 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
-import { countRows, createFixture, readRows, receiveAll, ROOT, runCommand, TEST_HMAC_KEY } from "./helpers.ts";
+import {
+  countRows,
+  createFixture,
+  olderNode,
+  readRows,
+  receiveAll,
+  ROOT,
+  runCommand,
+  TEST_HMAC_KEY,
+} from "./helpers.ts";
 
 const pkg = JSON.parse(await readFile(join(ROOT, "package.json"), "utf8"));
-
-/** A Node older than the one the package needs: the machine's own `node`, if it is one. */
-function olderNode(): string | undefined {
-  for (const candidate of ["/usr/bin/node", "/usr/local/bin/node"]) {
-    try {
-      const version = execFileSync(candidate, ["--version"], { encoding: "utf8" }).trim();
-      if (Number(/^v(\d+)/.exec(version)?.[1]) < 24) return candidate;
-    } catch { /* not there */ }
-  }
-  return undefined;
-}
 
 describe("the npm package, installed from its tarball into an empty folder", () => {
   let work = "";
