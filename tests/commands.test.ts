@@ -45,7 +45,7 @@ describe("the subcommands", () => {
     expect(run.code).toBe(2);
   });
 
-  it("run by Node itself (node mod.ts, as the image does): every --help", async () => {
+  it("run by Node itself (node mod.ts, as the image does): every --help", { timeout: 180_000 }, async () => {
     for (const name of NAMES) {
       const run = await runCommand(process.execPath, ["mod.ts", name, "--help"], {});
       expect(run.stderr, name).toBe("");
@@ -77,6 +77,7 @@ describe("on a Node older than the tool needs", () => {
   const oldNode = olderNode();
   it.skipIf(oldNode === undefined)(
     `tsx mod.ts under ${oldNode}: one line naming the Node it needs, exit 1, not silence`,
+    { timeout: 180_000 },
     async () => {
       // As a global tsx, or node_modules/.bin/tsx, runs with the system's Node.
       const tsx = join(ROOT, "node_modules", "tsx", "dist", "cli.mjs");

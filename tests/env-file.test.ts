@@ -48,7 +48,7 @@ describe("--env-file", () => {
     });
   });
 
-  it("flags > environment > env file (a later file over an earlier one) > defaults", async () => {
+  it("flags > environment > env file (a later file over an earlier one) > defaults", { timeout: 180_000 }, async () => {
     const base = await envFile("base.env", [
       "QUEUE_URL=http://127.0.0.1:9/000000000000/q",
       "DATABASE_URL=postgres://u@127.0.0.1:9/x",

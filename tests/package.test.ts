@@ -1,6 +1,7 @@
 /**
  * The npm package as a user gets it: `npm pack`, the tarball installed into an empty folder,
- * then the installed command and the public API, with nothing of this checkout in reach.
+ * then the installed command, its subcommands (check against real services) and the public
+ * API, with nothing of this checkout in reach.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
@@ -9,6 +10,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
+import { SUBCOMMANDS } from "../src/commands/registry.ts";
+import { readQueueDepth } from "../src/sqs.ts";
+import { VAULT_ROLES_SQL } from "../strategies/_vault-roles.ts";
 import {
   countRows,
   createFixture,
@@ -67,6 +71,41 @@ describe("the npm package, installed from its tarball into an empty folder", () 
     const version = await npx(["sqs-login-masker", "--version"]);
     expect(version.code).toBe(0);
     expect(version.stdout).toBe(`sqs-login-masker ${pkg.version}\n`);
+  });
+
+  it("every subcommand answers --help, and vault-roles prints the roles SQL", { timeout: 180_000 }, async () => {
+    for (const name of Object.keys(SUBCOMMANDS)) {
+      const run = await npx(["sqs-login-masker", name, "--help"]);
+      expect(run.stderr, name).toBe("");
+      expect(run.code, name).toBe(0);
+      expect(run.stdout).toMatch(new RegExp(`^Usage: sqs-login-masker ${name}[ \\n]`));
+    }
+    const roles = await npx(["sqs-login-masker", "vault-roles"]);
+    expect(roles.code).toBe(0);
+    expect(roles.stdout).toBe(VAULT_ROLES_SQL);
+  });
+
+  it("check on real services: ready (exit 0, nothing received), and a missing queue (one line, exit 1)", {
+    timeout: 180_000,
+  }, async () => {
+    const f = await createFixture({ maxReceiveCount: 5 });
+    try {
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(12, 0, 9));
+      const ready = await npx(["sqs-login-masker", "check"], f.env);
+      expect(ready.stderr).toBe("");
+      expect(ready.code).toBe(0);
+      expect(ready.stdout).toMatch(/^ok: --queue-url /m);
+      expect(await readQueueDepth(f.sqs, f.queueUrl)).toEqual({ visible: 12, inFlight: 0, delayed: 0 });
+
+      const missing = new URL("/000000000000/no-such-queue", f.endpoint).toString();
+      const gone = await npx(["sqs-login-masker", "check"], { ...f.env, QUEUE_URL: missing });
+      expect(gone.stderr).toBe(
+        `error: Cannot use --queue-url ${missing}: queue does not exist (check the URL and region)\n`,
+      );
+      expect(gone.code).toBe(1);
+    } finally {
+      await f.close();
+    }
   });
 
   it("a bad flag: exit 2 and one line", async () => {
