@@ -14,6 +14,7 @@ import {
   redactUrl,
 } from "../mod.ts";
 import { describeStartupError } from "../src/cli.ts";
+import { SHA256_CAUTION } from "../strategies/sha256.ts";
 import { withDatabase } from "../scripts/embedded.ts";
 import { createFixture, ROOT, runTool } from "./helpers.ts";
 
@@ -195,6 +196,19 @@ describe("the command line", () => {
       expect(stdout).toContain(flag);
     }
     expect(stdout).toMatch(/2\^32/);
+  });
+
+  it("warns at start that sha256 is reversible by enumeration, and loads anyway", async () => {
+    const f = await createFixture();
+    try {
+      const run = await runTool(["--drain", "--strategy", "sha256"], f.env);
+      expect(run.code).toBe(0);
+      const warnings = run.stderr.split("\n").filter(Boolean).map((line) => JSON.parse(line))
+        .filter((entry) => entry.level === "warn" && entry.strategy === "sha256");
+      expect(warnings).toEqual([expect.objectContaining({ msg: SHA256_CAUTION })]);
+    } finally {
+      await f.close();
+    }
   });
 
   it("prints its version with --version, whatever else is missing", async () => {

@@ -4,7 +4,7 @@
  * copy), with the same flags and real drains (hmac, and ipcrypt-pfx with its recovery
  * script), and `check`.
  */
-import { chmod, mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -19,6 +19,7 @@ import {
   countRows,
   createFixture,
   denoBinary,
+  emptyTempDir,
   type Fixture,
   queueDepth,
   readRows,
@@ -183,16 +184,6 @@ describe("deno run with the permissions the tool names", () => {
     }
   });
 });
-
-/**
- * A TMPDIR for one run, to see what it leaves behind. Readable by others: as root, embedded
- * Postgres runs as a `postgres` user who must read the password file it puts there.
- */
-async function emptyTempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), "login-masker-tmp-"));
-  await chmod(dir, 0o755);
-  return dir;
-}
 
 /** 40 valid messages and 4 invalid ones; returns the valid bodies. */
 async function sendMixedBatch(f: Fixture): Promise<string[]> {

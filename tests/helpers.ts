@@ -4,7 +4,8 @@
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { copyFile, mkdir } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { randomBytes, randomUUID } from "node:crypto";
 import { fileURLToPath } from "node:url";
@@ -128,6 +129,8 @@ export type RunningTool = Promise<RunResult> & {
   child: ChildProcess;
   /** What the process has written to stderr so far, to wait on a log line. */
   stderrSoFar(): string;
+  /** What the process has written to stdout so far. */
+  stdoutSoFar(): string;
 };
 
 /** Run a command (from the project root unless `cwd` says) with only the given environment (plus PATH and HOME). */
@@ -151,6 +154,7 @@ export function runCommand(
   }) as RunningTool;
   done.child = child;
   done.stderrSoFar = () => stderr;
+  done.stdoutSoFar = () => stdout;
   return done;
 }
 
@@ -278,4 +282,14 @@ export function olderNode(): string | undefined {
     } catch { /* not there */ }
   }
   return undefined;
+}
+
+/**
+ * A TMPDIR for one run, to see what it leaves behind. Readable by others: as root, embedded
+ * Postgres runs as a `postgres` user who must read the password file it puts there.
+ */
+export async function emptyTempDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), "login-masker-tmp-"));
+  await chmod(dir, 0o755);
+  return dir;
 }
