@@ -109,6 +109,26 @@ describe("deploy/kubernetes", () => {
     expect(one(all, "Secret").file).toBe("secret.example.yaml");
   });
 
+  it("the image is a placeholder that fails loudly until replaced, never a pull from Docker Hub", async () => {
+    const all = await manifests();
+    const [image] = one(all, "Kustomization").images;
+    // kustomize replaces the image of every container whose image is `name`.
+    expect(one(all, "Deployment").spec.template.spec.containers[0].image).toBe(image.name);
+    const registry = image.newName.split("/")[0];
+    // A host name (a dot), so not Docker Hub's library; under .invalid (RFC 2606), so it never resolves.
+    expect(registry).toMatch(/\.invalid$/);
+    expect(image.newTag).toBe(JSON.parse(await readFile(join(ROOT, "package.json"), "utf8")).version);
+  });
+
+  it("says that with identityOwner: workload the workload role must trust KEDA's operator", async () => {
+    const keda = await readFile(join(DIR, "keda.yaml"), "utf8");
+    const auth = one(await manifests(), "TriggerAuthentication");
+    expect(auth.spec.podIdentity.identityOwner).toBe("workload");
+    expect(keda).toMatch(/trust policy must let it/);
+    expect(keda).toContain("system:serviceaccount:keda:keda-operator");
+    expect(keda).toMatch(/AssumeRole: a statement trusting the operator's own IAM role/);
+  });
+
   it("the Deployment: probes on the tool's endpoints, a grace above its stop grace, non-root, read-only, resources, secrets from the Secret", async () => {
     const all = await manifests();
     const pod = one(all, "Deployment").spec.template.spec;
