@@ -3,7 +3,7 @@
  *
  * ```sh
  * VAULT_KEY=$(openssl rand -hex 32) npx tsx mod.ts --strategy vault --drain ...
- * npx tsx scripts/recover.ts --database-url URL --reason "ticket 42" vlt1:...
+ * sqs-login-masker recover --database-url URL --reason "ticket 42" --ticket T-42 vlt1:...
  * ```
  *
  * - **Token**: `vlt1:` + base64url(HMAC-SHA-256(token key, field NUL value)), 48 characters.
@@ -22,7 +22,7 @@
  * - **Every other role goes through functions too** (recovery, erasure, rotation), owned
  *   by a role nobody logs in as; who and when are the database's to record.
  *
- * Recovery, erasure and rotation live in `scripts/` (see docs/vault.md). `node:crypto`
+ * Recovery, erasure and rotation are subcommands (`src/commands/`; see docs/vault.md). `node:crypto`
  * only, so it runs unchanged under Deno.
  *
  * @module
@@ -121,7 +121,7 @@ export async function loadTokenKey(pool: DatabasePool, keys: VaultKeys): Promise
     }
     if (!row?.wrapped_token_key) {
       throw new ConfigError(
-        `VAULT_KEY_VERSION=${current.version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds, or add this one with scripts/rotate-vault-key.ts`,
+        `VAULT_KEY_VERSION=${current.version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds, or add this one with sqs-login-masker rotate-vault-key`,
       );
     }
     return openKeyringRow(current, row.wrapped_token_key);
@@ -207,7 +207,7 @@ export const WRITTEN_TOKENS_LIMIT = 100_000;
 async function createGrantError(pool: DatabasePool, reason: string): Promise<FatalError> {
   const role = await pool.oneFirst(sql.unsafe`SELECT current_user::text`);
   return new FatalError(
-    `Role ${role} may not use the vault (${reason}): GRANT login_loader TO ${role}; see scripts/vault-roles.sql`,
+    `Role ${role} may not use the vault (${reason}): GRANT login_loader TO ${role}; see sqs-login-masker vault-roles`,
   );
 }
 
@@ -258,7 +258,7 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       } catch (error) {
         if (errorCode(error) !== RETIRED_KEY_SQLSTATE) throw error;
         throw new FatalError(
-          `Vault key version ${keys.current.version} was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (scripts/rotate-vault-key.ts, docs/vault.md)`,
+          `Vault key version ${keys.current.version} was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)`,
           { cause: error },
         );
       }

@@ -299,7 +299,7 @@ describe("2. erasure: once forgotten, nothing comes back and nothing links", () 
     const byToken = await recoverAs(r.recoveryUrl, [gone.device_id]);
     expect(byToken.stdout).toBe("");
     expect(byToken.stderr).toBe(
-      `error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${gone.device_id}\n`,
+      `error: 1 token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${gone.device_id}\n`,
     );
 
     // A new message carrying the erased value: its row loads, the value is not stored again.
@@ -381,7 +381,7 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
 
     // The loader still on version 1 writes nothing more under it.
     await expect(load(r.loader, oldLoader, [login("c", "192.0.2.12", "device-rot-c")])).rejects.toThrow(
-      "Vault key version 1 was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (scripts/rotate-vault-key.ts, docs/vault.md)",
+      "Vault key version 1 was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)",
     );
     expect(
       await sqlState(

@@ -276,7 +276,7 @@ describe("roles from scripts/vault-roles.sql", () => {
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(
       new RegExp(
-        `^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see scripts/vault-roles.sql\n$`,
+        `^error: Role ${outsider} may not use the vault \\(42501 permission denied for schema pii_vault\\): GRANT login_loader TO ${outsider}; see sqs-login-masker vault-roles\n$`,
         "m",
       ),
     );
@@ -285,7 +285,7 @@ describe("roles from scripts/vault-roles.sql", () => {
     const sneakyRun = await recover([a.ip], { DATABASE_URL: sneakyUrl });
     expect(sneakyRun.code).toBe(1);
     expect(sneakyRun.stdout).toBe("");
-    expect(sneakyRun.stderr).toMatch(/^error: Permission denied at .*scripts\/vault-roles\.sql/);
+    expect(sneakyRun.stderr).toMatch(/^error: Permission denied at .*sqs-login-masker vault-roles/);
     expect(await auditCount()).toBe(0);
 
     const run = await recover(["--user-id", "a"], { DATABASE_URL: recoveryUrl });
@@ -326,13 +326,13 @@ describe("erasure", () => {
     expect(byUser.code).toBe(1);
     expect(byUser.stdout).toBe("");
     expect(byUser.stderr).toBe(
-      'error: User "gone" has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy\n',
+      'error: User "gone" has no vault tokens in user_logins: erased by sqs-login-masker forget, or loaded with another strategy\n',
     );
     const byToken = await recover([goneDevice]);
     expect(byToken.code).toBe(1);
     expect(byToken.stdout).toBe("");
     expect(byToken.stderr).toBe(
-      `error: 1 token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${goneDevice}\n`,
+      `error: 1 token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${goneDevice}\n`,
     );
 
     // The housemate's own data stays recoverable.

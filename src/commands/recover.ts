@@ -120,7 +120,7 @@ async function userTokens(pool: DatabasePool, userId: string): Promise<string[]>
     throw new VaultError(
       `User ${
         JSON.stringify(userId)
-      } has no vault tokens in user_logins: erased by scripts/forget.ts, or loaded with another strategy`,
+      } has no vault tokens in user_logins: erased by sqs-login-masker forget, or loaded with another strategy`,
     );
   }
   return tokens;
@@ -156,7 +156,7 @@ export async function recoverValues(
   const missing = new Set(rows.filter((r) => r.outcome === "missing").map((r) => r.token));
   if (missing.size > 0) {
     throw new VaultError(
-      `${missing.size} token(s) not in the vault (erased by scripts/forget.ts, or never stored): ${
+      `${missing.size} token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${
         tokens.filter((t) => missing.has(t)).join(" ")
       }`,
     );

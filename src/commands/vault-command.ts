@@ -84,7 +84,7 @@ export function describeVaultError(error: unknown, databaseUrl: string): string 
   if (cause === "permission") {
     return `Permission denied at ${redactUrl(databaseUrl)}: ${
       describeDatabaseError(error)
-    } (this role needs the grants in scripts/vault-roles.sql; see docs/vault.md)`;
+    } (this role needs the grants of sqs-login-masker vault-roles; see docs/vault.md)`;
   }
   if (cause === "no-table") {
     return `The vault tables are missing at ${redactUrl(databaseUrl)}: ${
