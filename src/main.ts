@@ -41,10 +41,12 @@ export async function main(argv: readonly string[], env: Record<string, string |
   if (first === undefined || first.startsWith("-")) return await consumeCommand(args, env);
   const subcommand = Object.hasOwn(SUBCOMMANDS, first) ? SUBCOMMANDS[first] : undefined;
   if (!subcommand) {
+    // Echoed only when it looks like a mistyped name: a pasted value may be raw PII.
+    const what = /^[a-z][a-z0-9-]{0,31}$/.test(first)
+      ? `Unknown command "${first}"`
+      : "The first argument is no command";
     process.stderr.write(
-      `error: Unknown command "${first}": use one of ${
-        Object.keys(SUBCOMMANDS).join(", ")
-      }, or no command to consume; run with --help\n`,
+      `error: ${what}: use one of ${Object.keys(SUBCOMMANDS).join(", ")}, or no command to consume; run with --help\n`,
     );
     return EXIT_USAGE;
   }

@@ -43,6 +43,10 @@ describe("the subcommands", () => {
       `error: Unknown command "recovr": use one of ${NAMES.join(", ")}, or no command to consume; run with --help\n`,
     );
     expect(run.code).toBe(2);
+    // Something that is no command name is not echoed: it may be a pasted value.
+    const pasted = await runTool(["203.0.113.7"], {});
+    expect(pasted.stderr).toMatch(/^error: The first argument is no command: use one of /);
+    expect(pasted.stderr).not.toContain("203.0.113.7");
   });
 
   it("run by Node itself (node mod.ts, as the image does): every --help", { timeout: 180_000 }, async () => {
