@@ -135,10 +135,10 @@ async function readRow(db: CommonQueryMethods, place: Place): Promise<MaskRecord
  * @returns the record, or `undefined` when the table or its record does not exist
  * @throws {FatalError} with the GRANT to run when this role may not read the record
  */
-export async function readMaskRecord(pool: DatabasePool): Promise<MaskRecord | undefined> {
-  const place = await locate(pool);
+export async function readMaskRecord(db: CommonQueryMethods): Promise<MaskRecord | undefined> {
+  const place = await locate(db);
   if (!place?.exists) return undefined;
-  return await readRow(pool, place);
+  return await readRow(db, place);
 }
 
 /** A mask as the refusal names it: the strategy, and its fingerprint or why it has none. */
@@ -148,6 +148,14 @@ function describeMask(strategy: string, fingerprint: string | null | undefined):
   return `${strategy} (fingerprint ${fingerprint})`;
 }
 
+/** The table's mask against this run's, as the refusal (and `check`) says it. */
+export function describeMismatch(record: MaskRecord, strategy: MaskStrategy): string {
+  const table = record.fingerprint === null ? record.strategy : describeMask(record.strategy, record.fingerprint);
+  return `${record.table} is masked by ${table}; this run's mask is ${
+    describeMask(strategy.name, strategy.fingerprint)
+  }: rows masked two ways never join. Run with the strategy and key(s) the table was loaded with, or give this mask its own table (${CHANGE_HINT})`;
+}
+
 /** The refusal, naming both masks; for a table sure to hold no rows, how to start it over instead. */
 async function mismatch(
   tx: DatabaseTransactionConnection,
@@ -155,17 +163,12 @@ async function mismatch(
   strategy: MaskStrategy,
   place: Place,
 ): Promise<ConfigError> {
-  const table = record.fingerprint === null ? record.strategy : describeMask(record.strategy, record.fingerprint);
   const empty = await holdsRows(tx, place) === false
     ? `; ${record.table} holds no rows: to mask it this way instead, have its owner DELETE FROM ${
       maskTableOf(place)
     } first`
     : "";
-  return new ConfigError(
-    `${record.table} is masked by ${table}; this run's mask is ${
-      describeMask(strategy.name, strategy.fingerprint)
-    }: rows masked two ways never join. Run with the strategy and key(s) the table was loaded with, or give this mask its own table (${CHANGE_HINT})${empty}`,
-  );
+  return new ConfigError(`${describeMismatch(record, strategy)}${empty}`);
 }
 
 const matches = (record: MaskRecord, strategy: MaskStrategy) =>

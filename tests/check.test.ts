@@ -6,13 +6,13 @@ import { randomBytes } from "node:crypto";
 import { CreateQueueCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { describe, expect, it } from "vitest";
-import { ensureSchema } from "../mod.ts";
+import { ensureMaskRecord, ensureSchema, loadStrategy } from "../mod.ts";
 import { sampleBodies, sendBodies } from "../scripts/produce.ts";
 import { reachableQueueUrl } from "../scripts/embedded.ts";
 import { describeMissingWriteGrants, PROCESSED_TABLE } from "../src/sink.ts";
 import { readQueueDepth } from "../src/sqs.ts";
 import { SHA256_CAUTION } from "../strategies/sha256.ts";
-import { createFixture, type Fixture, runTool } from "./helpers.ts";
+import { createFixture, type Fixture, runTool, TEST_HMAC_KEY } from "./helpers.ts";
 
 const check = (env: Record<string, string | undefined>, args: readonly string[] = []) =>
   runTool(["check", ...args], env);
@@ -58,6 +58,7 @@ describe("check", { timeout: 60_000 }, () => {
         expect.stringMatching(
           /^ok: --database-url postgres:\/\/.*: role \w+ may create user_logins, and user_logins_sqs_messages$/,
         ),
+        "ok: user_logins has no recorded mask yet: the first run records hmac and its key's fingerprint",
       ]);
       // Every message still visible, none in flight: nothing was received.
       expect(await readQueueDepth(f.sqs, f.queueUrl)).toEqual({ visible: 7, inFlight: 0, delayed: 0 });
@@ -142,7 +143,10 @@ describe("check", { timeout: 60_000 }, () => {
       await ensureSchema(f.pool);
       await f.pool.query(sql.unsafe`GRANT SELECT ON user_logins TO ${sql.identifier([reader.role])}`);
       const denied = await check({ ...f.env, DATABASE_URL: reader.url });
-      expect(lines(denied.stderr)).toEqual([`error: ${describeMissingWriteGrants(reader.role)}`]);
+      expect(lines(denied.stderr)).toEqual([
+        `error: ${describeMissingWriteGrants(reader.role)}`,
+        `error: user_logins has no recorded mask and role ${reader.role} may not record it: run the tool once as the owner of user_logins (it records the mask), or GRANT INSERT ON user_logins_mask TO ${reader.role}`,
+      ]);
       expect(denied.code).toBe(1);
 
       await f.pool.query(sql.unsafe`ALTER TABLE user_logins ALTER COLUMN masked_ip TYPE varchar(64)`);
@@ -180,6 +184,40 @@ describe("check", { timeout: 60_000 }, () => {
       expect(nowhere.code).toBe(1);
     } finally {
       await stranger.drop();
+      await f.close();
+    }
+  });
+
+  it("the recorded mask: the same one is ready; another key, or another strategy, is one line naming both, exit 2", async () => {
+    const f = await createFixture({ maxReceiveCount: 5 });
+    try {
+      await ensureSchema(f.pool);
+      const hmac = await loadStrategy("hmac", { env: { MASK_HMAC_KEY: TEST_HMAC_KEY } });
+      const { record } = await ensureMaskRecord(f.pool, hmac);
+      const same = await check(f.env);
+      expect(same.stderr).toBe("");
+      expect(same.code).toBe(0);
+      expect(same.stdout).toContain(
+        `ok: ${record.table} is masked by hmac (fingerprint ${hmac.fingerprint}), as this configuration\n`,
+      );
+
+      const other = await check({ ...f.env, MASK_HMAC_KEY: "o".repeat(32) + "-another-test-key" });
+      expect(lines(other.stderr)).toEqual([
+        expect.stringMatching(
+          new RegExp(
+            `^error: ${
+              record.table.replace(".", "\\.")
+            } is masked by hmac \\(fingerprint ${hmac.fingerprint}\\); this run's mask is hmac \\(fingerprint [0-9a-f]{32}\\): rows masked two ways never join\\. `,
+          ),
+        ),
+      ]);
+      expect(other.code).toBe(2);
+      const sha = await check(f.env, ["--strategy", "sha256"]);
+      expect(sha.stderr).toMatch(
+        /^error: \S+ is masked by hmac \(fingerprint [0-9a-f]{32}\); this run's mask is sha256 \(no key\)/m,
+      );
+      expect(sha.code).toBe(2);
+    } finally {
       await f.close();
     }
   });

@@ -1,7 +1,8 @@
 /**
  * `check`'s look at Postgres, in one read-only transaction: the login, whether the server
  * takes writes, `user_logins` against the contract (or the right to create it), the grants
- * the tool's writes need, the pruning of its ledger, and what masked the table.
+ * the tool's writes need, the pruning of its ledger, and the mask recorded with the table
+ * (src/mask-record.ts) against this configuration's.
  *
  * @module
  */
@@ -9,7 +10,8 @@ import { Type } from "@sinclair/typebox";
 import { type DatabaseTransactionConnection, sql } from "slonik";
 import type { MaskStrategy } from "../contract.ts";
 import { createDatabasePool } from "../database.ts";
-import { redactUrl } from "../errors.ts";
+import { FatalError, redactUrl } from "../errors.ts";
+import { describeMismatch, MASK_TABLE, readMaskRecord } from "../mask-record.ts";
 import { describeStartupError } from "../postgres-errors.ts";
 import { describeMissingWriteGrants, PROCESSED_TABLE, PRUNE_FUNCTION, USER_LOGINS_CONTRACT } from "../sink.ts";
 import { toStandardSchema } from "../typed-sql.ts";
@@ -26,7 +28,10 @@ const Facts = Type.Object({
   may_create: Type.Boolean(),
   may_prune: Type.Boolean(),
   may_create_prune: Type.Boolean(),
+  has_mask_table: Type.Boolean(),
+  may_record_mask: Type.Boolean(),
 });
+type Facts = typeof Facts.static;
 const sqlFacts = sql.type(toStandardSchema(Facts));
 const Column = Type.Object({ name: Type.String(), type: Type.String(), required: Type.Boolean() });
 const sqlColumn = sql.type(toStandardSchema(Column));
@@ -37,7 +42,9 @@ const sqlColumn = sql.type(toStandardSchema(Column));
  */
 function readFacts(tx: DatabaseTransactionConnection) {
   return tx.one(sqlFacts`
-    WITH t AS (SELECT to_regclass('user_logins') AS logins, to_regclass(${PROCESSED_TABLE}) AS ledger),
+    WITH t AS (
+      SELECT to_regclass('user_logins') AS logins, to_regclass(${PROCESSED_TABLE}) AS ledger,
+        to_regclass(${MASK_TABLE}) AS mask),
     p AS (
       SELECT to_regprocedure(format('%I.%I()', n.nspname, ${PRUNE_FUNCTION}::text)) AS prune, n.oid AS ledger_schema
       FROM t JOIN pg_class c ON c.oid = t.ledger JOIN pg_namespace n ON n.oid = c.relnamespace)
@@ -49,7 +56,9 @@ function readFacts(tx: DatabaseTransactionConnection) {
       coalesce(has_schema_privilege(current_schema(), 'CREATE'), false) AS may_create,
       coalesce(has_function_privilege(p.prune, 'EXECUTE'), false) AS may_prune,
       coalesce(p.prune IS NULL AND has_table_privilege(t.ledger, 'DELETE')
-        AND has_schema_privilege(p.ledger_schema, 'CREATE'), false) AS may_create_prune
+        AND has_schema_privilege(p.ledger_schema, 'CREATE'), false) AS may_create_prune,
+      t.mask IS NOT NULL AS has_mask_table,
+      coalesce(t.mask IS NOT NULL AND has_table_privilege(t.mask, 'INSERT'), false) AS may_record_mask
     FROM t LEFT JOIN p ON true`);
 }
 
@@ -84,12 +93,44 @@ async function contractFindings(tx: DatabaseTransactionConnection): Promise<Find
 }
 
 /**
- * What masked the rows already in the table, against the strategy chosen. Nothing is
- * recorded beside the table yet to compare, so nothing is said; the record's reader plugs
- * in here.
+ * The mask recorded beside `user_logins` against this configuration's: the strategy, and
+ * the key's fingerprint where the strategy knows it before its `setup` (the vault reads its
+ * key from the database there, so its fingerprint is checked at start). Or, with no record
+ * yet, whether this role may make it.
  */
-function maskFindings(_tx: DatabaseTransactionConnection, _strategy: MaskStrategy): Promise<Finding[]> {
-  return Promise.resolve([]);
+async function maskFindings(
+  tx: DatabaseTransactionConnection,
+  facts: Facts,
+  strategy: MaskStrategy,
+): Promise<Finding[]> {
+  let record;
+  try {
+    record = await readMaskRecord(tx);
+  } catch (error) {
+    if (error instanceof FatalError) return [errorFinding(error.message)];
+    throw error;
+  }
+  if (!record) {
+    const mayRecord = facts.has_mask_table ? facts.may_record_mask : facts.may_create;
+    if (facts.has_table && !mayRecord) {
+      return [errorFinding(
+        `user_logins has no recorded mask and role ${facts.role} may not record it: run the tool once as the owner of user_logins (it records the mask), or GRANT INSERT ON ${MASK_TABLE} TO ${facts.role}`,
+      )];
+    }
+    const what = strategy.fingerprint === null ? strategy.name : `${strategy.name} and its key's fingerprint`;
+    return [{ level: "ok", text: `user_logins has no recorded mask yet: the first run records ${what}` }];
+  }
+  const later = strategy.fingerprint === undefined && strategy.setup !== undefined;
+  const same = record.strategy === strategy.name && (later || record.fingerprint === (strategy.fingerprint ?? null));
+  // A different mask is refused at start as a configuration error: the same here.
+  if (!same) return [errorFinding(describeMismatch(record, strategy), true)];
+  const fingerprint = record.fingerprint ? ` (fingerprint ${record.fingerprint})` : "";
+  return [{
+    level: "ok",
+    text: `${record.table} is masked by ${record.strategy}${fingerprint}, as this configuration${
+      later ? "; its key's fingerprint is checked at start, once the strategy has read it" : ""
+    }`,
+  }];
 }
 
 /** The tables, the grants and the mask, read in a read-only transaction. */
@@ -126,7 +167,7 @@ async function schemaFindings(
         `Role ${facts.role} may not prune ${PROCESSED_TABLE}: its ids are kept for good and the table only grows; GRANT EXECUTE ON FUNCTION ${PRUNE_FUNCTION}() TO ${facts.role} (the tool creates the function when run once as the table's owner)`,
     });
   }
-  findings.push(...await maskFindings(tx, strategy));
+  findings.push(...await maskFindings(tx, facts, strategy));
   if (!findings.some((f) => f.level === "error")) {
     findings.unshift({
       level: "ok",
