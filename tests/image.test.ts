@@ -7,11 +7,23 @@
  * In CI (CI is set, as .ci/run sets it) a missing podman fails this file; elsewhere it skips.
  */
 import { execFile, execFileSync } from "node:child_process";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { parse, stringify } from "yaml";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ensureSchema } from "../mod.ts";
 import { freePort } from "../scripts/embedded.ts";
 import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
-import { countRows, createFixture, type Fixture, queueDepth, ROOT, runCommand, waitFor } from "./helpers.ts";
+import {
+  countRows,
+  createFixture,
+  emptyTempDir,
+  type Fixture,
+  queueDepth,
+  ROOT,
+  runCommand,
+  waitFor,
+} from "./helpers.ts";
 
 const IMAGE = "localhost/sqs-login-masker:test";
 
@@ -53,6 +65,22 @@ function envFlags(env: Record<string, string>): string[] {
   return Object.entries(env).flatMap(([name, value]) => ["--env", `${name}=${value}`]);
 }
 
+/** Wait until the tool's /healthz answers on the host's loopback. */
+async function waitForHealthz(port: number): Promise<void> {
+  await waitFor(
+    "/healthz from the host",
+    async () => {
+      try {
+        return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
+      } catch {
+        return false;
+      }
+    },
+    30_000,
+    250,
+  );
+}
+
 /** What every run shares: host network (the test's services are on loopback), read-only root. */
 const RUN_FLAGS = ["--network", "host", "--read-only", "--health-interval", "disable"];
 
@@ -83,9 +111,13 @@ describe.skipIf(!podmanHere)("the image", { timeout: 120_000 }, () => {
     ], 600_000);
   }, 900_000);
 
+  afterEach(async () => {
+    await f?.close();
+    f = undefined;
+  });
+
   afterAll(async () => {
     for (const name of containers) await podmanStatus(["rm", "--force", "--time", "0", name]);
-    await f?.close();
   });
 
   it("holds the operator's commands: recover --help works inside it", async () => {
@@ -104,8 +136,6 @@ describe.skipIf(!podmanHere)("the image", { timeout: 120_000 }, () => {
     expect(run.code, run.stderr).toBe(0);
     expect(await countRows(fx.pool)).toBe(120 - invalid);
     expect(await queueDepth(fx.sqs, fx.dlqUrl)).toBe(invalid);
-    await f.close();
-    f = undefined;
   });
 
   it("runs as uid 1000 on a read-only root, answers its HEALTHCHECK, and stops cleanly on SIGTERM", async () => {
@@ -124,13 +154,7 @@ describe.skipIf(!podmanHere)("the image", { timeout: 120_000 }, () => {
       ...envFlags({ ...fx.env, METRICS_PORT: String(port) }),
       IMAGE,
     ]);
-    await waitFor("/healthz from the host", async () => {
-      try {
-        return (await fetch(`http://127.0.0.1:${port}/healthz`)).ok;
-      } catch {
-        return false;
-      }
-    }, 30_000, 250);
+    await waitForHealthz(port);
     // The image's own HEALTHCHECK command, run inside the container as Docker would.
     expect(await podmanStatus(["healthcheck", "run", name])).toBe(0);
 
@@ -150,6 +174,52 @@ describe.skipIf(!podmanHere)("the image", { timeout: 120_000 }, () => {
     expect(stopped.State.ExitCode).toBe(0);
     const { stdout, stderr } = await podman(["logs", name]);
     expect(stdout + stderr).toMatch(/stopping: finishing what is in flight/);
+    expect(await queueDepth(fx.sqs, fx.queueUrl)).toBe(0);
+  });
+
+  it("plays the Kubernetes Deployment: its probes, its security context and its ConfigMap's env", async () => {
+    f = await createFixture();
+    const fx = f;
+    await ensureSchema(fx.pool);
+    const port = await freePort();
+    const deployment = parse(await readFile(join(ROOT, "deploy", "kubernetes", "deployment.yaml"), "utf8"));
+    const pod = deployment.spec.template.spec;
+    const [container] = pod.containers;
+    container.image = IMAGE;
+    // podman 4.3 (Debian bookworm) refuses port mappings on the host network the test
+    // services need, so the named port becomes its number; and it cannot read a kube
+    // Secret (containers/podman#17071), so the Secret's keys travel in the ConfigMap here.
+    expect(container.ports).toEqual([{ name: "metrics", containerPort: 9464 }]);
+    delete container.ports;
+    for (const probe of ["livenessProbe", "readinessProbe", "startupProbe"]) {
+      expect(container[probe].httpGet.port).toBe("metrics");
+      container[probe].httpGet.port = port;
+    }
+    container.envFrom = container.envFrom.filter((source: Record<string, unknown>) => !("secretRef" in source));
+    const configMap = {
+      apiVersion: "v1",
+      kind: "ConfigMap",
+      metadata: { name: container.envFrom[0].configMapRef.name },
+      data: { ...fx.env, MASK_STRATEGY: "hmac", METRICS_PORT: String(port) },
+    };
+    const file = join(await emptyTempDir(), "play.yaml");
+    await writeFile(file, stringify(deployment) + "---\n" + stringify(configMap));
+    await podman(["kube", "play", "--network", "host", file]);
+    try {
+      const name = `${deployment.metadata.name}-pod-0-${container.name}`;
+      await waitForHealthz(port);
+      expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(200);
+      const inspect = JSON.parse((await podman(["inspect", name])).stdout)[0];
+      expect(inspect.Config.User).toBe("1000:1000");
+      expect(inspect.HostConfig.ReadonlyRootfs).toBe(true);
+      // podman turns the liveness probe into a healthcheck; it names the path the tool serves.
+      expect(inspect.Config.Healthcheck.Test.join(" ")).toContain(`http://localhost:${port}/healthz`);
+
+      await sendBodies(fx.sqs, fx.queueUrl, sampleBodies(40, 0, 24));
+      await waitFor("the rows", async () => (await countRows(fx.pool)) === 40, 30_000);
+    } finally {
+      await podman(["kube", "down", file]);
+    }
     expect(await queueDepth(fx.sqs, fx.queueUrl)).toBe(0);
   });
 });
