@@ -36,8 +36,8 @@ export { type Config, parseConfig, VERSION } from "./src/config.ts";
 export { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, FatalError, redactUrl } from "./src/errors.ts";
 
 // Messages and rows
+export { canonicalIp } from "./src/ip.ts";
 export {
-  canonicalIp,
   decodeAppVersion,
   type Decoded,
   decodeMessage,

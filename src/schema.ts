@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { isIP } from "node:net";
 import type { Message } from "@aws-sdk/client-sqs";
 import {
   FormatRegistry,
@@ -23,9 +22,11 @@ import {
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { type QuerySqlToken, sql, type ValueExpression } from "slonik";
 import type { StandardSchemaV1 } from "@standard-schema/spec";
+import { canonicalIp, isIpAddress } from "./ip.ts";
 import { toStandardSchema } from "./typed-sql.ts";
 
-FormatRegistry.Set("ip", (value) => isIP(value) !== 0);
+// The same parser that writes the address canonically (src/ip.ts) decides what is one.
+FormatRegistry.Set("ip", isIpAddress);
 
 /** The limits of a text column: `varchar(n)` counts characters (code points), not UTF-16 units. */
 export interface TextLimits {
@@ -60,32 +61,6 @@ function codePointCount(text: string): number {
   let count = 0;
   for (const _ of text) count++;
   return count;
-}
-
-/**
- * An IP address as one text per address, so that equal addresses mask equal: IPv6 as
- * RFC 5952 writes it (lowercase, no leading zeros, the first longest run of zero groups as
- * `::`), an IPv4-mapped address (`::ffff:203.0.113.9`) as the IPv4 address it maps, and a
- * dotted IPv4 address unchanged. A zone (`%eth0`) is kept as written.
- *
- * @param ip an address `net.isIP` accepts
- * @example
- * ```ts
- * canonicalIp("2001:DB8::ABCD"); // "2001:db8::abcd"
- * canonicalIp("::ffff:203.0.113.9"); // "203.0.113.9"
- * ```
- */
-export function canonicalIp(ip: string): string {
-  // Dotted IPv4 has one form: net.isIP takes no leading zeros, hex or short forms.
-  if (!ip.includes(":")) return ip;
-  const zoneAt = ip.indexOf("%");
-  const address = zoneAt === -1 ? ip : ip.slice(0, zoneAt);
-  // The URL standard serialises an IPv6 host exactly by RFC 5952's rules.
-  const text = new URL(`http://[${address}]/`).hostname.slice(1, -1);
-  const mapped = zoneAt === -1 ? /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(text) : null;
-  if (!mapped) return zoneAt === -1 ? text : text + ip.slice(zoneAt);
-  const [high, low] = [Number.parseInt(mapped[1]!, 16), Number.parseInt(mapped[2]!, 16)];
-  return `${high >> 8}.${high & 255}.${low >> 8}.${low & 255}`;
 }
 
 /** `user_logins` column limits: the table is a contract, the schema enforces it. */

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ensureSchema, loadStrategy } from "../mod.ts";
 import { INVALID_BODIES, sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
 import { freePort } from "../scripts/embedded.ts";
-import { canonicalAddress } from "../strategies/_ipcrypt.ts";
+import { canonicalIp } from "../src/ip.ts";
 import { SUBCOMMANDS } from "../src/commands/registry.ts";
 import { DENO_PERMISSIONS } from "../src/runtime.ts";
 import {
@@ -136,7 +136,7 @@ describe("deno run with the permissions the tool names", () => {
       const right = await decrypt(key);
       expect(right.stderr).toBe("");
       expect(right.code).toBe(0);
-      expect(right.stdout).toBe(vectors.map(([ip]) => `${canonicalAddress(ip!)}\n`).join(""));
+      expect(right.stdout).toBe(vectors.map(([ip]) => `${canonicalIp(ip!)}\n`).join(""));
 
       const wrong = await decrypt(OTHER_PFX_KEY);
       expect(wrong.stdout).toBe("");

@@ -8,15 +8,8 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadStrategy, type LoginRecord, maskRecord } from "../mod.ts";
 import { sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
-import {
-  AddressError,
-  addressToBytes,
-  bytesToAddress,
-  canonicalAddress,
-  createIpCipher,
-  type IpcryptMode,
-  isIpv4Mapped,
-} from "../strategies/_ipcrypt.ts";
+import { createIpCipher, type IpcryptMode } from "../strategies/_ipcrypt.ts";
+import { AddressError, addressToBytes, bytesToAddress, canonicalIp, isIpv4Mapped } from "../src/ip.ts";
 import { countRows, createFixture, readRows, runTool, TEST_HMAC_KEY } from "./helpers.ts";
 
 const hex = (h: string) => Uint8Array.from(h.match(/../g)!, (b) => parseInt(b, 16));
@@ -96,7 +89,7 @@ describe("address text", () => {
     // A zone names the sender's interface, not the address.
     ["fe80::1%eth0", "fe80::1"],
   ])("writes %s as %s", (input, canonical) => {
-    expect(canonicalAddress(input)).toBe(canonical);
+    expect(canonicalIp(input)).toBe(canonical);
   });
 
   it("masks every spelling of one address the same, in both modes", async () => {
@@ -240,7 +233,7 @@ describe.each([["ipcrypt", DETERMINISTIC_VECTORS[2][0]], ["ipcrypt-pfx", PFX_PRE
           // output, 1 in 2^96, would be the exception).
           const isIpv4 = isIpv4Mapped(addressToBytes(address));
           expect(isIP(encrypted)).toBe(name === "ipcrypt-pfx" && isIpv4 ? 4 : 6);
-          expect(cipher.decrypt(encrypted)).toBe(canonicalAddress(address));
+          expect(cipher.decrypt(encrypted)).toBe(canonicalIp(address));
         }),
         { numRuns: 1000 },
       );
@@ -408,7 +401,7 @@ describe("the CLI end to end, on the emulator and Postgres", () => {
         }, "scripts/ipcrypt.ts");
         expect(decrypt.stderr).toBe("");
         expect(decrypt.code).toBe(0);
-        expect(decrypt.stdout).toBe(cases.map((c) => `${canonicalAddress(c.ip)}\n`).join(""));
+        expect(decrypt.stdout).toBe(cases.map((c) => `${canonicalIp(c.ip)}\n`).join(""));
       } finally {
         await f.close();
       }

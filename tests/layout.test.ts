@@ -20,6 +20,7 @@ const LEAVES = [
   "src/timing.ts",
   "src/typed-sql.ts",
   "src/runtime.ts",
+  "src/ip.ts",
 ];
 const MASKING_LOADER = "src/masking.ts";
 /** The subcommands that work on what a strategy stored (recover, rotate, decrypt) use its private parts. */

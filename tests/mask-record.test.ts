@@ -10,7 +10,8 @@ import { sql } from "slonik";
 import { describe, expect, it } from "vitest";
 import { ensureSchema, keyFingerprint, loadStrategy, type MaskStrategy } from "../mod.ts";
 import { sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
-import { canonicalAddress, createIpCipher } from "../strategies/_ipcrypt.ts";
+import { createIpCipher } from "../strategies/_ipcrypt.ts";
+import { canonicalIp } from "../src/ip.ts";
 import {
   countRows,
   createFixture,
@@ -358,7 +359,7 @@ describe("scripts/ipcrypt.ts decrypt --database-url", () => {
       const run = await drain(f, "ipcrypt-pfx", { MASK_IPCRYPT_KEY: PFX_KEY });
       expect(run.stdout).toMatch(/^loaded=4 /);
       const masked = (await readRows(f.pool)).map((row) => row.masked_ip);
-      const originals = logins.map((login) => `${canonicalAddress(login.ip as string)}\n`).join("");
+      const originals = logins.map((login) => `${canonicalIp(login.ip as string)}\n`).join("");
 
       const right = await decrypt(["--database-url", f.databaseUrl, "--mode", "pfx", ...masked], PFX_KEY);
       expect(right.stderr).toBe("");

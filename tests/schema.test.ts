@@ -158,7 +158,7 @@ describe("input fidelity: equal values mask equal, different values never collid
     ["::FFFF:CB00:7109", "203.0.113.9"],
     ["0:0:0:0:0:ffff:203.0.113.9", "203.0.113.9"],
     ["64:ff9b::203.0.113.9", "64:ff9b::cb00:7109"], // not mapped: RFC 5952 hex
-    ["FE80::1%eth0", "fe80::1%eth0"], // the zone is kept as written
+    ["FE80::1%eth0", "fe80::1"], // a zone names the sender's interface, not the address
     ["203.0.113.9", "203.0.113.9"],
     ["::", "::"],
   ])("writes %s as %s (RFC 5952; IPv4-mapped as IPv4)", (written, canonical) => {
@@ -175,6 +175,18 @@ describe("input fidelity: equal values mask equal, different values never collid
     expect(await maskedIp("2001:DB8::ABCD")).toBe(await maskedIp("2001:db8::abcd"));
     expect(await maskedIp("::ffff:203.0.113.9")).toBe(await maskedIp("203.0.113.9"));
     expect(await maskedIp("2001:db8::abcd")).not.toBe(await maskedIp("2001:db8::abce"));
+  });
+
+  it("masks a zoned address as every strategy reads it: hmac and ipcrypt see the same address", async () => {
+    const env = { MASK_HMAC_KEY: "k".repeat(32), MASK_IPCRYPT_KEY: "0123456789abcdeffedcba9876543210" };
+    const masked = async (name: string, ip: string) => {
+      const decoded = decodeMessage(message(JSON.stringify({ ...valid, ip })));
+      if (!decoded.ok) throw new Error(decoded.reason);
+      return (await maskRecord(await loadStrategy(name, { env }), decoded.record)).row.masked_ip;
+    };
+    for (const name of ["hmac", "sha256", "ipcrypt"]) {
+      expect(await masked(name, "fe80::1%eth0"), name).toBe(await masked(name, "fe80::1"));
+    }
   });
 
   it("keeps sha256 of a plain dotted IPv4 byte-identical to Python's hashlib", async () => {

@@ -21,8 +21,8 @@ import { createDatabasePool } from "../database.ts";
 import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "../errors.ts";
 import { readMaskRecord } from "../mask-record.ts";
 import { describeStartupError } from "../postgres-errors.ts";
+import { AddressError } from "../ip.ts";
 import {
-  AddressError,
   createIpCipher,
   IPCRYPT_KEY_VARIABLE,
   IPCRYPT_MODES,
