@@ -1,0 +1,136 @@
+/**
+ * The bench's flags: what a run is asked to do, checked before anything starts.
+ *
+ * @module
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseCount, parseFlags } from "../../src/config.ts";
+import { ConfigError } from "../../src/errors.ts";
+import { loadStrategy } from "../../src/masking.ts";
+
+export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+/** A key for the benchmark's own throwaway data; never a real secret. */
+export const BENCH_HMAC_KEY = "bench-only-key-".repeat(3);
+/** The strategies' keys the tool gets here: throwaway ones (or the caller's VAULT_KEY), never real secrets. */
+export function toolKeys(strategy: string): Record<string, string> {
+  return {
+    MASK_HMAC_KEY: BENCH_HMAC_KEY,
+    VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
+    // ipcrypt takes a 16-byte key, ipcrypt-pfx a 32-byte one; the others ignore it.
+    MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
+  };
+}
+export const PHASES = ["ceiling", "tool", "large", "baseline"] as const;
+/** A `large` phase body: SQS's 1 MiB limit less room for the JSON around the padding. */
+export const LARGE_BODY_BYTES = 1_040_000;
+export type Phase = (typeof PHASES)[number];
+export const CORPORA = ["logins", "unique"] as const;
+export type Corpus = (typeof CORPORA)[number];
+/** Logins per user, on average, in the `logins` corpus. */
+export const LOGINS_PER_USER = 10;
+
+/** What one bench run is asked to do. */
+export interface BenchOptions {
+  n: number;
+  /** Messages for the slow per-message baseline. */
+  baselineN: number;
+  /** Messages of nearly 1 MiB for the `large` phase. */
+  largeN: number;
+  phases: Phase[];
+  strategies: string[];
+  /** Receives in flight for the ceiling client. */
+  ceilingConcurrency: number;
+  /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
+  toolArgs: string[];
+  /** The checkout whose `mod.ts` the tool phases run: this one, or another for a paired run. */
+  toolDir: string;
+  /** `logins`: users who come back, from their own devices and addresses; `unique`: every message different. */
+  corpus: Corpus;
+  json: boolean;
+}
+
+const DEFAULT_STRATEGIES = "hmac,sha256,vault,ipcrypt,ipcrypt-pfx";
+
+export const HELP = `Usage: npx tsx scripts/bench.ts [options]      (or: npm run bench -- [options])
+
+How fast the tool drains a backlog, beside the fastest bare SQS client (the ceiling) and a
+message-at-a-time consumer (the baseline), on the same emulator (its own process) and
+Postgres (embedded, or the server DATABASE_URL names).
+
+  --n N                     messages per phase (default 100000)
+  --baseline-n N            messages for the slow baseline (default: --n, at most 1000)
+  --large-n N               messages of nearly 1 MiB for the large phase (default 300)
+  --phases LIST             which of ceiling,tool,large,baseline to run (default: all)
+  --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
+  --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
+  --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
+  --tool-dir DIR            run the mod.ts of another checkout (with its node_modules) on
+                            the same corpus and services: before/after in paired runs
+  --corpus logins|unique    logins: users who come back, from their own devices and addresses
+                            (default); unique: every message different (docs/benchmark.md)
+  --json                    print the report as JSON instead of a table
+  -h, --help                show this help
+
+Exit codes: 0 every phase ran, 1 a phase failed, 2 usage or configuration error.
+`;
+
+/** Largest --n: a million took minutes here; a hundred million is far beyond any use. */
+const MAX_N = 100_000_000;
+
+/** Check every flag before anything starts; undefined for --help. */
+export async function parseOptions(argv: readonly string[]): Promise<BenchOptions | undefined> {
+  const values = parseFlags(argv, {
+    n: { type: "string" },
+    "baseline-n": { type: "string" },
+    "large-n": { type: "string" },
+    phases: { type: "string" },
+    strategies: { type: "string" },
+    "ceiling-concurrency": { type: "string" },
+    "tool-args": { type: "string" },
+    "tool-dir": { type: "string" },
+    corpus: { type: "string" },
+    json: { type: "boolean" },
+    help: { type: "boolean", short: "h" },
+  });
+  if (values.help) return undefined;
+  const flag = (name: string) => values[name] as string | undefined;
+  const n = parseCount(flag("n"), "--n", 100_000, 1, MAX_N);
+  const phases = (flag("phases") ?? PHASES.join(",")).split(",").filter(Boolean);
+  const unknown = phases.filter((p) => !(PHASES as readonly string[]).includes(p));
+  if (unknown.length > 0) throw new ConfigError(`--phases takes ${PHASES.join(", ")}, got "${unknown.join(",")}"`);
+  const corpus = flag("corpus") ?? "logins";
+  if (!(CORPORA as readonly string[]).includes(corpus)) {
+    throw new ConfigError(`--corpus takes ${CORPORA.join(" or ")}, got "${corpus}"`);
+  }
+  const strategies = (flag("strategies") ?? DEFAULT_STRATEGIES).split(",").filter(Boolean);
+  // As the tool will load them, with the keys it will get: a bad name fails now, not mid-run.
+  for (const strategy of strategies) await loadStrategy(strategy, { env: toolKeys(strategy) });
+  return {
+    n,
+    // About ten seconds of the slow consumer is enough for a steady rate.
+    baselineN: parseCount(flag("baseline-n"), "--baseline-n", Math.min(n, 1_000), 1, MAX_N),
+    largeN: parseCount(flag("large-n"), "--large-n", 300, 1, MAX_N),
+    phases: phases as Phase[],
+    strategies,
+    ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
+    toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
+    toolDir: checkToolDir(flag("tool-dir")),
+    corpus: corpus as Corpus,
+    json: values.json === true,
+  };
+}
+
+/** The checkout `--tool-dir` names, checked to hold a mod.ts and tsx; this one by default. */
+function checkToolDir(raw: string | undefined): string {
+  if (raw === undefined) return ROOT;
+  const dir = resolve(raw);
+  for (const needed of ["mod.ts", "node_modules/tsx/package.json"]) {
+    if (!existsSync(join(dir, needed))) {
+      throw new ConfigError(`--tool-dir ${raw} has no ${needed}: give a checkout with its dependencies installed`);
+    }
+  }
+  return dir;
+}

@@ -1,0 +1,76 @@
+/**
+ * The tool as a child process, run the way a user runs it, timed from spawn to exit.
+ *
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { emulatorEnv } from "../embedded.ts";
+import { readPeakRssMb } from "./cpu.ts";
+import { toolKeys } from "./options.ts";
+
+export interface ToolRun {
+  code: number | null;
+  seconds: number;
+  stdout: string;
+  stderr: string;
+  peakRssMb: number | undefined;
+}
+
+/**
+ * Run `mod.ts --drain` the way a user does and time it from spawn to exit. VmHWM only
+ * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
+ */
+export async function runTool(
+  endpoint: string,
+  queueUrl: string,
+  databaseUrl: string,
+  strategy: string,
+  messages: number,
+  extra: string[],
+  toolDir: string,
+): Promise<ToolRun> {
+  const started = performance.now();
+  const child: ChildProcess = spawn(process.execPath, [
+    ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
+    "--import",
+    "tsx",
+    "mod.ts",
+    "--drain",
+    "--strategy",
+    strategy,
+    "--log-level",
+    "warn",
+    ...extra,
+  ], {
+    cwd: toolDir,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      ...emulatorEnv(endpoint),
+      QUEUE_URL: queueUrl,
+      DATABASE_URL: databaseUrl,
+      ...toolKeys(strategy),
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  let peakRssMb: number | undefined;
+  const sampler = setInterval(async () => {
+    const mb = await readPeakRssMb(child.pid!);
+    if (mb !== undefined) peakRssMb = Math.max(peakRssMb ?? 0, mb);
+  }, 50);
+  // A tool that never stops must fail the bench, not hang it: allow 30 s plus 100 msg/s.
+  const limitMs = 30_000 + (messages / 100) * 1000;
+  const watchdog = setTimeout(() => {
+    stderr += `\nbench: no exit after ${limitMs / 1000} s, killed`;
+    child.kill("SIGKILL");
+  }, limitMs);
+  const code = await new Promise<number | null>((resolve) => child.once("close", resolve));
+  const seconds = (performance.now() - started) / 1000;
+  clearTimeout(watchdog);
+  clearInterval(sampler);
+  return { code, seconds, stdout, stderr, peakRssMb };
+}
