@@ -36,6 +36,7 @@ import { runBaseline, runCeiling } from "./bench/clients.ts";
 import { cpuBetween, type CpuSplit, markCpu, round } from "./bench/cpu.ts";
 import { type BenchOptions, HELP, LARGE_BODY_BYTES, parseOptions, type Phase } from "./bench/options.ts";
 import { countRows, queueDepth, type Stage, stage, startEmulatorProcess } from "./bench/stage.ts";
+import { startLatencyProxy } from "./bench/latency-proxy.ts";
 import { runTool } from "./bench/tool.ts";
 
 export type { BenchOptions } from "./bench/options.ts";
@@ -62,7 +63,13 @@ export interface PhaseResult {
    */
   cpu?: CpuSplit;
   toCeiling?: number;
+  /** The tool's CPU per message over the bare client's, in the same round. */
+  cpuToCeiling?: number;
   toBaseline?: number;
+  /** Which round of `--repeat` (from 1). */
+  round: number;
+  /** The checkout the tool ran from, when `--tool-dir` names more than one. */
+  toolDir?: string;
 }
 
 /** The whole run, as `--json` prints it. */
@@ -83,6 +90,8 @@ function log(options: BenchOptions, text: string): void {
 /** The services every phase uses: the emulator (its own process), Postgres, a client. */
 interface Services {
   emulator: SqsEmulator & { pid: number };
+  /** Where the ceiling and the tool reach SQS: the emulator, or a proxy adding latency. */
+  sqsEndpoint: string;
   postgres: PostgresServer;
   sqs: SQSClient;
 }
@@ -96,17 +105,29 @@ interface Services {
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   log(options, "starting the SQS emulator (own process) and Postgres");
   const [emulator, postgres] = await startBoth(startEmulatorProcess(), usePostgres());
-  const services: Services = { emulator, postgres, sqs: emulatorClient(emulator.endpoint) };
+  const proxy = options.latencyMs > 0 ? await startLatencyProxy(emulator.endpoint, options.latencyMs) : undefined;
+  const services: Services = {
+    emulator,
+    sqsEndpoint: proxy?.endpoint ?? emulator.endpoint,
+    postgres,
+    sqs: emulatorClient(emulator.endpoint),
+  };
   const results: PhaseResult[] = [];
   try {
-    if (options.phases.includes("ceiling")) results.push(await ceilingPhase(services, options));
-    if (options.phases.includes("tool")) {
-      for (const strategy of options.strategies) results.push(await toolPhase(services, options, strategy));
+    for (let round = 1; round <= options.repeat; round++) {
+      if (options.phases.includes("ceiling")) results.push(await ceilingPhase(services, options, round));
+      if (!options.phases.includes("tool")) continue;
+      // A B, then B A: drift over a run weighs on both checkouts alike.
+      const dirs = round % 2 === 1 ? options.toolDirs : [...options.toolDirs].reverse();
+      for (const strategy of options.strategies) {
+        for (const dir of dirs) results.push(await toolPhase(services, options, strategy, dir, round));
+      }
     }
     if (options.phases.includes("large")) results.push(await largePhase(services, options));
     if (options.phases.includes("baseline")) results.push(await baselinePhase(services, options));
   } finally {
     services.sqs.destroy();
+    await proxy?.close();
     await Promise.all([emulator.stop(), postgres.stop()]);
   }
   addRatios(results);
@@ -118,49 +139,58 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
   };
 }
 
-/** Each tool phase's rate beside the ceiling's and the baseline's. */
+/** Each tool phase's rate and CPU per message beside its round's ceiling, and its rate beside the baseline's. */
 function addRatios(results: PhaseResult[]): void {
-  const ceiling = results.find((r) => r.phase === "ceiling" && r.status === "ok");
   const baseline = results.find((r) => r.phase === "baseline" && r.status === "ok");
+  const cpuPerMessage = (r: PhaseResult) => (r.cpu && r.done > 0 ? r.cpu.consumer / r.done : undefined);
   for (const r of results) {
     if (r.phase !== "tool" || r.status !== "ok") continue;
-    if (ceiling) r.toCeiling = round(r.rate / ceiling.rate, 2);
+    const ceiling = results.find((c) => c.phase === "ceiling" && c.status === "ok" && c.round === r.round);
+    if (ceiling) {
+      r.toCeiling = round(r.rate / ceiling.rate, 2);
+      const [tool, bare] = [cpuPerMessage(r), cpuPerMessage(ceiling)];
+      if (tool !== undefined && bare) r.cpuToCeiling = round(tool / bare, 2);
+    }
     if (baseline) r.toBaseline = round(r.rate / baseline.rate, 1);
   }
 }
 
-async function ceilingPhase({ emulator, postgres, sqs }: Services, options: BenchOptions): Promise<PhaseResult> {
-  const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
+async function ceilingPhase(services: Services, options: BenchOptions, round: number): Promise<PhaseResult> {
   log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
-  const before = await markCpu(emulator.pid);
-  const { done, seconds } = await runCeiling(emulator.endpoint, s.queueUrl, options.n, options.ceilingConcurrency);
-  const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
-  const leftInQueue = await queueDepth(sqs, s.queueUrl);
-  await s.drop();
-  return {
-    phase: "ceiling",
-    status: "ok",
-    n: options.n,
-    done,
-    leftInQueue,
-    seconds: round(seconds, 2),
-    rate: round(done / seconds),
-    ...(cpu && { cpu }),
-  };
+  return await measureBareClient(
+    services,
+    { phase: "ceiling", n: options.n, round },
+    options,
+    (s) => runCeiling(services.sqsEndpoint, s.queueUrl, options.n, options.ceilingConcurrency),
+  );
 }
 
-async function baselinePhase({ emulator, postgres, sqs }: Services, options: BenchOptions): Promise<PhaseResult> {
-  const s = await stage(emulator, sqs, postgres, "baseline", options.baselineN, options.corpus);
+async function baselinePhase(services: Services, options: BenchOptions): Promise<PhaseResult> {
   log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
+  return await measureBareClient(
+    services,
+    { phase: "baseline", n: options.baselineN, round: 1 },
+    options,
+    (s) => runBaseline(services.emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN),
+  );
+}
+
+/** Stage a queue, drain it with a client that runs in this process, and measure it. */
+async function measureBareClient(
+  { emulator, postgres, sqs }: Services,
+  phase: { phase: Phase; n: number; round: number },
+  options: BenchOptions,
+  drain: (s: Stage) => Promise<{ done: number; seconds: number }>,
+): Promise<PhaseResult> {
+  const s = await stage(emulator, sqs, postgres, phase.phase, phase.n, options.corpus);
   const before = await markCpu(emulator.pid);
-  const { done, seconds } = await runBaseline(emulator.endpoint, s.queueUrl, s.databaseUrl, options.baselineN);
+  const { done, seconds } = await drain(s);
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
   const leftInQueue = await queueDepth(sqs, s.queueUrl);
   await s.drop();
   return {
-    phase: "baseline",
+    ...phase,
     status: "ok",
-    n: options.baselineN,
     done,
     leftInQueue,
     seconds: round(seconds, 2),
@@ -169,11 +199,19 @@ async function baselinePhase({ emulator, postgres, sqs }: Services, options: Ben
   };
 }
 
-async function toolPhase(services: Services, options: BenchOptions, strategy: string): Promise<PhaseResult> {
+async function toolPhase(
+  services: Services,
+  options: BenchOptions,
+  strategy: string,
+  toolDir: string,
+  round: number,
+): Promise<PhaseResult> {
   const { emulator, postgres, sqs } = services;
   const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
-  log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}`);
-  const result = await measureTool(services, s, { phase: "tool", strategy, n: options.n }, options);
+  const shown = options.toolDirs.length > 1 ? toolDir : undefined;
+  log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}${shown ? ` from ${shown}` : ""}`);
+  const phase = { phase: "tool" as const, strategy, n: options.n, round, ...(shown && { toolDir: shown }) };
+  const result = await measureTool(services, s, phase, toolDir, options);
   await s.drop();
   return result;
 }
@@ -182,28 +220,22 @@ async function largePhase(services: Services, options: BenchOptions): Promise<Ph
   const { emulator, postgres, sqs } = services;
   const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
   log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
-  const result = await measureTool(services, s, { phase: "large", strategy: "hmac", n: options.largeN }, options);
+  const phase = { phase: "large" as const, strategy: "hmac", n: options.largeN, round: 1 };
+  const result = await measureTool(services, s, phase, options.toolDirs[0]!, options);
   await s.drop();
   return result;
 }
 
 /** Run the tool on a staged queue: its time, rows, what it left, its peak memory and the CPU split. */
 async function measureTool(
-  { emulator, sqs }: Services,
+  { emulator, sqs, sqsEndpoint }: Services,
   s: Stage,
-  phase: { phase: Phase; strategy: string; n: number },
+  phase: { phase: Phase; strategy: string; n: number; round: number; toolDir?: string },
+  toolDir: string,
   options: BenchOptions,
 ): Promise<PhaseResult> {
   const before = await markCpu(emulator.pid);
-  const run = await runTool(
-    emulator.endpoint,
-    s.queueUrl,
-    s.databaseUrl,
-    phase.strategy,
-    phase.n,
-    options.toolArgs,
-    options.toolDir,
-  );
+  const run = await runTool(sqsEndpoint, s.queueUrl, s.databaseUrl, phase.strategy, phase.n, options.toolArgs, toolDir);
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
   const base = { ...phase, seconds: round(run.seconds, 2) };
   if (run.code !== 0 && /not available/i.test(run.stderr)) {
@@ -232,27 +264,30 @@ async function measureTool(
 /** The report as a Markdown table. */
 export function formatTable(report: BenchReport): string {
   const lines = [
-    `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}; corpus: ${report.options.corpus}`,
+    `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}; corpus: ${report.options.corpus}` +
+    (report.options.latencyMs > 0 ? `; SQS round trip +${report.options.latencyMs} ms` : ""),
     "",
-    "| phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| round | phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | CPU/msg ÷ ceiling's | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
+    "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of report.results) {
     const cells = [
+      r.round,
       r.phase,
-      r.strategy ?? "",
+      (r.strategy ?? "") + (r.toolDir ? ` (${r.toolDir})` : ""),
       r.n,
       r.done,
       r.leftInQueue,
       r.seconds,
       r.status === "ok" ? r.rate : r.status,
       r.toCeiling ?? "",
+      r.cpuToCeiling ?? "",
       r.toBaseline ?? "",
       r.peakRssMb ?? "",
       r.cpu ? `${r.cpu.consumer} / ${r.cpu.emulator} / ${r.cpu.postgres}` : "",
     ];
     lines.push(`| ${cells.join(" | ")} |`);
-    if (r.note) lines.push(`|  | ${r.note.replace(/\|/g, "/")} |`);
+    if (r.note) lines.push(`|  |  | ${r.note.replace(/\|/g, "/")} |`);
   }
   return lines.join("\n");
 }

@@ -45,8 +45,15 @@ export interface BenchOptions {
   ceilingConcurrency: number;
   /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
   toolArgs: string[];
-  /** The checkout whose `mod.ts` the tool phases run: this one, or another for a paired run. */
-  toolDir: string;
+  /**
+   * The checkouts whose `mod.ts` the tool phases run: this one, or several for paired runs
+   * (each strategy's phase runs once per checkout, their order alternating each round).
+   */
+  toolDirs: string[];
+  /** Rounds of the tool phases: paired runs within one bench process. */
+  repeat: number;
+  /** Round trip added to every SQS call of the ceiling and the tool, as a remote queue would (0: none). */
+  latencyMs: number;
   /** `logins`: users who come back, from their own devices and addresses; `unique`: every message different. */
   corpus: Corpus;
   json: boolean;
@@ -67,8 +74,12 @@ Postgres (embedded, or the server DATABASE_URL names).
   --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
   --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
-  --tool-dir DIR            run the mod.ts of another checkout (with its node_modules) on
+  --tool-dir DIR[,DIR]      run the mod.ts of other checkouts (with their node_modules) on
                             the same corpus and services: before/after in paired runs
+  --repeat N                rounds of the tool phases (default 1); with two --tool-dir,
+                            their order alternates each round (A B, B A, ...)
+  --latency-ms N            add N ms of round trip to every SQS call of the ceiling and the
+                            tool (a TCP proxy), as a remote queue would (default 0)
   --corpus logins|unique    logins: users who come back, from their own devices and addresses
                             (default); unique: every message different (docs/benchmark.md)
   --json                    print the report as JSON instead of a table
@@ -91,6 +102,8 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     "ceiling-concurrency": { type: "string" },
     "tool-args": { type: "string" },
     "tool-dir": { type: "string" },
+    repeat: { type: "string" },
+    "latency-ms": { type: "string" },
     corpus: { type: "string" },
     json: { type: "boolean" },
     help: { type: "boolean", short: "h" },
@@ -117,17 +130,18 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
-    toolDir: checkToolDir(flag("tool-dir")),
+    toolDirs: (flag("tool-dir") ?? ROOT).split(",").filter(Boolean).map(checkToolDir),
+    repeat: parseCount(flag("repeat"), "--repeat", 1, 1, 100),
+    latencyMs: parseCount(flag("latency-ms"), "--latency-ms", 0, 0, 1_000),
     corpus: corpus as Corpus,
     json: values.json === true,
   };
 }
 
-/** The checkout `--tool-dir` names, checked to hold a mod.ts and tsx; this one by default. */
-function checkToolDir(raw: string | undefined): string {
-  if (raw === undefined) return ROOT;
+/** A checkout `--tool-dir` names, checked to hold a mod.ts and its dependencies. */
+function checkToolDir(raw: string): string {
   const dir = resolve(raw);
-  for (const needed of ["mod.ts", "node_modules/tsx/package.json"]) {
+  for (const needed of ["mod.ts", "node_modules/slonik/package.json"]) {
     if (!existsSync(join(dir, needed))) {
       throw new ConfigError(`--tool-dir ${raw} has no ${needed}: give a checkout with its dependencies installed`);
     }

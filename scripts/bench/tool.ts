@@ -17,7 +17,7 @@ export interface ToolRun {
 }
 
 /**
- * Run `mod.ts --drain` the way a user does and time it from spawn to exit. VmHWM only
+ * Run `node mod.ts --drain` as the image does and time it from spawn to exit. VmHWM only
  * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
  */
 export async function runTool(
@@ -32,8 +32,8 @@ export async function runTool(
   const started = performance.now();
   const child: ChildProcess = spawn(process.execPath, [
     ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
-    "--import",
-    "tsx",
+    // Node's own type stripping, as the image runs it: tsx would add ~0.9 s of start-up
+    // to every phase (docs/benchmark.md).
     "mod.ts",
     "--drain",
     "--strategy",
