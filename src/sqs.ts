@@ -8,6 +8,7 @@
 import { GetQueueAttributesCommand, SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
 import { ConfigError, errorChain, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
 import { type Logger, SILENT_LOGGER } from "./log.ts";
+import { verifyBodiesOnPlainHttp } from "./sqs-body-check.ts";
 import { deadlineSignal } from "./timing.ts";
 
 /** SQS hands out at most 10 messages per receive and takes at most 10 entries per batch call. */
@@ -35,7 +36,10 @@ export function createSqsClient(logger: Logger = SILENT_LOGGER): SQSClient {
     error: (entry: unknown) =>
       logger.debug("aws sdk error", { command: (entry as { commandName?: string })?.commandName }),
   };
-  return new SQSClient({ logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
+  // Bodies are checked against SQS's MD5 only where TLS does not already (sqs-body-check.ts).
+  const client = new SQSClient({ md5: false, logger: sdkLogger as unknown as NonNullable<SQSClientConfig["logger"]> });
+  verifyBodiesOnPlainHttp(client);
+  return client;
 }
 
 /** An SQS call given up at its deadline: transient, waited out like any network fault. */
