@@ -18,7 +18,7 @@
  *
  * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
- * - `tool`: `mod.ts --drain` as a child process (`node --import tsx`, as users run it), timed
+ * - `tool`: `mod.ts --drain` as a child process (`node mod.ts`: Node strips the types), timed
  *   from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
  * - `large`: the tool again (`hmac`), on bodies of nearly SQS's 1 MiB limit (valid logins
  *   padded with a field the tool ignores): what bounds its memory is `--max-in-flight-mb`,
