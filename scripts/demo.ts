@@ -19,11 +19,11 @@ import {
   createLogger,
   ensureMaskRecord,
   ensureSchema,
-  formatSummary,
   loadStrategy,
   type MaskStrategy,
-  sqlUserLoginRow,
 } from "../mod.ts";
+import { formatSummary } from "../src/progress.ts";
+import { sqlUserLoginRow } from "../src/schema.ts";
 import { main as sqsLoginMasker } from "../src/main.ts";
 import { parseFlags } from "../src/config.ts";
 import { readQueueDepth } from "../src/sqs.ts";

@@ -7,7 +7,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { HELP } from "../mod.ts";
+import { HELP } from "../src/cli.ts";
 import { SUBCOMMANDS } from "../src/commands/registry.ts";
 import { MIN_NODE_MAJOR } from "../src/runtime.ts";
 import { VAULT_ROLES_SQL } from "../strategies/_vault-roles.ts";

@@ -4,15 +4,9 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { sql } from "slonik";
 import { describe, expect, inject, it } from "vitest";
-import {
-  ConfigError,
-  createDatabasePool,
-  DEFAULT_BATCH_SIZE,
-  DEFAULT_CONCURRENCY,
-  ensureSchema,
-  parseConfig,
-  redactUrl,
-} from "../mod.ts";
+import { ConfigError, createDatabasePool, ensureSchema, parseConfig } from "../mod.ts";
+import { DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY } from "../src/consumer/options.ts";
+import { redactUrl } from "../src/errors.ts";
 import { describeStartupError } from "../src/cli.ts";
 import { SHA256_CAUTION } from "../strategies/sha256.ts";
 import { withDatabase } from "../scripts/embedded.ts";

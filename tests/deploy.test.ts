@@ -13,7 +13,7 @@ import { PodDisruptionBudget } from "kubernetes-models/policy/v1";
 import { ConfigMap, Secret, ServiceAccount } from "kubernetes-models/v1";
 import { parseAllDocuments } from "yaml";
 import { describe, expect, it } from "vitest";
-import { DEFAULT_STOP_GRACE_SECONDS, STOP_MARGIN_SECONDS } from "../mod.ts";
+import { DEFAULT_STOP_GRACE_SECONDS, STOP_MARGIN_SECONDS } from "../src/consumer/options.ts";
 import { ROOT } from "./helpers.ts";
 
 const DIR = join(ROOT, "deploy", "kubernetes");

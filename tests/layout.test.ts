@@ -166,3 +166,31 @@ describe("the lint gate", { timeout: 60_000 }, () => {
     }
   });
 });
+
+describe("the public API", () => {
+  it("is about thirty names: what a library user builds a consumer from, and the plugin contract", async () => {
+    const exported = Object.keys(await import("../mod.ts")).sort();
+    expect(exported).toEqual([
+      "ConfigError",
+      "FatalError",
+      "LoginMessage",
+      "STRATEGY_NAMES",
+      "UserLoginRow",
+      "VERSION",
+      "canonicalIp",
+      "createConsumer",
+      "createDatabasePool",
+      "createLogger",
+      "createSqsClient",
+      "decodeAppVersion",
+      "decodeMessage",
+      "ensureMaskRecord",
+      "ensureSchema",
+      "keyFingerprint",
+      "loadStrategy",
+      "main",
+      "maskRecord",
+      "parseConfig",
+    ]);
+  });
+});

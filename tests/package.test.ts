@@ -175,6 +175,18 @@ describe("the npm package, installed from its tarball into an empty folder", () 
     const run = await runCommand(process.execPath, ["--input-type=module", "-e", script], {}, app);
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe(`${pkg.version} r:cba ba7816bf\n`);
+    // The strategies' private parts ship (the strategies import them) but are not exported.
+    const hidden = await runCommand(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        'import("sqs-login-masker/strategies/_vault-crypto").then(() => console.log("exported"), (e) => console.log(e.code))',
+      ],
+      {},
+      app,
+    );
+    expect(hidden.stdout).toBe("ERR_PACKAGE_PATH_NOT_EXPORTED\n");
   });
 
   const oldNode = olderNode();

@@ -15,9 +15,8 @@ import {
   type LoginRecord,
   maskRecord,
   type MaskStrategy,
-  PROCESSED_TABLE,
-  writeBatch,
 } from "../mod.ts";
+import { PROCESSED_TABLE, writeBatch } from "../src/sink.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
   countRows,

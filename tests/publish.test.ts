@@ -37,6 +37,8 @@ describe("JSR", () => {
     const deno = await readJson("deno.json");
     expect(deno.name).toMatch(/^@[a-z0-9-]+\/[a-z0-9-]+$/);
     expect(deno.exports).toBeDefined();
+    const npmExports = (await readJson("package.json")).exports;
+    expect(npmExports["./strategies/_*"]).toBeNull();
     // --allow-dirty: a working tree under development has uncommitted files; CI's clone has none.
     const run = await runCommand(denoBinary(), ["publish", "--dry-run", "--allow-dirty"], {
       DENO_NO_UPDATE_CHECK: "1",

@@ -1,7 +1,8 @@
 /** Validation, table-driven: what loads, what is refused and why, and app_version encoding. */
 import type { Message } from "@aws-sdk/client-sqs";
 import { describe, expect, it } from "vitest";
-import { canonicalIp, decodeAppVersion, decodeMessage, encodeAppVersion, loadStrategy, maskRecord } from "../mod.ts";
+import { canonicalIp, decodeAppVersion, decodeMessage, loadStrategy, maskRecord } from "../mod.ts";
+import { encodeAppVersion } from "../src/schema.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES } from "../scripts/produce.ts";
 
 const SENT = Date.UTC(2024, 0, 31, 23, 59, 59);

@@ -3,15 +3,9 @@
  * Python's hashlib pins sha256 compatibility, and the strategy contract is checked.
  */
 import { describe, expect, it } from "vitest";
-import {
-  ConfigError,
-  loadStrategy,
-  type LoginRecord,
-  type MaskedRecord,
-  maskRecord,
-  type MaskStrategy,
-  PII_FIELDS,
-} from "../mod.ts";
+import { ConfigError, loadStrategy, type LoginRecord, maskRecord, type MaskStrategy } from "../mod.ts";
+import { PII_FIELDS } from "../src/contract.ts";
+import { type MaskedRecord } from "../src/masking.ts";
 import { sha256Hex } from "../strategies/sha256.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 

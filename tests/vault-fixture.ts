@@ -16,9 +16,8 @@ import {
   type LoginRecord,
   maskRecord,
   type MaskStrategy,
-  writeBatch,
-  type WriteOutcome,
 } from "../mod.ts";
+import { writeBatch, type WriteOutcome } from "../src/sink.ts";
 import { createFixture, type Fixture, readRows, ROOT } from "./helpers.ts";
 
 export const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
