@@ -5,7 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadStrategy, type LoginRecord, maskRecord, type MaskStrategy } from "../mod.ts";
 import { PII_FIELDS } from "../src/contract.ts";
-import { type MaskedRecord } from "../src/masking.ts";
+import type { MaskedRecord } from "../src/masking.ts";
 import { sha256Hex } from "../strategies/sha256.ts";
 import { hmacSha256Hex } from "../strategies/hmac.ts";
 
