@@ -9,17 +9,9 @@ import process from "node:process";
 import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import type { DatabasePool } from "slonik";
-import { type Config, parseConfig, VERSION } from "./config.ts";
+import { type Config, formatSettingsHelp, parseConfig, VERSION } from "./config.ts";
 import type { MaskStrategy } from "./contract.ts";
 import { createConsumer } from "./consumer/consumer.ts";
-import {
-  DEFAULT_BATCH_DEADLINE_SECONDS,
-  DEFAULT_BATCH_SIZE,
-  DEFAULT_CONCURRENCY,
-  DEFAULT_MAX_IN_FLIGHT_MB,
-  DEFAULT_STOP_GRACE_SECONDS,
-  STOP_MARGIN_SECONDS,
-} from "./consumer/options.ts";
 import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
 import { SUBCOMMANDS } from "./commands/registry.ts";
 import { createDatabasePool } from "./database.ts";
@@ -44,38 +36,9 @@ Commands (each with --help):
 ${Object.entries(SUBCOMMANDS).map(([name, { summary }]) => `  ${name.padEnd(18)} ${summary}`).join("\n")}
 
 Options (flags > environment > --env-file > defaults):
-  --queue-url URL        source queue                               [env QUEUE_URL]
-  --dlq-url URL          dead-letter queue for invalid messages      [env DLQ_URL]
-                         (without it, or for a message too big for it, invalid
-                         messages stay in the queue for SQS's own redrive policy,
-                         and are counted and logged)
-  --database-url URL     postgres://user:password@host:port/db       [env DATABASE_URL]
-                         (percent-encode # / ? % in the password, or leave it out
-                         of the URL and set PGPASSWORD)
-  --strategy NAME|PATH   hmac (default), sha256, vault, ipcrypt, ipcrypt-pfx,
-                         or a path to your own module
-                                                                     [env MASK_STRATEGY]
-  --drain                stop when the queue is empty (nothing visible or in flight);
-                         without it, run until SIGINT/SIGTERM
-  --batch-size N         rows per insert transaction (default ${DEFAULT_BATCH_SIZE})
-  --concurrency N        receives in flight (default ${DEFAULT_CONCURRENCY})
-  --max-in-flight-mb N   message bodies held in flight at most, in MiB: what bounds
-                         memory with large bodies (default ${DEFAULT_MAX_IN_FLIGHT_MB})  [env MAX_IN_FLIGHT_MB]
-  --batch-deadline S     seconds a batch may take to commit before it is abandoned and
-                         its messages released for any consumer (default ${DEFAULT_BATCH_DEADLINE_SECONDS})
-                                                                     [env BATCH_DEADLINE_SECONDS]
-  --stop-grace S         seconds a stop waits for what is in flight before it releases
-                         it to the queue (default ${DEFAULT_STOP_GRACE_SECONDS}); it exits within
-                         S + ${STOP_MARGIN_SECONDS} s, so give orchestrators more     [env STOP_GRACE_SECONDS]
-  --log-level LEVEL      debug, info, warn, error, silent (default info) [env LOG_LEVEL]
-  --log-format FORMAT    json (one object a line) or pretty (one readable line); default:
-                         pretty in a terminal, json elsewhere           [env LOG_FORMAT]
+${formatSettingsHelp()}
   --env-file PATH        read variables from PATH (KEY=value lines, as .env.example);
                          the environment wins over it; every command takes it
-  --metrics-port N       serve Prometheus /metrics, /healthz and /readyz on port N
-                                                                     [env METRICS_PORT]
-  --metrics-host ADDR    address for the metrics port (default: every interface, as
-                         a container needs; 127.0.0.1 keeps it local) [env METRICS_HOST]
   --version              print the version
   -h, --help             show this help
 

@@ -84,6 +84,17 @@ describe("parseConfig", () => {
       .toMatchObject({ stopGraceSeconds: 7, batchDeadlineSeconds: 90, maxInFlightMb: 128 });
   });
 
+  it("takes every setting from its flag or its variable, as the settings table says", () => {
+    expect(parseConfig([], { ...ENV, BATCH_SIZE: "7", CONCURRENCY: "3" })).toMatchObject({
+      batchSize: 7,
+      concurrency: 3,
+    });
+    expect(parseConfig(["--batch-size", "9"], { ...ENV, BATCH_SIZE: "7" })).toMatchObject({ batchSize: 9 });
+    expect(() => parseConfig([], { ...ENV, CONCURRENCY: "0" })).toThrow(
+      new ConfigError('CONCURRENCY must be a whole number from 1 to 64, got "0"'),
+    );
+  });
+
   it("takes --log-format from the flag or LOG_FORMAT, json or pretty; the terminal decides when neither", () => {
     expect(parseConfig(["--log-format", "json"], { ...ENV, LOG_FORMAT: "pretty" }).logFormat).toBe("json");
     expect(parseConfig([], { ...ENV, LOG_FORMAT: "pretty" }).logFormat).toBe("pretty");

@@ -5,7 +5,8 @@
  */
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
+import { SETTINGS } from "../src/config.ts";
 import { loadStrategy, parseConfig, STRATEGY_NAMES } from "../mod.ts";
 import { ROOT } from "./helpers.ts";
 
@@ -59,4 +60,34 @@ it("lists every variable the tool reads", async () => {
   const listed = new Set([...example.matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!));
   const missing = [...read, "AWS_REGION", "AWS_ENDPOINT_URL"].filter((name) => !listed.has(name));
   expect(missing).toEqual([]);
+});
+
+describe("the settings table (src/config.ts) is what .env.example and the README say", () => {
+  it(".env.example lists each setting's variable, with its default where it gives a value", async () => {
+    const example = await readFile(join(ROOT, ".env.example"), "utf8");
+    for (const spec of SETTINGS.filter((s) => s.env !== undefined)) {
+      const line = new RegExp(`^#?\\s*${spec.env}=(.*)$`, "m").exec(example);
+      expect(line, spec.env).not.toBeNull();
+      const value = line![1]!.trim();
+      if (value !== "" && spec.fallback !== undefined && spec.kind !== "url") {
+        expect(value, spec.env).toBe(String(spec.fallback));
+      }
+    }
+  });
+
+  it("the README's table has a row for each setting: its flag, its variable and its default", async () => {
+    const readme = await readFile(join(ROOT, "README.md"), "utf8");
+    const rows = new Map(
+      [...readme.matchAll(/^\| `--([a-z-]+)[^`]*` \|([^|]*)\|([^|]*)\|/gm)].map((m) => [m[1]!, {
+        env: m[2]!.trim(),
+        fallback: m[3]!.trim(),
+      }]),
+    );
+    for (const spec of SETTINGS) {
+      const row = rows.get(spec.flag);
+      expect(row, `--${spec.flag}`).toBeDefined();
+      expect(row!.env, `--${spec.flag}`).toBe(spec.env ? `\`${spec.env}\`` : "");
+      if (spec.fallback !== undefined) expect(row!.fallback, `--${spec.flag}`).toContain(String(spec.fallback));
+    }
+  });
 });
