@@ -75,7 +75,10 @@ function keyBytes(raw: string, variable: string): Buffer {
 /** A public key from its 32 raw bytes. */
 export function importRecoveryPublicKey(raw: Uint8Array): RecoveryPublicKey {
   const bytes = Buffer.from(raw);
-  return { key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, bytes]), format: "der", type: "spki" }), raw: bytes };
+  return {
+    key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, bytes]), format: "der", type: "spki" }),
+    raw: bytes,
+  };
 }
 
 function importRecoveryKey(raw: Buffer): RecoveryKey {
@@ -88,7 +91,10 @@ function importRecoveryKey(raw: Buffer): RecoveryKey {
 export function generateRecoveryKeyPair(): { privateKey: string; publicKey: string } {
   const { privateKey } = generateKeyPairSync("x25519");
   const raw = privateKey.export({ format: "der", type: "pkcs8" }).subarray(PKCS8_PREFIX.length);
-  return { privateKey: raw.toString("base64url"), publicKey: importRecoveryKey(raw).publicKey.raw.toString("base64url") };
+  return {
+    privateKey: raw.toString("base64url"),
+    publicKey: importRecoveryKey(raw).publicKey.raw.toString("base64url"),
+  };
 }
 
 /** The public key as its variable spells it, e.g. in a message naming which one is configured. */
@@ -263,7 +269,10 @@ export function openEntry(key: RecoveryKey, field: string, token: string, sealed
     );
     decipher.setAAD(entryAad(field, token));
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
-    return Buffer.concat([decipher.update(sealed.subarray(head + NONCE_BYTES, sealed.length - TAG_BYTES)), decipher.final()])
+    return Buffer.concat([
+      decipher.update(sealed.subarray(head + NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.final(),
+    ])
       .toString("utf8");
   } catch {
     // node's message ("Unsupported state or unable to authenticate data") helps nobody.

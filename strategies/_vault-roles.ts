@@ -48,7 +48,9 @@ DECLARE
   owner_role text := 'pii_vault_owner_' || current_database();
   found_role pg_roles;
 BEGIN
-  IF to_regclass('pii_vault.entries') IS NULL OR to_regclass('user_logins') IS NULL
+  -- The schema, not its tables: once the vault's owner holds it, this role reads inside it
+  -- only as that owner (below).
+  IF to_regnamespace('pii_vault') IS NULL OR to_regclass('user_logins') IS NULL
      OR to_regclass('user_logins_sqs_messages') IS NULL OR to_regprocedure('user_logins_sqs_messages_prune()') IS NULL
      OR to_regclass('user_logins_mask') IS NULL THEN
     RAISE EXCEPTION 'The tables do not exist yet: run the tool once as this owner with --strategy vault, then run this script again';
@@ -78,6 +80,9 @@ BEGIN
     PERFORM set_config('vault_roles.revoke_owner_from', current_user, true);
   END IF;
   PERFORM set_config('vault_roles.owner', owner_role, true);
+  IF to_regclass('pii_vault.entries') IS NULL THEN
+    RAISE EXCEPTION 'The tables do not exist yet: run the tool once as this owner with --strategy vault, then run this script again';
+  END IF;
   -- The schema too: its owner may drop or replace anything in it without a GRANT. Handing it
   -- over wants the new owner to hold CREATE on the database: lent for this transaction only.
   IF (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'pii_vault') <> (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role) THEN

@@ -74,7 +74,11 @@ export async function forgetUser(
   if (outcome.erased_rows === 0) {
     throw new VaultError(`No rows for user_id ${JSON.stringify(request.userId)} in user_logins: nothing to forget`);
   }
-  return { rows: outcome.erased_rows, deleted: outcome.entries_deleted, alsoInOtherUsersRows: outcome.also_in_other_users_rows };
+  return {
+    rows: outcome.erased_rows,
+    deleted: outcome.entries_deleted,
+    alsoInOtherUsersRows: outcome.also_in_other_users_rows,
+  };
 }
 
 function parseForgetArgs(argv: readonly string[], env: Record<string, string | undefined>): VaultArgs {

@@ -202,9 +202,7 @@ export async function recoverValues(
         "does_not_authenticate",
         token,
         new VaultError(
-          `The vault entry for ${token} does not open under key version ${
-            row.key_version
-          }: it was changed or moved after it was written; nothing recovered. The entry is set aside, so the value's next load writes it afresh`,
+          `The vault entry for ${token} does not open under key version ${row.key_version}: it was changed or moved after it was written; nothing recovered. The entry is set aside, so the value's next load writes it afresh`,
         ),
       );
     }
