@@ -103,12 +103,15 @@ export function formatPublicKey(key: RecoveryPublicKey): string {
 }
 
 function refuseRetiredVariables(env: Record<string, string | undefined>): void {
-  const set = RETIRED_VARIABLES.filter((v) => (env[v] ?? "") !== "");
+  // Asked with hasOwn first: the names are no setting of this version, only a mistake to name.
+  const set = RETIRED_VARIABLES.filter((v) => Object.hasOwn(env, v) && (env[v] ?? "") !== "");
   if (set.length > 0) {
     throw new ConfigError(
-      `${
-        set.join(", ")
-      } belong to the single-key vault this version replaced: remove them, and set VAULT_TOKEN_KEY and the recovery key pair of sqs-login-masker vault-keygen (docs/vault.md)`,
+      `${set.join(", ")} ${
+        set.length === 1 ? "belongs" : "belong"
+      } to the single-key vault this version replaced: remove ${
+        set.length === 1 ? "it" : "them"
+      }, and set VAULT_TOKEN_KEY and the recovery key pair of sqs-login-masker vault-keygen (docs/vault.md)`,
     );
   }
 }
