@@ -225,10 +225,20 @@ function entryAad(field: string, token: string): Buffer {
   return Buffer.from(`${TOKEN_PREFIX}entry\0${field}\0${token}`, "utf8");
 }
 
-/** The AES key of one entry: the shared secret, bound to both public keys and to the entry. */
-function entryKey(shared: Buffer, ephemeralRaw: Buffer, recipientRaw: Buffer, field: string, token: string): KeyObject {
+/**
+ * HKDF-SHA-256 (RFC 5869) in its two steps, so a batch extracts once: the pseudorandom key of
+ * the shared secret, bound to both public keys by the salt...
+ */
+function extractKey(shared: Buffer, ephemeralRaw: Buffer, recipientRaw: Buffer): KeyObject {
   const salt = Buffer.concat([Buffer.from(HKDF_SALT, "utf8"), ephemeralRaw, recipientRaw]);
-  return createSecretKey(Buffer.from(hkdfSync("sha256", shared, salt, entryAad(field, token), 32)));
+  return createSecretKey(createHmac("sha256", salt).update(shared).digest());
+}
+
+const FIRST_BLOCK = Buffer.from([1]);
+
+/** ...and each entry's AES key expanded from it, bound to the entry (one block: T(1) = HMAC(PRK, info || 1)). */
+function expandKey(prk: KeyObject, aad: Buffer): KeyObject {
+  return createSecretKey(createHmac("sha256", prk).update(aad).update(FIRST_BLOCK).digest());
 }
 
 /**
@@ -243,11 +253,13 @@ export function createEntrySealer(
   const ephemeral = generateKeyPairSync("x25519");
   const ephemeralRaw = ephemeral.publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
   const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient.key });
+  const prk = extractKey(shared, ephemeralRaw, recipient.raw);
   const header = Buffer.concat([Buffer.from([SEALED_SCHEME]), ephemeralRaw]);
   return (field, token, value) => {
     const nonce = nextNonce();
-    const cipher = createCipheriv("aes-256-gcm", entryKey(shared, ephemeralRaw, recipient.raw, field, token), nonce);
-    cipher.setAAD(entryAad(field, token));
+    const aad = entryAad(field, token);
+    const cipher = createCipheriv("aes-256-gcm", expandKey(prk, aad), nonce);
+    cipher.setAAD(aad);
     return Buffer.concat([header, nonce, cipher.update(value, "utf8"), cipher.final(), cipher.getAuthTag()]);
   };
 }
@@ -265,12 +277,13 @@ export function openEntry(key: RecoveryKey, field: string, token: string, sealed
   const ephemeralRaw = Buffer.from(sealed.subarray(1, head));
   try {
     const shared = diffieHellman({ privateKey: key.privateKey, publicKey: importRecoveryPublicKey(ephemeralRaw).key });
+    const aad = entryAad(field, token);
     const decipher = createDecipheriv(
       "aes-256-gcm",
-      entryKey(shared, ephemeralRaw, key.publicKey.raw, field, token),
+      expandKey(extractKey(shared, ephemeralRaw, key.publicKey.raw), aad),
       sealed.subarray(head, head + NONCE_BYTES),
     );
-    decipher.setAAD(entryAad(field, token));
+    decipher.setAAD(aad);
     decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
     return Buffer.concat([
       decipher.update(sealed.subarray(head + NONCE_BYTES, sealed.length - TAG_BYTES)),
