@@ -107,7 +107,16 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     for (
       const [name, pool] of Object.entries({ recovery: r.recovery, admin: r.admin, loader: r.loader, nobody: r.nobody })
     ) {
-      for (const table of ["entries", "audit", "tombstones", "requests", ...name === "nobody" ? ["keyring"] : []]) {
+      for (
+        const table of [
+          "entries",
+          "audit",
+          "tombstones",
+          "requests",
+          "quarantine",
+          ...name === "nobody" ? ["keyring"] : [],
+        ]
+      ) {
         tried.push(
           `${name} SELECT pii_vault.${table}: ${await sqlState(pool, rawSql(`SELECT * FROM pii_vault.${table}`))}`,
         );

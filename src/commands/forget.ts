@@ -9,15 +9,15 @@
  * 1. the user's rows in `user_logins` keep their other columns, but `masked_ip` and
  *    `masked_device_id` become `erased` (whatever strategy masked them: an HMAC of an IPv4
  *    address can be reversed by whoever holds the key), so no row of theirs leads to a value;
- * 2. each vault entry those rows referenced is deleted, and its token tombstoned so that no
- *    later write brings it back, when no other user's row still references it; a value
- *    shared with others (a household's IP) stays, because it is their data too, but nothing
- *    links it to this user any more;
+ * 2. each vault entry those rows referenced is deleted (a quarantined copy too), and its token
+ *    tombstoned so that no later write brings it back, even a value other users' rows hold:
+ *    the loader may write rows for any user id, so such a row may be a decoy planted to keep
+ *    the value; how many values other rows held is reported (`also_in_other_users_rows`);
  * 3. pending recovery requests that name any of those tokens are dropped;
  * 4. an audit row records who (set by the database), why, and counts, and deliberately not
- *    the tokens, which would re-create the link for the shared ones.
+ *    the tokens.
  *
- * No `VAULT_KEY` needed: erasure never decrypts. Needs the pii_vault_admin role.
+ * No key needed: erasure never opens an entry. Needs the pii_vault_admin role.
  *
  * @module
  */
