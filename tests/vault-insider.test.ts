@@ -680,6 +680,22 @@ describe("5. keys split by role, and an audit that cannot be hidden (issue 23)",
     expect([await inserted("10.23.7.11"), await inserted("10.23.7.12")]).toEqual([0, 1]);
   });
 
+  it("7. (stated, not removed) any role reads the vault's table sizes and erasure counts from pg_stat_all_tables", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.7.21", "device-size-a")]);
+    expect((await forgetAs(r.adminUrl, "a")).stdout).toMatch(/^forgotten: rows=1 vault_entries_deleted=2 /);
+    // A role with no grant at all: statistics are not privileges. docs/vault.md names this.
+    const counts = async () =>
+      await r.nobody.maybeOne(sql.unsafe`
+        SELECT n_tup_ins::int AS inserted, n_tup_del::int AS deleted FROM pg_stat_all_tables
+        WHERE schemaname = 'pii_vault' AND relname = 'entries'`) as { inserted: number; deleted: number } | null;
+    // Each backend reports its counts when idle, within seconds.
+    await waitFor("the vault's entries counted as 2 inserted and 2 deleted", async () => {
+      const seen = await counts();
+      return seen?.inserted === 2 && seen.deleted === 2;
+    });
+  });
+
   it("8. an entry that does not open is set aside when recovery reports it, and the value's next load repairs it", async () => {
     const r = await createRoles();
     await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("a", "10.23.8.1", "device-repair-a")]);
