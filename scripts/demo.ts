@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { generateRecoveryKeyPair } from "../strategies/_vault-crypto.ts";
 import { randomBytes } from "node:crypto";
 import process from "node:process";
 import { type DatabasePool, sql } from "slonik";
@@ -65,7 +66,11 @@ const SHOWN_AS: Record<string, string> = {
 function demoKeys(strategy: string): Record<string, string> {
   const hex = (bytes: number) => randomBytes(bytes).toString("hex");
   if (strategy === "sha256") return {};
-  if (strategy === "vault") return { VAULT_KEY: hex(32) };
+  if (strategy === "vault") {
+    // The demo plays every role; a deployment gives the recovery key to the recovery role only.
+    const pair = generateRecoveryKeyPair();
+    return { VAULT_TOKEN_KEY: hex(32), VAULT_RECOVERY_PUBLIC_KEY: pair.publicKey, VAULT_RECOVERY_KEY: pair.privateKey };
+  }
   if (strategy === "ipcrypt") return { MASK_IPCRYPT_KEY: hex(16), MASK_HMAC_KEY: hex(32) };
   if (strategy === "ipcrypt-pfx") return { MASK_IPCRYPT_KEY: hex(32), MASK_HMAC_KEY: hex(32) };
   return { MASK_HMAC_KEY: hex(32) };
@@ -167,7 +172,7 @@ async function recoverOne(services: DemoServices, keys: Record<string, string>):
   say(`  sqs-login-masker recover --reason "demo" --ticket DEMO-1 ${row.masked_ip}`);
   const code = await sqsLoginMasker(
     ["recover", "--database-url", services.databaseUrl, "--reason", "demo", "--ticket", "DEMO-1", row.masked_ip],
-    { VAULT_KEY: keys.VAULT_KEY },
+    { VAULT_RECOVERY_KEY: keys.VAULT_RECOVERY_KEY },
   );
   if (code !== 0) throw new Error(`recover exited ${code}`);
 }

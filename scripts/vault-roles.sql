@@ -10,8 +10,8 @@
 -- 1. The vault's tables and functions are handed to pii_vault_owner_<database>, a role
 --    nobody logs in as, made for this database alone: a role that owns SECURITY DEFINER
 --    functions in several databases would let whoever may act as it (SET ROLE) act as the
---    vault's owner in all of them. Only it reads ciphertexts; everyone else calls functions
---    that run as it. The account that runs this script ends with ADMIN on that role only
+--    vault's owner in all of them. It owns the schema and everything in it; only it reads
+--    ciphertexts; everyone else calls functions that run as it. The account that runs this script ends with ADMIN on that role only
 --    (not membership): taking its powers would take a visible GRANT.
 -- 2. Three group roles (NOLOGIN, shared by the cluster's databases) get only what each job
 --    needs, in this database; give them to people and services with e.g.
@@ -20,9 +20,11 @@
 --      CREATE ROLE alice LOGIN PASSWORD '...' IN ROLE pii_recovery;
 --
 --      login_loader     loads rows: pii_vault.write_entries, which reveals nothing; the
---                       ledger's ids in, and out only past SQS's retention
---      pii_recovery     scripts/recover.ts: request_recovery, then serve_recovery
---      pii_vault_admin  scripts/forget.ts and scripts/rotate-vault-key.ts
+--                       ledger's ids in, and out only past SQS's retention. Its service
+--                       holds VAULT_TOKEN_KEY and VAULT_RECOVERY_PUBLIC_KEY
+--      pii_recovery     recover: request_recovery, then serve_recovery. Its people hold
+--                       VAULT_RECOVERY_KEY, never VAULT_TOKEN_KEY
+--      pii_vault_admin  forget and rotate-vault-key
 --
 -- PUBLIC gets nothing in pii_vault. The audit log is written only by the functions, and
 -- refuses UPDATE, DELETE and TRUNCATE for everyone (a trigger), its owner included.
@@ -34,13 +36,15 @@ DECLARE
   owner_role text := 'pii_vault_owner_' || current_database();
   found_role pg_roles;
 BEGIN
-  IF to_regclass('pii_vault.entries') IS NULL OR to_regclass('user_logins') IS NULL
+  -- The schema, not its tables: once the vault's owner holds it, this role reads inside it
+  -- only as that owner (below).
+  IF to_regnamespace('pii_vault') IS NULL OR to_regclass('user_logins') IS NULL
      OR to_regclass('user_logins_sqs_messages') IS NULL OR to_regprocedure('user_logins_sqs_messages_prune()') IS NULL
      OR to_regclass('user_logins_mask') IS NULL THEN
     RAISE EXCEPTION 'The tables do not exist yet: run the tool once as this owner with --strategy vault, then run this script again';
   END IF;
-  IF obj_description('pii_vault'::regnamespace, 'pg_namespace') IS DISTINCT FROM 'sqs-login-masker vault 2' THEN
-    RAISE EXCEPTION 'pii_vault was made by an earlier version of the tool: see docs/vault.md';
+  IF obj_description('pii_vault'::regnamespace, 'pg_namespace') IS DISTINCT FROM 'sqs-login-masker vault 3' THEN
+    RAISE EXCEPTION 'pii_vault was made by an earlier version of the tool (the single VAULT_KEY, or older): see docs/vault.md';
   END IF;
   -- Role names are at most 63 bytes: a long database name gets a digest instead.
   IF octet_length(owner_role) > 63 THEN
@@ -64,6 +68,24 @@ BEGIN
     PERFORM set_config('vault_roles.revoke_owner_from', current_user, true);
   END IF;
   PERFORM set_config('vault_roles.owner', owner_role, true);
+  IF to_regclass('pii_vault.entries') IS NULL THEN
+    RAISE EXCEPTION 'The tables do not exist yet: run the tool once as this owner with --strategy vault, then run this script again';
+  END IF;
+  -- The schema too: its owner may drop or replace anything in it without a GRANT. Handing it
+  -- over wants the new owner to hold CREATE on the database: lent for this transaction only.
+  IF (SELECT n.nspowner FROM pg_namespace n WHERE n.nspname = 'pii_vault') <> (SELECT r.oid FROM pg_roles r WHERE r.rolname = owner_role) THEN
+    IF NOT has_database_privilege(owner_role, current_database(), 'CREATE') THEN
+      EXECUTE format('GRANT CREATE ON DATABASE %I TO %I', current_database(), owner_role);
+      IF NOT has_database_privilege(owner_role, current_database(), 'CREATE') THEN
+        RAISE EXCEPTION 'To hand schema pii_vault to %, this role must be able to grant CREATE on database %: run this as the database''s owner, or have it GRANT CREATE ON DATABASE % TO % WITH GRANT OPTION',
+          owner_role, current_database(), current_database(), current_user;
+      END IF;
+      EXECUTE format('ALTER SCHEMA pii_vault OWNER TO %I', owner_role);
+      EXECUTE format('REVOKE CREATE ON DATABASE %I FROM %I', current_database(), owner_role);
+    ELSE
+      EXECUTE format('ALTER SCHEMA pii_vault OWNER TO %I', owner_role);
+    END IF;
+  END IF;
   EXECUTE format('GRANT USAGE, CREATE ON SCHEMA pii_vault TO %I', owner_role);
   EXECUTE (SELECT string_agg(format('ALTER TABLE %s OWNER TO %I', c.oid::regclass, owner_role), '; ')
            FROM pg_class c WHERE c.relnamespace = 'pii_vault'::regnamespace AND c.relkind IN ('r', 'p'));
@@ -81,7 +103,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pii_vault FROM PUBLIC, login_loader, pii_r
 REVOKE ALL ON user_logins, user_logins_sqs_messages, user_logins_mask FROM login_loader, pii_recovery, pii_vault_admin;
 REVOKE ALL ON FUNCTION user_logins_sqs_messages_prune() FROM PUBLIC;
 GRANT USAGE ON SCHEMA pii_vault TO login_loader, pii_recovery, pii_vault_admin;
--- The keyring holds only the token key wrapped under VAULT_KEY: useless without the key.
+-- The keyring holds only the recovery key pair's public halves: they seal, they open nothing.
 GRANT SELECT ON pii_vault.keyring TO login_loader, pii_recovery, pii_vault_admin;
 
 -- The loader: rows in; ledger ids in, and out only through the prune function; vault
@@ -95,10 +117,10 @@ GRANT EXECUTE ON FUNCTION pii_vault.write_entries(integer, text[], text[], bytea
 -- Recovery: find a user's tokens in user_logins; ask, then (after committing) be served.
 GRANT SELECT ON user_logins TO pii_recovery;
 GRANT EXECUTE ON FUNCTION pii_vault.request_recovery(text, text, text[]), pii_vault.serve_recovery(bigint),
-  pii_vault.report_recovery_failure(bigint, text) TO pii_recovery;
+  pii_vault.report_recovery_failure(bigint, text, text) TO pii_recovery;
 
 -- Erasure and rotation, each through its function.
-GRANT EXECUTE ON FUNCTION pii_vault.forget_user(text, text, text), pii_vault.add_key_version(integer, bytea, text),
+GRANT EXECUTE ON FUNCTION pii_vault.forget_user(text, text, text), pii_vault.add_key_version(bytea, text),
   pii_vault.retire_key_version(integer, integer, text, text), pii_vault.rotation_entries(bigint, integer),
   pii_vault.rotation_store(bigint, text[], bytea[]), pii_vault.finish_rotation(bigint) TO pii_vault_admin;
 

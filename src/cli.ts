@@ -48,9 +48,10 @@ Strategies:
            kept only to stay joinable with data masked by the old Python tool. It is WEAK:
            an unsalted hash of an IPv4 address is reversed by hashing all 2^32 addresses,
            about an hour on one core.
-  vault    deterministic token in the row; the original encrypted under VAULT_KEY in a
-           vault table, recoverable with the recover command by an authorised role.
-           VAULT_KEY is at least 32 bytes; roles, rotation, erasure: docs/vault.md
+  vault    deterministic token in the row (VAULT_TOKEN_KEY); the original sealed to
+           VAULT_RECOVERY_PUBLIC_KEY in a vault table, recoverable with the recover
+           command by the role holding the private key. Keys: vault-keygen; roles,
+           rotation, erasure: docs/vault.md
   ipcrypt  ip encrypted with ipcrypt-deterministic (AES-128) under MASK_IPCRYPT_KEY
            (16 bytes, hex): still an address (IPv6), nothing about its network kept.
   ipcrypt-pfx

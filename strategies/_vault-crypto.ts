@@ -1,7 +1,14 @@
 /**
- * The vault's cryptography, for the strategy and the vault's commands: the keys derived
- * from `VAULT_KEY`, the deterministic tokens, and AES-256-GCM sealing of entries and of the
- * wrapped token key. `node:crypto` only, so it runs unchanged under Deno.
+ * The vault's cryptography, with its keys split by role (docs/vault.md):
+ *
+ * - `VAULT_TOKEN_KEY` (the loader's alone) makes the deterministic tokens: HMAC-SHA-256.
+ * - `VAULT_RECOVERY_PUBLIC_KEY` (the loader's) seals entries: X25519 with an ephemeral key,
+ *   HKDF-SHA-256, AES-256-GCM. It opens nothing.
+ * - `VAULT_RECOVERY_KEY` (the recovery role's, and the admin's during a rotation) opens
+ *   entries. It makes no token, so whoever holds it cannot test a guess against
+ *   `user_logins`; nor is either secret derivable from the other.
+ *
+ * `node:crypto` only, so it runs unchanged under Deno.
  *
  * @module
  */
@@ -9,7 +16,11 @@ import {
   createCipheriv,
   createDecipheriv,
   createHmac,
+  createPrivateKey,
+  createPublicKey,
   createSecretKey,
+  diffieHellman,
+  generateKeyPairSync,
   hkdfSync,
   type KeyObject,
   randomFillSync,
@@ -17,7 +28,7 @@ import {
 import type { PiiField } from "../src/contract.ts";
 import { ConfigError } from "../src/errors.ts";
 
-/** At least as many key bytes as AES-256 and HMAC-SHA-256 want. */
+/** At least as many key bytes as HMAC-SHA-256 wants. */
 export const MIN_KEY_BYTES = 32;
 /** Every token starts so: recognisable in a column, and versioned should the scheme change. */
 export const TOKEN_PREFIX = "vlt1:";
@@ -26,84 +37,151 @@ export const ERASED_MARKER = "erased";
 
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
+const X25519_BYTES = 32;
+/** The first byte of every sealed entry: the scheme, should it ever change. */
+const SEALED_SCHEME = 2;
 const HKDF_SALT = "sqs-login-masker/vault";
+// DER headers of a raw X25519 key: the one import form Node and Deno both take.
+const SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+const PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
 
-/** A version of `VAULT_KEY`, with the two keys derived from it. Never log it. */
-export interface VaultKey {
-  version: number;
-  /** Wraps the token key in the keyring. */
-  wrapKey: Buffer;
-  /** Derives the per-token keys that encrypt entries (a KeyObject: imported once, used per value). */
-  entryKey: KeyObject;
+/** The variables of the single-key scheme this version replaced. */
+const RETIRED_VARIABLES = ["VAULT_KEY", "VAULT_KEY_VERSION", "VAULT_PREVIOUS_KEY", "VAULT_PREVIOUS_KEY_VERSION"];
+
+/** The recovery key pair's public half: seals entries, opens none. */
+export interface RecoveryPublicKey {
+  key: KeyObject;
+  /** The 32 raw bytes, as the keyring stores them. */
+  raw: Buffer;
 }
 
-/** The current key (writes), and the previous one while a rotation is under way. */
-export interface VaultKeys {
-  current: VaultKey;
-  previous?: VaultKey;
+/** The recovery key pair's private half: opens entries. Never log it. */
+export interface RecoveryKey {
+  privateKey: KeyObject;
+  publicKey: RecoveryPublicKey;
+}
+
+function keyBytes(raw: string, variable: string): Buffer {
+  const bytes = Buffer.from(raw.trim(), "base64url");
+  // Not echoed: it is a key.
+  if (bytes.length !== X25519_BYTES || bytes.toString("base64url") !== raw.trim().replace(/=+$/, "")) {
+    throw new ConfigError(
+      `${variable} is not a key of sqs-login-masker vault-keygen (32 bytes, base64url; the value is not shown)`,
+    );
+  }
+  return bytes;
+}
+
+/** A public key from its 32 raw bytes. */
+export function importRecoveryPublicKey(raw: Uint8Array): RecoveryPublicKey {
+  const bytes = Buffer.from(raw);
+  return {
+    key: createPublicKey({ key: Buffer.concat([SPKI_PREFIX, bytes]), format: "der", type: "spki" }),
+    raw: bytes,
+  };
+}
+
+function importRecoveryKey(raw: Buffer): RecoveryKey {
+  const privateKey = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, raw]), format: "der", type: "pkcs8" });
+  const spki = createPublicKey(privateKey).export({ format: "der", type: "spki" });
+  return { privateKey, publicKey: importRecoveryPublicKey(spki.subarray(SPKI_PREFIX.length)) };
+}
+
+/** A new recovery key pair, each half as the 43 base64url characters its variable takes. */
+export function generateRecoveryKeyPair(): { privateKey: string; publicKey: string } {
+  const { privateKey } = generateKeyPairSync("x25519");
+  const raw = privateKey.export({ format: "der", type: "pkcs8" }).subarray(PKCS8_PREFIX.length);
+  return {
+    privateKey: raw.toString("base64url"),
+    publicKey: importRecoveryKey(raw).publicKey.raw.toString("base64url"),
+  };
+}
+
+/** The public key as its variable spells it, e.g. in a message naming which one is configured. */
+export function formatPublicKey(key: RecoveryPublicKey): string {
+  return key.raw.toString("base64url");
+}
+
+function refuseRetiredVariables(env: Record<string, string | undefined>): void {
+  // Asked with hasOwn first: the names are no setting of this version, only a mistake to name.
+  const set = RETIRED_VARIABLES.filter((v) => Object.hasOwn(env, v) && (env[v] ?? "") !== "");
+  if (set.length > 0) {
+    throw new ConfigError(
+      `${set.join(", ")} ${
+        set.length === 1 ? "belongs" : "belong"
+      } to the single-key vault this version replaced: remove ${
+        set.length === 1 ? "it" : "them"
+      }, and set VAULT_TOKEN_KEY and the recovery key pair of sqs-login-masker vault-keygen (docs/vault.md)`,
+    );
+  }
 }
 
 /**
- * Derive a vault key from the secret's UTF-8 bytes. HKDF with distinct labels keeps the
- * wrapping and entry keys independent of each other.
+ * The token key, from `VAULT_TOKEN_KEY` (at least 32 bytes): the loader's alone.
+ *
+ * @returns the HMAC key (a KeyObject: imported once, used per value) and its raw bytes, for the fingerprint
+ * @throws {ConfigError} when it is missing or short, or a variable of the single-key scheme is set
  */
-export function deriveVaultKey(secret: string, version: number): VaultKey {
-  const ikm = Buffer.from(secret, "utf8");
-  const derive = (label: string) => Buffer.from(hkdfSync("sha256", ikm, HKDF_SALT, label, 32));
-  return { version, wrapKey: derive("keyring-wrap"), entryKey: createSecretKey(derive("entry-encryption")) };
-}
-
-function parseSecret(env: Record<string, string | undefined>, variable: string): string | undefined {
-  const raw = env[variable];
-  if (raw === undefined || raw === "") return undefined;
-  const bytes = Buffer.byteLength(raw, "utf8");
+export function parseTokenKey(env: Record<string, string | undefined>): { key: KeyObject; raw: Buffer } {
+  refuseRetiredVariables(env);
+  const secret = env.VAULT_TOKEN_KEY ?? "";
+  if (secret === "") {
+    throw new ConfigError(
+      "VAULT_TOKEN_KEY is not set: the vault's loader needs it and VAULT_RECOVERY_PUBLIC_KEY (make them with sqs-login-masker vault-keygen)",
+    );
+  }
+  const bytes = Buffer.byteLength(secret, "utf8");
   if (bytes < MIN_KEY_BYTES) {
     throw new ConfigError(
-      `${variable} is ${bytes} bytes; it must be at least ${MIN_KEY_BYTES} (e.g. ${variable}=$(openssl rand -hex 32))`,
+      `VAULT_TOKEN_KEY is ${bytes} bytes; it must be at least ${MIN_KEY_BYTES} (make one with sqs-login-masker vault-keygen)`,
     );
   }
-  return raw;
-}
-
-function parseVersion(raw: string | undefined, variable: string, fallback: number): number {
-  if (raw === undefined || raw.trim() === "") return fallback;
-  const version = Number(raw);
-  if (!/^\d+$/.test(raw.trim()) || version < 1 || version > 2_147_483_647) {
-    // Not echoed: a key pasted into the wrong variable would land in the logs.
-    throw new ConfigError(`${variable} must be a whole number from 1 (the value is not shown, in case it is a key)`);
-  }
-  return version;
+  const raw = Buffer.from(hkdfSync("sha256", Buffer.from(secret, "utf8"), HKDF_SALT, "token", 32));
+  return { key: createSecretKey(raw), raw };
 }
 
 /**
- * Read `VAULT_KEY` (at least 32 bytes) and `VAULT_KEY_VERSION` (default 1), and, during a
- * rotation, `VAULT_PREVIOUS_KEY` and `VAULT_PREVIOUS_KEY_VERSION` (default one less).
+ * The public key entries are sealed to: `VAULT_RECOVERY_PUBLIC_KEY`.
  *
- * @throws {ConfigError} for a missing or short key or a bad version; never echoes a key
+ * @throws {ConfigError} when it is missing or not a key
  */
-export function parseVaultKeys(env: Record<string, string | undefined>): VaultKeys {
-  const secret = parseSecret(env, "VAULT_KEY");
-  if (secret === undefined) {
+export function parseRecoveryPublicKey(env: Record<string, string | undefined>): RecoveryPublicKey {
+  refuseRetiredVariables(env);
+  const raw = env.VAULT_RECOVERY_PUBLIC_KEY ?? "";
+  if (raw === "") {
     throw new ConfigError(
-      "VAULT_KEY is not set: the vault needs a secret of at least 32 bytes (e.g. VAULT_KEY=$(openssl rand -hex 32))",
+      "VAULT_RECOVERY_PUBLIC_KEY is not set: the key entries are sealed to (make the pair with sqs-login-masker vault-keygen)",
     );
   }
-  const version = parseVersion(env.VAULT_KEY_VERSION, "VAULT_KEY_VERSION", 1);
-  const keys: VaultKeys = { current: deriveVaultKey(secret, version) };
-  const previous = parseSecret(env, "VAULT_PREVIOUS_KEY");
-  if (previous !== undefined) {
-    const previousVersion = parseVersion(env.VAULT_PREVIOUS_KEY_VERSION, "VAULT_PREVIOUS_KEY_VERSION", version - 1);
-    if (previousVersion === version || previousVersion < 1) {
-      throw new ConfigError(`VAULT_PREVIOUS_KEY_VERSION must name another version than VAULT_KEY_VERSION (${version})`);
-    }
-    keys.previous = deriveVaultKey(previous, previousVersion);
-  }
-  return keys;
+  return importRecoveryPublicKey(keyBytes(raw, "VAULT_RECOVERY_PUBLIC_KEY"));
 }
 
-/** The key of a given version, if configured. */
-export function findVaultKey(keys: VaultKeys, version: number): VaultKey | undefined {
-  return [keys.current, keys.previous].find((key) => key?.version === version);
+/**
+ * The private keys that open entries: `VAULT_RECOVERY_KEY`, and during a rotation
+ * `VAULT_PREVIOUS_RECOVERY_KEY`. Which keyring version each opens is the keyring's to say.
+ *
+ * @param required the variables that must be set
+ * @throws {ConfigError} when a required one is missing or one is not a key
+ */
+export function parseRecoveryKeys(
+  env: Record<string, string | undefined>,
+  required: ReadonlyArray<"VAULT_RECOVERY_KEY" | "VAULT_PREVIOUS_RECOVERY_KEY">,
+): RecoveryKey[] {
+  refuseRetiredVariables(env);
+  const keys: RecoveryKey[] = [];
+  for (const variable of ["VAULT_RECOVERY_KEY", "VAULT_PREVIOUS_RECOVERY_KEY"] as const) {
+    const raw = env[variable] ?? "";
+    if (raw === "") {
+      if (required.includes(variable)) {
+        throw new ConfigError(
+          `${variable} is not set: it is the private half of the recovery key pair (sqs-login-masker vault-keygen)`,
+        );
+      }
+      continue;
+    }
+    keys.push(importRecoveryKey(keyBytes(raw, variable)));
+  }
+  return keys;
 }
 
 /**
@@ -119,8 +197,6 @@ export function createToken(tokenKey: KeyObject | Uint8Array, field: PiiField, v
 export function isToken(text: string): boolean {
   return /^vlt1:[A-Za-z0-9_-]{43}$/.test(text);
 }
-
-// Sealing: AES-256-GCM, nonce || ciphertext || tag.
 
 /** Raised when a ciphertext does not open: wrong key, or changed since it was written. */
 export class VaultDecryptError extends Error {
@@ -144,72 +220,78 @@ function nextNonce(): Buffer {
   return Buffer.from(noncePool.subarray(start, start + NONCE_BYTES));
 }
 
-/** A key as a KeyObject: Node checks a raw key's kind on every cipher it makes, at twice the cost of the encryption. */
-function seal(key: KeyObject | Uint8Array, plaintext: Uint8Array, aad: string): Buffer {
-  const nonce = nextNonce();
-  const cipher = createCipheriv("aes-256-gcm", key, nonce);
-  cipher.setAAD(Buffer.from(aad, "utf8"));
-  return Buffer.concat([nonce, cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
+/** Binds a ciphertext to its entry: moved to another token or field, it no longer opens. */
+function entryAad(field: string, token: string): Buffer {
+  return Buffer.from(`${TOKEN_PREFIX}entry\0${field}\0${token}`, "utf8");
 }
 
-function open(key: KeyObject | Uint8Array, sealed: Uint8Array, aad: string): Buffer {
-  if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new VaultDecryptError("ciphertext is truncated");
-  const nonce = sealed.subarray(0, NONCE_BYTES);
-  const tag = sealed.subarray(sealed.length - TAG_BYTES);
+/**
+ * HKDF-SHA-256 (RFC 5869) in its two steps, so a batch extracts once: the pseudorandom key of
+ * the shared secret, bound to both public keys by the salt...
+ */
+function extractKey(shared: Buffer, ephemeralRaw: Buffer, recipientRaw: Buffer): KeyObject {
+  const salt = Buffer.concat([Buffer.from(HKDF_SALT, "utf8"), ephemeralRaw, recipientRaw]);
+  return createSecretKey(createHmac("sha256", salt).update(shared).digest());
+}
+
+const FIRST_BLOCK = Buffer.from([1]);
+
+/** ...and each entry's AES key expanded from it, bound to the entry (one block: T(1) = HMAC(PRK, info || 1)). */
+function expandKey(prk: KeyObject, aad: Buffer): KeyObject {
+  return createSecretKey(createHmac("sha256", prk).update(aad).update(FIRST_BLOCK).digest());
+}
+
+/**
+ * A sealer of entries to `recipient`: one ephemeral key pair per sealer (a batch), since an
+ * X25519 agreement costs several times the rest; each entry still gets its own AES key.
+ *
+ * @returns seal(field, token, value): scheme byte || ephemeral public key || nonce || ciphertext || tag
+ */
+export function createEntrySealer(
+  recipient: RecoveryPublicKey,
+): (field: string, token: string, value: string) => Buffer {
+  const ephemeral = generateKeyPairSync("x25519");
+  const ephemeralRaw = ephemeral.publicKey.export({ format: "der", type: "spki" }).subarray(SPKI_PREFIX.length);
+  const shared = diffieHellman({ privateKey: ephemeral.privateKey, publicKey: recipient.key });
+  const prk = extractKey(shared, ephemeralRaw, recipient.raw);
+  const header = Buffer.concat([Buffer.from([SEALED_SCHEME]), ephemeralRaw]);
+  return (field, token, value) => {
+    const nonce = nextNonce();
+    const aad = entryAad(field, token);
+    const cipher = createCipheriv("aes-256-gcm", expandKey(prk, aad), nonce);
+    cipher.setAAD(aad);
+    return Buffer.concat([header, nonce, cipher.update(value, "utf8"), cipher.final(), cipher.getAuthTag()]);
+  };
+}
+
+/**
+ * Open a vault entry with the recovery key.
+ *
+ * @throws {VaultDecryptError} when the key is wrong or the entry was changed or moved
+ */
+export function openEntry(key: RecoveryKey, field: string, token: string, sealed: Uint8Array): string {
+  const head = 1 + X25519_BYTES;
+  if (sealed.length < head + NONCE_BYTES + TAG_BYTES || sealed[0] !== SEALED_SCHEME) {
+    throw new VaultDecryptError("not a sealed entry of this scheme");
+  }
+  const ephemeralRaw = Buffer.from(sealed.subarray(1, head));
   try {
-    const decipher = createDecipheriv("aes-256-gcm", key, nonce);
-    decipher.setAAD(Buffer.from(aad, "utf8"));
-    decipher.setAuthTag(tag);
-    return Buffer.concat([decipher.update(sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES)), decipher.final()]);
+    const shared = diffieHellman({ privateKey: key.privateKey, publicKey: importRecoveryPublicKey(ephemeralRaw).key });
+    const aad = entryAad(field, token);
+    const decipher = createDecipheriv(
+      "aes-256-gcm",
+      expandKey(extractKey(shared, ephemeralRaw, key.publicKey.raw), aad),
+      sealed.subarray(head, head + NONCE_BYTES),
+    );
+    decipher.setAAD(aad);
+    decipher.setAuthTag(sealed.subarray(sealed.length - TAG_BYTES));
+    return Buffer.concat([
+      decipher.update(sealed.subarray(head + NONCE_BYTES, sealed.length - TAG_BYTES)),
+      decipher.final(),
+    ])
+      .toString("utf8");
   } catch {
     // node's message ("Unsupported state or unable to authenticate data") helps nobody.
     throw new VaultDecryptError("authentication failed");
   }
-}
-
-/** Each token gets its own key, so no single AES key meets the random-nonce limit of 2^32 uses. */
-function entryKeyFor(key: VaultKey, token: string): KeyObject {
-  return createSecretKey(createHmac("sha256", key.entryKey).update(token, "utf8").digest());
-}
-
-/** Binds a ciphertext to its entry: moved to another token or field, it no longer opens. */
-function entryAad(field: string, token: string): string {
-  return `${TOKEN_PREFIX}entry\0${field}\0${token}`;
-}
-
-/** Binds a wrapped token key to its version. */
-function keyringAad(version: number): string {
-  return `${TOKEN_PREFIX}keyring\0${version}`;
-}
-
-/**
- * Encrypt a value for its vault entry.
- *
- * @returns nonce || ciphertext || tag
- */
-export function encryptEntry(key: VaultKey, field: string, token: string, value: string): Buffer {
-  return seal(entryKeyFor(key, token), Buffer.from(value, "utf8"), entryAad(field, token));
-}
-
-/**
- * Decrypt a vault entry.
- *
- * @throws {VaultDecryptError} when the key is wrong or the entry was changed or moved
- */
-export function decryptEntry(key: VaultKey, field: string, token: string, sealed: Uint8Array): string {
-  return open(entryKeyFor(key, token), sealed, entryAad(field, token)).toString("utf8");
-}
-
-/** Wrap the token key for the keyring row of `key.version`. */
-export function wrapTokenKey(key: VaultKey, tokenKey: Uint8Array): Buffer {
-  return seal(key.wrapKey, tokenKey, keyringAad(key.version));
-}
-
-/**
- * Unwrap the token key from a keyring row.
- *
- * @throws {VaultDecryptError} when `key` is not the key of that version
- */
-export function unwrapTokenKey(key: VaultKey, wrapped: Uint8Array): Buffer {
-  return open(key.wrapKey, wrapped, keyringAad(key.version));
 }

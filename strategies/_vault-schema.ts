@@ -12,7 +12,9 @@ import { ERASED_MARKER } from "./_vault-crypto.ts";
  * What marks a vault made by this version: the schema's comment. A vault without it was
  * made by an earlier version, whose grants let roles read and write the tables directly.
  */
-export const VAULT_SCHEMA_MARK = "sqs-login-masker vault 2";
+export const VAULT_SCHEMA_MARK = "sqs-login-masker vault 3";
+/** The mark of the single-key vault (`VAULT_KEY`) this version replaced. */
+export const SINGLE_KEY_VAULT_MARK = "sqs-login-masker vault 2";
 /** The SQLSTATE `pii_vault.write_entries` raises for a retired (or unknown) key version. */
 export const RETIRED_KEY_SQLSTATE = "VK001";
 /** How long a committed recovery request may be served, and its token list kept. */
@@ -22,7 +24,7 @@ const ROTATION_REQUEST_LIFETIME = "1 day";
 /** The most tokens one recovery request may name. */
 export const MAX_RECOVERY_TOKENS = 10_000;
 /** A recovery's client-side failures the recovery role may report into the audit. */
-export const RECOVERY_FAILURES = ["does_not_authenticate", "token_mismatch", "key_version_not_configured"] as const;
+export const RECOVERY_FAILURES = ["does_not_authenticate", "key_version_not_configured"] as const;
 export type RecoveryFailure = (typeof RECOVERY_FAILURES)[number];
 
 /** The schema and its tables: the keyring, the entries, the tombstones of erased tokens, the append-only audit and the pending requests. */
@@ -33,25 +35,37 @@ function vaultTables(): QuerySqlToken[] {
     sql.unsafe`
       CREATE TABLE pii_vault.keyring(
         key_version integer PRIMARY KEY CHECK (key_version > 0),
-        -- NULL once the version is retired: it then opens nothing here, and no entry is under it.
-        wrapped_token_key bytea,
-        created_at timestamptz NOT NULL DEFAULT now(),
+        -- The recovery key pair's public half (X25519): it seals, it opens nothing.
+        public_key bytea NOT NULL UNIQUE CHECK (octet_length(public_key) = 32),
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
         -- Set when a rotation starts: from then on nothing is written under this version.
         retired_at timestamptz,
-        CHECK (wrapped_token_key IS NOT NULL OR retired_at IS NOT NULL))`,
+        -- Set when a rotation has moved every entry off it: none will be under it again.
+        emptied_at timestamptz,
+        CHECK (emptied_at IS NULL OR retired_at IS NOT NULL))`,
     sql.unsafe`
       CREATE TABLE pii_vault.entries(
         token varchar(256) PRIMARY KEY,
         field varchar(32) NOT NULL,
         key_version integer NOT NULL,
         sealed bytea NOT NULL,
-        created_at timestamptz NOT NULL DEFAULT now())`,
+        created_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
+    // Entries a recovery reported do not open (garbage the admin's rotation stored, say),
+    // moved out of the way so the value's next load writes it afresh; kept for the owner.
+    sql.unsafe`
+      CREATE TABLE pii_vault.quarantine(
+        token varchar(256) NOT NULL,
+        field varchar(32) NOT NULL,
+        key_version integer NOT NULL,
+        sealed bytea NOT NULL,
+        request_id bigint NOT NULL,
+        quarantined_at timestamptz NOT NULL DEFAULT clock_timestamp())`,
     // Tokens erased for good: never written again. No time, no user: they link to no one.
     sql.unsafe`CREATE TABLE pii_vault.tombstones(token varchar(256) PRIMARY KEY)`,
     sql.unsafe`
       CREATE TABLE pii_vault.audit(
         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        at timestamptz NOT NULL DEFAULT now(),
+        at timestamptz NOT NULL DEFAULT clock_timestamp(),
         db_user text NOT NULL DEFAULT session_user,
         client_addr inet DEFAULT inet_client_addr(),
         action text NOT NULL CHECK (action IN ('recover', 'forget', 'rotate')),
@@ -62,7 +76,11 @@ function vaultTables(): QuerySqlToken[] {
         ticket text,
         -- Erasures only: whom. Never a token: the audit outlives erasure and cannot be edited.
         user_id text,
-        detail text)`,
+        detail text,
+        -- Who says so: the database (what its functions did), or the client (what a caller
+        -- reports of its own work, e.g. a value that did not decrypt). A client's report
+        -- never undoes a serving: the committed request is the record that values may have left.
+        source text NOT NULL DEFAULT 'database' CHECK (source IN ('database', 'client')))`,
     sql.unsafe`
       CREATE TABLE pii_vault.requests(
         id bigint PRIMARY KEY,
@@ -95,6 +113,17 @@ function loaderFunctions(): QuerySqlToken[] {
       DECLARE
         live boolean;
       BEGIN
+        -- Arguments first, before any table is read: a bad one errs alike whatever the vault
+        -- holds (a NULL field once erred only for a token not erased).
+        IF cardinality(write_entries.tokens) IS DISTINCT FROM cardinality(write_entries.fields)
+           OR cardinality(write_entries.tokens) IS DISTINCT FROM cardinality(write_entries.sealed)
+           OR array_position(write_entries.tokens, NULL) IS NOT NULL
+           OR array_position(write_entries.fields, NULL) IS NOT NULL
+           OR array_position(write_entries.sealed, NULL) IS NOT NULL
+           OR EXISTS (SELECT FROM unnest(write_entries.tokens, write_entries.fields) AS a(token, field)
+                      WHERE a.token !~ '^vlt1:[A-Za-z0-9_-]{43}$' OR a.field NOT IN ('ip', 'device_id')) THEN
+          RAISE EXCEPTION 'write_entries takes equal arrays of tokens, fields (ip, device_id) and ciphertexts, none NULL' USING ERRCODE = '22023';
+        END IF;
         -- An erasure holds SHARE ROW EXCLUSIVE while it deletes: waiting for it in a statement of
         -- its own lets the insert below, which takes its snapshot after, see its tombstones.
         LOCK TABLE pii_vault.entries IN ROW EXCLUSIVE MODE;
@@ -123,12 +152,12 @@ function recoveryRequestFunctions(): QuerySqlToken[] {
     // included): requested_in is the top-level id, "in progress" exactly in that case.
     sql.unsafe`
       CREATE FUNCTION pii_vault.refusal(request pii_vault.requests, wanted text) RETURNS text
-      LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+      LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
         SELECT CASE
           WHEN request.id IS NULL THEN 'no such request (unknown, or expired)'
           WHEN request.action <> wanted THEN 'the request is not for ' || wanted
           WHEN request.db_user <> session_user THEN 'the request was made by another database user'
-          WHEN request.expires_at < now() THEN 'the request has expired'
+          WHEN request.expires_at < clock_timestamp() THEN 'the request has expired'
           WHEN pg_xact_status(request.requested_in) IS NOT DISTINCT FROM 'in progress'
             THEN 'the request is not committed: commit it in a transaction of its own first'
         END $$`,
@@ -151,12 +180,12 @@ function recoveryRequestFunctions(): QuerySqlToken[] {
     } USING ERRCODE = '22023';
         END IF;
         -- A request's tokens are kept no longer than it may be served.
-        DELETE FROM pii_vault.requests q WHERE q.expires_at < now();
+        DELETE FROM pii_vault.requests q WHERE q.expires_at < clock_timestamp();
         INSERT INTO pii_vault.audit (action, outcome, reason, ticket, detail)
         VALUES ('recover', 'requested', request_recovery.reason, request_recovery.ticket, format('tokens=%s', cardinality(wanted)))
         RETURNING id INTO new_id;
         INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, tokens)
-        VALUES (new_id, 'recover', session_user, pg_current_xact_id(), now() + interval ${
+        VALUES (new_id, 'recover', session_user, pg_current_xact_id(), clock_timestamp() + interval ${
       sql.literalValue(RECOVERY_REQUEST_LIFETIME)
     }, wanted);
         RETURN new_id;
@@ -179,7 +208,10 @@ function recoveryServeFunctions(): QuerySqlToken[] {
         refused text;
         missing text[];
       BEGIN
-        SELECT * INTO request FROM pii_vault.requests q WHERE q.id = serve_recovery.request_id;
+        -- FOR SHARE, the request and then its entries: a row lock reads the latest committed
+        -- row, so an erasure committed after this transaction's snapshot (REPEATABLE READ)
+        -- fails it with 40001 instead of serving what was erased; one under way is waited for.
+        SELECT * INTO request FROM pii_vault.requests q WHERE q.id = serve_recovery.request_id FOR SHARE;
         refused := pii_vault.refusal(request, 'recover');
         IF refused IS NOT NULL THEN
           INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
@@ -187,6 +219,7 @@ function recoveryServeFunctions(): QuerySqlToken[] {
           RETURN QUERY SELECT 'denied'::text, refused, NULL::text, NULL::text, NULL::integer, NULL::bytea;
           RETURN;
         END IF;
+        PERFORM FROM pii_vault.entries e WHERE e.token = ANY(request.tokens) FOR SHARE;
         missing := ARRAY(SELECT w FROM unnest(request.tokens) AS w
                          WHERE NOT EXISTS (SELECT FROM pii_vault.entries e WHERE e.token = w));
         IF cardinality(missing) > 0 THEN
@@ -200,10 +233,15 @@ function recoveryServeFunctions(): QuerySqlToken[] {
         RETURN QUERY SELECT 'served'::text, NULL::text, e.token::text, e.field::text, e.key_version, e.sealed
           FROM unnest(request.tokens) WITH ORDINALITY AS w(t, n) JOIN pii_vault.entries e ON e.token = w.t ORDER BY w.n;
       END $$`,
+    // A client's report: audited as such. An entry that does not open is set aside (to
+    // quarantine), so the true value can take its token again; a false report only moves a
+    // good entry where its owner can restore it.
     sql.unsafe`
-      CREATE FUNCTION pii_vault.report_recovery_failure(request_id bigint, failure text) RETURNS void
+      CREATE FUNCTION pii_vault.report_recovery_failure(request_id bigint, failure text, token text) RETURNS void
       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       #variable_conflict use_column
+      DECLARE
+        request pii_vault.requests;
       BEGIN
         IF report_recovery_failure.failure IS NULL OR report_recovery_failure.failure NOT IN (${failures}) THEN
           RAISE EXCEPTION 'not a recovery failure this function records' USING ERRCODE = '22023';
@@ -212,24 +250,35 @@ function recoveryServeFunctions(): QuerySqlToken[] {
                        AND a.action = 'recover' AND a.outcome = 'requested' AND a.db_user = session_user) THEN
           RAISE EXCEPTION 'no recovery request of this database user has that id' USING ERRCODE = '22023';
         END IF;
-        INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
-        VALUES ('recover', 'failed', report_recovery_failure.request_id, report_recovery_failure.failure);
+        SELECT * INTO request FROM pii_vault.requests q WHERE q.id = report_recovery_failure.request_id;
+        IF report_recovery_failure.failure = 'does_not_authenticate'
+           AND report_recovery_failure.token = ANY(request.tokens) AND pii_vault.refusal(request, 'recover') IS NULL THEN
+          WITH moved AS (DELETE FROM pii_vault.entries e WHERE e.token = report_recovery_failure.token RETURNING e.*)
+          INSERT INTO pii_vault.quarantine (token, field, key_version, sealed, request_id)
+          SELECT m.token, m.field, m.key_version, m.sealed, request.id FROM moved m;
+        END IF;
+        INSERT INTO pii_vault.audit (action, outcome, request_id, detail, source)
+        VALUES ('recover', 'failed', report_recovery_failure.request_id, report_recovery_failure.failure, 'client');
       END $$`,
   ];
 }
 
-/** Erasure: the user's rows marked, the values no other row shares deleted and tombstoned, pending requests naming them dropped. */
+/**
+ * Erasure: the user's rows marked, every value they held deleted and tombstoned, pending
+ * requests naming them dropped. A value other users' rows hold too goes as well: those rows
+ * may be decoys the loader wrote, and a kept value would be recoverable under the erased
+ * user's token. How many there were is reported, so the operator can tell those users.
+ */
 function erasureFunctions(userLogins: IdentifierSqlToken): QuerySqlToken[] {
   const erased = sql.literalValue(ERASED_MARKER);
   return [
     sql.unsafe`
       CREATE FUNCTION pii_vault.forget_user(user_id text, reason text, ticket text)
-      RETURNS TABLE(erased_rows integer, entries_deleted integer, shared_kept integer)
+      RETURNS TABLE(erased_rows integer, entries_deleted integer, also_in_other_users_rows integer)
       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       #variable_conflict use_column
       DECLARE
         user_tokens text[];
-        unreferenced text[];
       BEGIN
         IF coalesce(btrim(forget_user.reason), '') = '' OR coalesce(btrim(forget_user.ticket), '') = '' THEN
           RAISE EXCEPTION 'an erasure needs a reason and a ticket' USING ERRCODE = '22023';
@@ -246,25 +295,22 @@ function erasureFunctions(userLogins: IdentifierSqlToken): QuerySqlToken[] {
           INSERT INTO pii_vault.audit (action, outcome, reason, ticket, user_id, detail)
           VALUES ('forget', 'failed', forget_user.reason, forget_user.ticket, forget_user.user_id, 'no rows');
           entries_deleted := 0;
-          shared_kept := 0;
+          also_in_other_users_rows := 0;
           RETURN NEXT;
           RETURN;
         END IF;
-        -- The user's tokens no other row holds (one scan): their values go, and stay gone.
-        unreferenced := ARRAY(
-          SELECT t FROM unnest(user_tokens) AS t
-          EXCEPT
-          SELECT v.m FROM ${userLogins} u, LATERAL (VALUES (u.masked_ip), (u.masked_device_id)) AS v(m)
-          WHERE v.m = ANY(user_tokens));
-        DELETE FROM pii_vault.entries e WHERE e.token = ANY(unreferenced);
+        also_in_other_users_rows := (
+          SELECT count(DISTINCT v.m)::int FROM ${userLogins} u, LATERAL (VALUES (u.masked_ip), (u.masked_device_id)) AS v(m)
+          WHERE u.user_id <> forget_user.user_id AND v.m = ANY(user_tokens));
+        DELETE FROM pii_vault.entries e WHERE e.token = ANY(user_tokens);
         GET DIAGNOSTICS entries_deleted = ROW_COUNT;
-        INSERT INTO pii_vault.tombstones (token) SELECT t FROM unnest(unreferenced) AS t ON CONFLICT DO NOTHING;
+        DELETE FROM pii_vault.quarantine q WHERE q.token = ANY(user_tokens);
+        INSERT INTO pii_vault.tombstones (token) SELECT t FROM unnest(user_tokens) AS t ON CONFLICT DO NOTHING;
         -- A pending recovery's token list would link the user to their tokens: it goes too.
         DELETE FROM pii_vault.requests q WHERE q.tokens && user_tokens;
-        shared_kept := cardinality(user_tokens) - cardinality(unreferenced);
         INSERT INTO pii_vault.audit (action, outcome, reason, ticket, user_id, detail)
         VALUES ('forget', 'done', forget_user.reason, forget_user.ticket, forget_user.user_id,
-                format('rows=%s entries_deleted=%s shared_kept=%s', erased_rows, entries_deleted, shared_kept));
+                format('rows=%s entries_deleted=%s also_in_other_users_rows=%s', erased_rows, entries_deleted, also_in_other_users_rows));
         RETURN NEXT;
       END $$`,
   ];
@@ -274,20 +320,31 @@ function erasureFunctions(userLogins: IdentifierSqlToken): QuerySqlToken[] {
 function keyringFunctions(): QuerySqlToken[] {
   return [
     sql.unsafe`
-      CREATE FUNCTION pii_vault.add_key_version(version integer, wrapped_token_key bytea, reason text) RETURNS void
+      CREATE FUNCTION pii_vault.add_key_version(public_key bytea, reason text) RETURNS integer
       LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
       #variable_conflict use_column
+      DECLARE
+        found pii_vault.keyring;
+        new_version integer;
       BEGIN
         IF coalesce(btrim(add_key_version.reason), '') = '' THEN
           RAISE EXCEPTION 'a key change needs a reason' USING ERRCODE = '22023';
         END IF;
-        -- A retired version keeps its row: a version number is never used twice.
-        IF EXISTS (SELECT FROM pii_vault.keyring k WHERE k.key_version = add_key_version.version) THEN
-          RAISE EXCEPTION 'the keyring already holds version %', add_key_version.version USING ERRCODE = '23505';
+        LOCK TABLE pii_vault.keyring IN SHARE ROW EXCLUSIVE MODE;
+        SELECT * INTO found FROM pii_vault.keyring k WHERE k.public_key = add_key_version.public_key;
+        -- A retired key is never used again: its version number is not reused either.
+        IF found.retired_at IS NOT NULL THEN
+          RAISE EXCEPTION 'that public key is version %, retired: make a new key pair', found.key_version USING ERRCODE = '22023';
         END IF;
-        INSERT INTO pii_vault.keyring (key_version, wrapped_token_key) VALUES (add_key_version.version, add_key_version.wrapped_token_key);
+        IF found.key_version IS NOT NULL THEN
+          RETURN found.key_version;
+        END IF;
+        INSERT INTO pii_vault.keyring (key_version, public_key)
+        SELECT coalesce(max(k.key_version), 0) + 1, add_key_version.public_key FROM pii_vault.keyring k
+        RETURNING key_version INTO new_version;
         INSERT INTO pii_vault.audit (action, outcome, reason, detail)
-        VALUES ('rotate', 'done', add_key_version.reason, format('added=%s', add_key_version.version));
+        VALUES ('rotate', 'done', add_key_version.reason, format('added=%s', new_version));
+        RETURN new_version;
       END $$`,
     sql.unsafe`
       CREATE FUNCTION pii_vault.retire_key_version(retiring integer, successor integer, reason text, ticket text) RETURNS bigint
@@ -304,8 +361,8 @@ function keyringFunctions(): QuerySqlToken[] {
           RAISE EXCEPTION 'version % is not a current version of the keyring to move to', retire_key_version.successor USING ERRCODE = '22023';
         END IF;
         -- Waits for every batch writing under the version (they hold its row FOR SHARE).
-        UPDATE pii_vault.keyring k SET retired_at = coalesce(k.retired_at, now())
-        WHERE k.key_version = retire_key_version.retiring AND k.wrapped_token_key IS NOT NULL;
+        UPDATE pii_vault.keyring k SET retired_at = coalesce(k.retired_at, clock_timestamp())
+        WHERE k.key_version = retire_key_version.retiring AND k.emptied_at IS NULL;
         IF NOT FOUND THEN
           RAISE EXCEPTION 'the keyring holds no version % to retire', retire_key_version.retiring USING ERRCODE = '22023';
         END IF;
@@ -314,7 +371,7 @@ function keyringFunctions(): QuerySqlToken[] {
                 format('from=%s to=%s', retire_key_version.retiring, retire_key_version.successor))
         RETURNING id INTO new_id;
         INSERT INTO pii_vault.requests (id, action, db_user, requested_in, expires_at, retiring, successor)
-        VALUES (new_id, 'rotate', session_user, pg_current_xact_id(), now() + interval ${
+        VALUES (new_id, 'rotate', session_user, pg_current_xact_id(), clock_timestamp() + interval ${
       sql.literalValue(ROTATION_REQUEST_LIFETIME)
     },
                 retire_key_version.retiring, retire_key_version.successor);
@@ -328,7 +385,7 @@ function rotationFunctions(): QuerySqlToken[] {
   return [
     sql.unsafe`
       CREATE FUNCTION pii_vault.rotation_request(request_id bigint) RETURNS pii_vault.requests
-      LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+      LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
       DECLARE
         request pii_vault.requests;
         refused text;
@@ -382,7 +439,7 @@ function rotationFunctions(): QuerySqlToken[] {
         -- Nothing is written under a retired version, so none left now means none ever again.
         retired := NOT EXISTS (SELECT FROM pii_vault.entries e WHERE e.key_version = request.retiring);
         IF retired THEN
-          UPDATE pii_vault.keyring k SET wrapped_token_key = NULL WHERE k.key_version = request.retiring;
+          UPDATE pii_vault.keyring k SET emptied_at = clock_timestamp() WHERE k.key_version = request.retiring;
           DELETE FROM pii_vault.requests q WHERE q.id = request.id;
         END IF;
         INSERT INTO pii_vault.audit (action, outcome, request_id, detail)
@@ -397,7 +454,7 @@ function rotationFunctions(): QuerySqlToken[] {
  * The vault: tables only its owner reads, and the narrow functions every other role goes
  * through (scripts/vault-roles.sql grants each role its own). The functions are SECURITY
  * DEFINER with a fixed search_path and schema-qualified names, so a caller's objects never
- * stand in for ours. Who and when come from the database (`session_user`, `now()`).
+ * stand in for ours. Who and when come from the database (`session_user`, and the wall clock, `clock_timestamp()`: `now()` is a transaction's start, and a transaction may stay open past a deadline).
  *
  * @param userLogins `user_logins`, schema-qualified, for erasure
  */

@@ -1,24 +1,25 @@
 /**
- * `vault`: a deterministic token in the row, the original encrypted in a vault table.
+ * `vault`: a deterministic token in the row, the original sealed in a vault table, with
+ * the keys split by role (docs/vault.md).
  *
  * ```sh
- * VAULT_KEY=$(openssl rand -hex 32) npx tsx mod.ts --strategy vault --drain ...
- * sqs-login-masker recover --database-url URL --reason "ticket 42" --ticket T-42 vlt1:...
+ * npx tsx mod.ts vault-keygen >> .env   # VAULT_TOKEN_KEY, VAULT_RECOVERY_PUBLIC_KEY, VAULT_RECOVERY_KEY
+ * VAULT_TOKEN_KEY=... VAULT_RECOVERY_PUBLIC_KEY=... npx tsx mod.ts --strategy vault --drain ...
+ * VAULT_RECOVERY_KEY=... sqs-login-masker recover --database-url URL --reason "ticket 42" --ticket T-42 vlt1:...
  * ```
  *
  * - **Token**: `vlt1:` + base64url(HMAC-SHA-256(token key, field NUL value)), 48 characters.
- *   Equal (field, value) pairs give equal tokens, so duplicates stay visible; without the
- *   token key nobody can test a guess. The token key is 32 random bytes made once per
- *   database and kept in `pii_vault.keyring` wrapped (AES-256-GCM) under a key derived from
- *   `VAULT_KEY`, so rotating `VAULT_KEY` re-wraps it and tokens never change.
- * - **Entry**: the value encrypted with AES-256-GCM under a per-token key derived from
- *   `VAULT_KEY` (HKDF, then HMAC with the token), a random 96-bit nonce, and `field` +
- *   `token` as associated data, so a ciphertext moved to another entry fails to open.
- *   Each entry records the key version that encrypted it.
+ *   Equal (field, value) pairs give equal tokens, so duplicates stay visible. The token key
+ *   comes from `VAULT_TOKEN_KEY`, which only the loader holds: nobody else can test a guess.
+ * - **Entry**: the value sealed to the recovery public key (`VAULT_RECOVERY_PUBLIC_KEY`):
+ *   X25519 with an ephemeral key per batch, HKDF-SHA-256 per entry, AES-256-GCM with
+ *   `field` + `token` as associated data. The loader can seal but not open; the recovery
+ *   role (`VAULT_RECOVERY_KEY`) can open but not make tokens. Each entry records the keyring
+ *   version (the public key) it was sealed to.
  * - **Writes** happen in the batch's transaction (`persist`, handed only the values of
  *   messages new to the table), through `pii_vault.write_entries`, which answers nothing:
  *   the loading role can neither read the vault nor learn what it holds. A token this
- *   process wrote in a committed batch is not encrypted and sent again.
+ *   process wrote in a committed batch is not sealed and sent again.
  * - **Every other role goes through functions too** (recovery, erasure, rotation), owned
  *   by a role nobody logs in as; who and when are the database's to record.
  *
@@ -27,34 +28,38 @@
  *
  * @module
  */
-import { createSecretKey, type KeyObject, randomBytes } from "node:crypto";
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
 import { keyFingerprint, type MaskedValue, type MaskStrategy, type StrategyOptions } from "../src/contract.ts";
 import { ConfigError, describeDatabaseError, errorCode, FatalError } from "../src/errors.ts";
 import { toStandardSchema } from "../src/typed-sql.ts";
 import {
+  createEntrySealer,
   createToken,
-  encryptEntry,
-  parseVaultKeys,
-  unwrapTokenKey,
-  type VaultKey,
-  type VaultKeys,
-  wrapTokenKey,
+  parseRecoveryPublicKey,
+  parseTokenKey,
+  type RecoveryPublicKey,
 } from "./_vault-crypto.ts";
-import { RETIRED_KEY_SQLSTATE, VAULT_SCHEMA_MARK, vaultDdl } from "./_vault-schema.ts";
+import { RETIRED_KEY_SQLSTATE, SINGLE_KEY_VAULT_MARK, VAULT_SCHEMA_MARK, vaultDdl } from "./_vault-schema.ts";
 
 const KeyringRow = Type.Object({
   key_version: Type.Integer(),
-  wrapped_token_key: Type.Union([Type.String(), Type.Null()]),
+  public_key: Type.String(),
   retired: Type.Boolean(),
+  emptied: Type.Boolean(),
 });
-/** Keyring rows, wrapped keys as base64 (Slonik hands bytea over as text most simply so); null once retired. */
+/** Keyring rows, public keys as base64url (as their variables spell them). */
 export const sqlKeyringRow = sql.type(toStandardSchema(KeyringRow));
 /** Every keyring row, as {@link sqlKeyringRow} types it. */
 export const SELECT_KEYRING = sqlKeyringRow`
-  SELECT key_version, encode(wrapped_token_key, 'base64') AS wrapped_token_key, retired_at IS NOT NULL AS retired
+  SELECT key_version, rtrim(translate(encode(public_key, 'base64'), '+/', '-_'), '=') AS public_key,
+         retired_at IS NOT NULL AS retired, emptied_at IS NOT NULL AS emptied
   FROM pii_vault.keyring ORDER BY key_version`;
+
+/** The versions that take writes, for a message naming them. */
+export function liveVersions(rows: ReadonlyArray<{ key_version: number; retired: boolean }>): string {
+  return rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ") || "none";
+}
 
 const VaultState = Type.Object({
   present: Type.Boolean(),
@@ -78,6 +83,11 @@ export async function ensureVault(pool: DatabasePool): Promise<void> {
              (SELECT n.nspname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
               WHERE c.oid = 'user_logins'::regclass) AS user_logins_schema`);
     if (state.present && state.mark === VAULT_SCHEMA_MARK) return;
+    if (state.present && state.mark === SINGLE_KEY_VAULT_MARK) {
+      throw new FatalError(
+        "Schema pii_vault was made with the single VAULT_KEY, whose holder could both open entries and make tokens: this version splits the keys, and its tokens differ; load into a new database (or move pii_vault and user_logins aside as their owner) with the keys of sqs-login-masker vault-keygen (docs/vault.md)",
+      );
+    }
     if (state.present) {
       throw new FatalError(
         "Schema pii_vault was made by an earlier version of this tool, whose grants let roles read the vault directly: move it aside as its owner (ALTER SCHEMA pii_vault RENAME TO pii_vault_old) and run the tool again (docs/vault.md)",
@@ -90,53 +100,42 @@ export async function ensureVault(pool: DatabasePool): Promise<void> {
 }
 
 /**
- * Load the token key for the current key version, making one if the keyring is empty.
+ * The keyring version of the configured public key, adding it as version 1 if the keyring is empty.
  *
- * @throws {ConfigError} when `VAULT_KEY` does not open its keyring version, or the version is absent or retired
+ * @throws {ConfigError} when the key is not in the keyring, or retired
  * @throws {FatalError} when the keyring is empty and this role may not fill it
  */
-export async function loadTokenKey(pool: DatabasePool, keys: VaultKeys): Promise<Buffer> {
+export async function loadKeyVersion(pool: DatabasePool, publicKey: RecoveryPublicKey): Promise<number> {
   return await pool.transaction(async (tx) => {
     await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtext('sqs-login-masker vault keyring'))`);
     const rows = await tx.any(SELECT_KEYRING);
-    const { current } = keys;
     if (rows.length === 0) {
       if (!await tx.oneFirst(sql.unsafe`SELECT has_table_privilege('pii_vault.keyring', 'INSERT')`)) {
         throw new FatalError(
-          "The vault has no token key yet and this role may not create one: run the tool once as the database owner (see docs/vault.md)",
+          "The vault has no recovery public key yet and this role may not add one: run the tool once as the database owner (see docs/vault.md)",
         );
       }
-      const tokenKey = randomBytes(32);
       await tx.query(sql.unsafe`
-        INSERT INTO pii_vault.keyring (key_version, wrapped_token_key)
-        VALUES (${current.version}, decode(${wrapTokenKey(current, tokenKey).toString("base64")}, 'base64'))`);
-      return tokenKey;
+        INSERT INTO pii_vault.keyring (key_version, public_key) VALUES (1, ${sql.binary(publicKey.raw)})`);
+      return 1;
     }
-    const live = rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ");
-    const row = rows.find((r) => r.key_version === current.version);
+    const row = rows.find((r) => r.public_key === publicKey.raw.toString("base64url"));
     if (row?.retired) {
       throw new ConfigError(
-        `VAULT_KEY_VERSION=${current.version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`,
+        `VAULT_RECOVERY_PUBLIC_KEY is keyring version ${row.key_version}, retired by a key rotation: set it to the public key of a current version (${
+          liveVersions(rows)
+        })`,
       );
     }
-    if (!row?.wrapped_token_key) {
+    if (!row) {
       throw new ConfigError(
-        `VAULT_KEY_VERSION=${current.version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds, or add this one with sqs-login-masker rotate-vault-key`,
+        `VAULT_RECOVERY_PUBLIC_KEY is not in the vault keyring (current version ${
+          liveVersions(rows)
+        }): set it to the keyring's public key, or add it with sqs-login-masker rotate-vault-key`,
       );
     }
-    return openKeyringRow(current, row.wrapped_token_key);
+    return row.key_version;
   });
-}
-
-/** Unwrap a keyring row, turning a failure into the one line a user can act on. */
-export function openKeyringRow(key: VaultKey, wrappedBase64: string): Buffer {
-  try {
-    return unwrapTokenKey(key, Buffer.from(wrappedBase64, "base64"));
-  } catch {
-    throw new ConfigError(
-      `VAULT_KEY is not the vault's key version ${key.version}: check VAULT_KEY and VAULT_KEY_VERSION`,
-    );
-  }
 }
 
 /** Ciphertexts as a Postgres `bytea[]` parameter. */
@@ -148,19 +147,21 @@ export function byteaArray(values: readonly Uint8Array[]) {
  * Write entries for the given masked values in the caller's transaction, through
  * `pii_vault.write_entries`: a value already there, or erased, is skipped without a word.
  *
- * @throws the database's error, with SQLSTATE {@link RETIRED_KEY_SQLSTATE} when `key` is retired
+ * @throws the database's error, with SQLSTATE {@link RETIRED_KEY_SQLSTATE} when `version` is retired
  */
 export async function writeEntries(
   tx: DatabaseTransactionConnection,
-  key: VaultKey,
+  version: number,
+  publicKey: RecoveryPublicKey,
   values: readonly MaskedValue[],
 ): Promise<void> {
   const unique = [...new Map(values.map((v) => [v.masked, v])).values()];
   if (unique.length === 0) return;
+  const seal = createEntrySealer(publicKey);
   await tx.query(sql.unsafe`
-    SELECT pii_vault.write_entries(${key.version}, ${sql.array(unique.map((v) => v.masked), "text")},
+    SELECT pii_vault.write_entries(${version}, ${sql.array(unique.map((v) => v.masked), "text")},
       ${sql.array(unique.map((v) => v.field), "text")},
-      ${byteaArray(unique.map(({ field, value, masked }) => encryptEntry(key, field, masked, value)))})`);
+      ${byteaArray(unique.map(({ field, value, masked }) => seal(field, masked, value)))})`);
 }
 
 /**
@@ -212,29 +213,26 @@ async function createGrantError(pool: DatabasePool, reason: string): Promise<Fat
 }
 
 /**
- * Create the strategy from `VAULT_KEY` (see {@link parseVaultKeys}). `setup(pool)` must run
- * before `mask`: it creates the vault when absent and loads the token key.
+ * Create the strategy from `VAULT_TOKEN_KEY` and `VAULT_RECOVERY_PUBLIC_KEY` (see
+ * {@link parseTokenKey}). `setup(pool)` must run before `persist`: it creates the vault
+ * when absent and finds the public key's keyring version.
  *
- * @throws {ConfigError} when the key is missing or shorter than 32 bytes
+ * @throws {ConfigError} when a key is missing or malformed
  */
 export function create({ env }: StrategyOptions): MaskStrategy {
-  const keys = parseVaultKeys(env);
-  // A KeyObject made once: createHmac with raw bytes imports the key again on every call.
-  let tokenKey: KeyObject | undefined;
-  let fingerprint: string | undefined;
+  const tokenKey = parseTokenKey(env);
+  const publicKey = parseRecoveryPublicKey(env);
+  const fingerprint = keyFingerprint(tokenKey.raw);
+  let version: number | undefined;
   const written = createRecentSet(WRITTEN_TOKENS_LIMIT);
   return {
     name: "vault",
-    // The token key's: it makes every token, and a rotation of VAULT_KEY keeps it.
-    get fingerprint() {
-      return fingerprint;
-    },
+    // The token key's: it makes every token; a rotation of the recovery key pair keeps it.
+    fingerprint,
     async setup(pool) {
       try {
         await ensureVault(pool);
-        const raw = await loadTokenKey(pool, keys);
-        tokenKey = createSecretKey(raw);
-        fingerprint = keyFingerprint(raw);
+        version = await loadKeyVersion(pool, publicKey);
       } catch (error) {
         if (errorCode(error) !== "42501") throw error;
         throw await createGrantError(pool, describeDatabaseError(error));
@@ -247,18 +245,18 @@ export function create({ env }: StrategyOptions): MaskStrategy {
       }
     },
     mask(value, field) {
-      if (!tokenKey) throw new FatalError("The vault strategy was used before setup(pool) loaded its token key");
-      return createToken(tokenKey, field, value);
+      return createToken(tokenKey.key, field, value);
     },
     async persist(tx, values) {
+      if (version === undefined) throw new FatalError("The vault strategy was used before setup(pool) found its key");
       const unwritten = values.filter((v) => !written.has(v.masked));
       if (unwritten.length === 0) return;
       try {
-        await writeEntries(tx, keys.current, unwritten);
+        await writeEntries(tx, version, publicKey, unwritten);
       } catch (error) {
         if (errorCode(error) !== RETIRED_KEY_SQLSTATE) throw error;
         throw new FatalError(
-          `Vault key version ${keys.current.version} was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)`,
+          `Vault key version ${version} was retired by a key rotation: restart the loader with VAULT_RECOVERY_PUBLIC_KEY of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)`,
           { cause: error },
         );
       }

@@ -13,7 +13,7 @@ import { MIN_NODE_MAJOR } from "../src/runtime.ts";
 import { VAULT_ROLES_SQL } from "../strategies/_vault-roles.ts";
 import { olderNode, ROOT, runCommand, runTool } from "./helpers.ts";
 
-const NAMES = ["check", "recover", "forget", "rotate-vault-key", "ipcrypt", "vault-roles"];
+const NAMES = ["check", "recover", "forget", "rotate-vault-key", "ipcrypt", "vault-keygen", "vault-roles"];
 
 describe("the subcommands", () => {
   it("are these, each listed in the tool's --help", () => {

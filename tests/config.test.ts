@@ -295,15 +295,20 @@ describe("the command line", () => {
     expect(stderr).not.toContain("hunter2");
   });
 
-  it("never echoes a rejected VAULT_KEY_VERSION, where a mistyped key may land", async () => {
-    const { code, stderr } = await runTool(["--strategy", "vault"], {
+  it("never echoes a rejected VAULT_RECOVERY_PUBLIC_KEY, nor a variable of the single-key vault", async () => {
+    const bad = await runTool(["--strategy", "vault"], {
       ...ENV,
-      VAULT_KEY: "v".repeat(40),
-      VAULT_KEY_VERSION: "hunter2-key-material",
+      VAULT_TOKEN_KEY: "v".repeat(40),
+      VAULT_RECOVERY_PUBLIC_KEY: "hunter2-key-material",
     });
-    expect(code).toBe(2);
-    expect(stderr).toMatch(/^error: VAULT_KEY_VERSION must be a whole number/);
-    expect(stderr).not.toContain("hunter2");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/^error: VAULT_RECOVERY_PUBLIC_KEY is not a key of sqs-login-masker vault-keygen/);
+    expect(bad.stderr).not.toContain("hunter2");
+    const old = await runTool(["--strategy", "vault"], { ...ENV, VAULT_KEY: "hunter2".repeat(6) });
+    expect(old.code).toBe(2);
+    expect(old.stderr).toBe(
+      "error: VAULT_KEY belongs to the single-key vault this version replaced: remove it, and set VAULT_TOKEN_KEY and the recovery key pair of sqs-login-masker vault-keygen (docs/vault.md)\n",
+    );
   });
 
   it("exits 2 when no AWS region is set", async () => {

@@ -196,7 +196,7 @@ const hasCompose = ["/usr/bin/docker-compose", "/usr/local/bin/docker-compose"].
 // .ci/run installs docker-compose (Debian's) before the tests; without it there is nothing to ask.
 describe.skipIf(!hasCompose)("docker-compose.yml", () => {
   it.each([
-    ["vault", { VAULT_KEY: "v".repeat(64) }],
+    ["vault", { VAULT_TOKEN_KEY: "v".repeat(64), VAULT_RECOVERY_PUBLIC_KEY: "p".repeat(43) }],
     ["hmac", { MASK_HMAC_KEY: "h".repeat(64) }],
     ["ipcrypt-pfx", { MASK_IPCRYPT_KEY: "i".repeat(64), MASK_HMAC_KEY: "h".repeat(64) }],
   ])("MASK_STRATEGY=%s passes that strategy's secrets to the consumer", async (strategy, secrets) => {

@@ -54,7 +54,8 @@ it("lists every variable the tool reads", async () => {
   // Sanity: the recording saw what the tool is known to read.
   expect(read).toContain("QUEUE_URL");
   expect(read).toContain("MASK_HMAC_KEY");
-  expect(read).toContain("VAULT_KEY");
+  expect(read).toContain("VAULT_TOKEN_KEY");
+  expect(read).toContain("VAULT_RECOVERY_PUBLIC_KEY");
 
   const example = await readFile(join(ROOT, ".env.example"), "utf8");
   const listed = new Set([...example.matchAll(/^#?\s*([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!));

@@ -12,6 +12,7 @@ import { ensureSchema, keyFingerprint, loadStrategy, type MaskStrategy } from ".
 import { sampleBodies, sampleLogin, seededRandom, sendBodies } from "../scripts/produce.ts";
 import { createIpCipher } from "../strategies/_ipcrypt.ts";
 import { canonicalIp } from "../src/ip.ts";
+import { TEST_RECOVERY } from "./vault-fixture.ts";
 import {
   countRows,
   createFixture,
@@ -27,7 +28,7 @@ const OTHER_HMAC_KEY = "o".repeat(32) + "-another-test-key";
 const IPCRYPT_KEY = "2b7e151628aed2a6abf7158809cf4f3c";
 const PFX_KEY = "2b7e151628aed2a6abf7158809cf4f3ca9f5ba40db214c3798f2e1c23456789a";
 const OTHER_PFX_KEY = "0123456789abcdeffedcba98765432101032547698badcfeefcdab8967452301";
-const VAULT_KEY = "v".repeat(32) + "-vault-test-key";
+const VAULT_TOKEN_KEY = "v".repeat(32) + "-vault-test-key";
 const FINGERPRINT = "[0-9a-f]{32}";
 
 const drain = (f: Fixture, strategy: string, env: Record<string, string> = {}) =>
@@ -234,25 +235,30 @@ describe("the recorded mask", () => {
     }
   });
 
-  it("refuses a vault made anew, whose token key is another", async () => {
+  it("refuses a vault whose token key is another, and takes one made anew under the same token key", async () => {
     const f = await createFixture();
     try {
-      const env = { VAULT_KEY };
+      const env = { VAULT_TOKEN_KEY, VAULT_RECOVERY_PUBLIC_KEY: TEST_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY };
       await sendBodies(f.sqs, f.queueUrl, sampleBodies(3, 0, 8));
       const first = await drain(f, "vault", env);
       expect(first.stdout).toMatch(/^loaded=3 /);
       expect((await drain(f, "vault", env)).code).toBe(0);
-      // As docs/vault.md says for a vault of an earlier version: moved aside, made anew.
+      // Tokens come from VAULT_TOKEN_KEY alone: a vault made anew under it makes the same tokens.
       await f.pool.query(sql.unsafe`ALTER SCHEMA pii_vault RENAME TO pii_vault_old`);
       await sendBodies(f.sqs, f.queueUrl, sampleBodies(3, 0, 9));
-      const remade = await drain(f, "vault", env);
-      expectRefused(remade, `vault \\(fingerprint ${FINGERPRINT}\\)`, `vault \\(fingerprint ${FINGERPRINT}\\)`, [
-        VAULT_KEY,
+      expect((await drain(f, "vault", env)).stdout).toMatch(/^loaded=3 /);
+      // Another token key: refused before anything loads, and no key is echoed.
+      const otherKey = "o".repeat(40);
+      await sendBodies(f.sqs, f.queueUrl, sampleBodies(3, 0, 10));
+      const other = await drain(f, "vault", { ...env, VAULT_TOKEN_KEY: otherKey });
+      expectRefused(other, `vault \\(fingerprint ${FINGERPRINT}\\)`, `vault \\(fingerprint ${FINGERPRINT}\\)`, [
+        VAULT_TOKEN_KEY,
+        otherKey,
       ]);
-      expect(await countRows(f.pool)).toBe(3);
+      expect(await countRows(f.pool)).toBe(6);
       const record = await readRecord(f);
       expect(record).toMatchObject({ strategy: "vault", fingerprint: expect.stringMatching(`^${FINGERPRINT}$`) });
-      expect(remade.stderr).toContain(`masked by vault (fingerprint ${record!.fingerprint});`);
+      expect(other.stderr).toContain(`masked by vault (fingerprint ${record!.fingerprint});`);
     } finally {
       await f.close();
     }

@@ -20,12 +20,25 @@ import {
 import { writeBatch, type WriteOutcome } from "../src/sink.ts";
 import { createFixture, type Fixture, readRows, ROOT } from "./helpers.ts";
 
-export const TEST_VAULT_KEY = "v".repeat(32) + "-vault-test-only-key";
-export const OTHER_VAULT_KEY = "w".repeat(32) + "-another-test-only-key";
+/** The loader's: makes tokens. Test-only keys, made with `vault-keygen`. */
+export const TEST_TOKEN_KEY = "v".repeat(32) + "-vault-test-only-token-key";
+/** A recovery key pair: the loader gets the public half, recovery the private one. */
+export const TEST_RECOVERY = {
+  VAULT_RECOVERY_PUBLIC_KEY: "GQBZrM22bS4e3ih0NUoJSMIzgi-i6LAdqHmIZlCH3nk",
+  VAULT_RECOVERY_KEY: "SJGTabLMwRZ_mBetfTI3SIx6ehcAYA3wohnZnzbR-3c",
+};
+/** Another pair, to rotate to. */
+export const OTHER_RECOVERY = {
+  VAULT_RECOVERY_PUBLIC_KEY: "uxNKg6SdtGe45nDdeUqcNIFfhvKZ4B7Fya3Ub6259Es",
+  VAULT_RECOVERY_KEY: "SKUfYmb7LUJkNkxQTTSzmZli5xPnYvpFhtrrNKPIwUE",
+};
 
 /** A test's queue pair and database, with the vault's key, and the roles it made. */
 export interface VaultFixture extends Fixture {
+  /** The loader's environment: the token key and the recovery public key. */
   vaultEnv: Record<string, string>;
+  /** The recovery role's: the recovery private key, and no token key. */
+  recoveryEnv: Record<string, string>;
   /** A login role in the given group roles (comma-separated), and a URL that connects as it. */
   createLoginRole(prefix: string, grants: string): Promise<string>;
   /** A pool that connects as a role made by `createLoginRole`; ended with the fixture. */
@@ -38,7 +51,12 @@ export async function createVaultFixture(): Promise<VaultFixture> {
   const pools: DatabasePool[] = [];
   return {
     ...f,
-    vaultEnv: { ...f.env, VAULT_KEY: TEST_VAULT_KEY },
+    vaultEnv: {
+      ...f.env,
+      VAULT_TOKEN_KEY: TEST_TOKEN_KEY,
+      VAULT_RECOVERY_PUBLIC_KEY: TEST_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY,
+    },
+    recoveryEnv: { ...f.env, VAULT_RECOVERY_KEY: TEST_RECOVERY.VAULT_RECOVERY_KEY },
     async createLoginRole(prefix, grants) {
       const name = `${prefix}_${randomBytes(3).toString("hex")}`;
       const password = randomBytes(12).toString("hex");

@@ -6,7 +6,7 @@ import { type DatabasePool, sql } from "slonik";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { maskRecord, type MaskStrategy } from "../mod.ts";
 import { insertRows } from "../src/sink.ts";
-import { deriveVaultKey, encryptEntry } from "../strategies/_vault-crypto.ts";
+import { createEntrySealer, createToken, parseRecoveryPublicKey, parseTokenKey } from "../strategies/_vault-crypto.ts";
 import { byteaArray } from "../strategies/vault.ts";
 import { runTool, waitFor } from "./helpers.ts";
 import {
@@ -14,12 +14,12 @@ import {
   createVaultFixture,
   load,
   login,
-  OTHER_VAULT_KEY,
+  OTHER_RECOVERY,
   rawSql,
   runSqlFile,
   sqlState,
   sqlStateOf,
-  TEST_VAULT_KEY,
+  TEST_RECOVERY,
   tokensOf,
   toRecords,
   type VaultFixture,
@@ -75,7 +75,7 @@ const serveRecovery = (id: unknown) =>
 const recoverAs = (url: string, args: string[]) =>
   runTool(
     ["--reason", "insider test", "--ticket", "SEC-1", ...args],
-    { ...f.vaultEnv, DATABASE_URL: url },
+    { ...f.recoveryEnv, DATABASE_URL: url },
     "scripts/recover.ts",
   );
 const forgetAs = (url: string, userId: string) =>
@@ -107,7 +107,16 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     for (
       const [name, pool] of Object.entries({ recovery: r.recovery, admin: r.admin, loader: r.loader, nobody: r.nobody })
     ) {
-      for (const table of ["entries", "audit", "tombstones", "requests", ...name === "nobody" ? ["keyring"] : []]) {
+      for (
+        const table of [
+          "entries",
+          "audit",
+          "tombstones",
+          "requests",
+          "quarantine",
+          ...name === "nobody" ? ["keyring"] : [],
+        ]
+      ) {
         tried.push(
           `${name} SELECT pii_vault.${table}: ${await sqlState(pool, rawSql(`SELECT * FROM pii_vault.${table}`))}`,
         );
@@ -142,7 +151,10 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     const ownerUrl = await f.createLoginRole("tableowner", "");
     const tableOwner = userOf(ownerUrl);
     await f.pool.query(sql.unsafe`ALTER ROLE ${sql.identifier([tableOwner])} CREATEROLE`);
-    await f.pool.query(rawSql(`GRANT CREATE ON DATABASE ${new URL(f.databaseUrl).pathname.slice(1)} TO ${tableOwner}`));
+    // WITH GRANT OPTION: the roles script lends CREATE on the database to the vault's owner, which taking the schema needs.
+    await f.pool.query(
+      rawSql(`GRANT CREATE ON DATABASE ${new URL(f.databaseUrl).pathname.slice(1)} TO ${tableOwner} WITH GRANT OPTION`),
+    );
     await f.pool.query(rawSql(`GRANT CREATE ON SCHEMA public TO ${tableOwner}`));
     const owner = await f.poolFor(ownerUrl);
     await load(owner, await createVault(owner, f.vaultEnv), [login("a", "10.7.7.7", "device-owner-a")]);
@@ -151,6 +163,15 @@ describe("1. recovery: no value leaves the vault without an audit row already co
     expect(await sqlState(owner, sql.unsafe`SELECT * FROM pii_vault.entries`)).toBe("42501");
     const vaultOwner = `pii_vault_owner_${new URL(f.databaseUrl).pathname.slice(1)}`;
     expect(await sqlState(owner, sql.unsafe`SET ROLE ${sql.identifier([vaultOwner])}`)).toBe("42501");
+    // Issue 23.6: nor, without a GRANT, drop the audit or swap a function for one that captures ciphertexts.
+    expect(await sqlState(owner, sql.unsafe`DROP TABLE pii_vault.audit`)).toBe("42501");
+    expect(await sqlState(owner, sql.unsafe`DROP FUNCTION pii_vault.write_entries(integer, text[], text[], bytea[])`))
+      .toBe("42501");
+    expect(await sqlState(owner, sql.unsafe`ALTER SCHEMA pii_vault RENAME TO taken`)).toBe("42501");
+    expect(
+      await owner.oneFirst(sql.unsafe`
+      SELECT r.rolname::text FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'pii_vault'`),
+    ).toBe(vaultOwner);
     // And the roles work as set up by it.
     const loaderUrl = await f.createLoginRole("loader", "login_loader");
     const loader = await f.poolFor(loaderUrl);
@@ -263,21 +284,16 @@ describe("1. recovery: no value leaves the vault without an audit row already co
       { outcome: "served", db_user: userOf(r.recoveryUrl), reason: null, ticket: null, detail: "values=2" },
     ]);
 
-    // The loader holds VAULT_KEY and may write entries: it can plant one for a value not seen yet.
+    // The loader holds the token key and the public key: it can plant a false value under a token
+    // not written yet. The recovery role cannot tell (that would take the token key), so the
+    // planted value is what comes back: docs/vault.md states it; the loader sees every value anyway.
     const planted = await r.owner.mask("203.0.113.50", "ip");
-    const sealed = encryptEntry(deriveVaultKey(TEST_VAULT_KEY, 1), "ip", planted, "198.51.100.1");
+    const sealed = createEntrySealer(parseRecoveryPublicKey(f.vaultEnv))("ip", planted, "198.51.100.1");
     await r.loader.query(sql.unsafe`
       SELECT pii_vault.write_entries(1, ${tokenArray([planted])}, ${tokenArray(["ip"])}, ${byteaArray([sealed])})`);
     await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("b", "203.0.113.50", "device-cli-b")]);
     const forged = await recoverAs(r.recoveryUrl, [planted]);
-    expect(forged.code).toBe(1);
-    expect(forged.stdout).toBe("");
-    expect(forged.stderr).toBe(
-      `error: The vault entry for ${planted} holds a value whose token is not ${planted}: it was written by a holder of VAULT_KEY with a false value; nothing recovered\n`,
-    );
-    expect(await f.pool.oneFirst(sql.unsafe`SELECT detail FROM pii_vault.audit ORDER BY id DESC LIMIT 1`)).toBe(
-      "token_mismatch",
-    );
+    expect(forged.stdout).toBe(`ip\t${planted}\t198.51.100.1\n`);
   });
 });
 
@@ -291,7 +307,7 @@ describe("2. erasure: once forgotten, nothing comes back and nothing links", () 
 
     const forget = await forgetAs(r.adminUrl, "gone");
     expect(forget.stderr).toBe("");
-    expect(forget.stdout).toBe("forgotten: rows=1 vault_entries_deleted=1 shared_entries_kept_for_other_users=1\n");
+    expect(forget.stdout).toBe("forgotten: rows=1 vault_entries_deleted=2 also_in_other_users_rows=1\n");
 
     // The message whose delete was lost comes back, to a loader started afresh: a duplicate, and no entry.
     const again = await load(r.loader, await createVault(r.loader, f.vaultEnv), [bodies[0]!], [ids[0]!]);
@@ -308,9 +324,11 @@ describe("2. erasure: once forgotten, nothing comes back and nothing links", () 
     expect(
       await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries WHERE token = ${gone.device_id}`),
     ).toBe(0);
-    // The housemate's shared value stays theirs.
+    // The housemate's shared address went with the erased user's (issue 23.5); their own device stays.
     const mate = await recoverAs(r.recoveryUrl, ["--user-id", "mate"]);
-    expect(mate.stdout).toMatch(/^ip\tvlt1:\S+\t172\.16\.5\.9\n/);
+    expect(mate.stderr).toBe(
+      `error: 1 token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${gone.ip}\n`,
+    );
   });
 
   it("leaves nothing in any table that links an erased user to a token or a value, an earlier recovery's audit included", async () => {
@@ -356,9 +374,8 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
     const rotateEnv = {
       ...f.env,
       DATABASE_URL: r.adminUrl,
-      VAULT_PREVIOUS_KEY: TEST_VAULT_KEY,
-      VAULT_KEY: OTHER_VAULT_KEY,
-      VAULT_KEY_VERSION: "2",
+      VAULT_PREVIOUS_RECOVERY_KEY: TEST_RECOVERY.VAULT_RECOVERY_KEY,
+      VAULT_RECOVERY_PUBLIC_KEY: OTHER_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY,
     };
     const rotation = runTool(["--reason", "yearly", "--ticket", "OPS-2"], rotateEnv, "scripts/rotate-vault-key.ts");
     let rotationEnded = false;
@@ -381,7 +398,7 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
 
     // The loader still on version 1 writes nothing more under it.
     await expect(load(r.loader, oldLoader, [login("c", "192.0.2.12", "device-rot-c")])).rejects.toThrow(
-      "Vault key version 1 was retired by a key rotation: restart the loader with VAULT_KEY and VAULT_KEY_VERSION of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)",
+      "Vault key version 1 was retired by a key rotation: restart the loader with VAULT_RECOVERY_PUBLIC_KEY of a current version (sqs-login-masker rotate-vault-key, docs/vault.md)",
     );
     expect(
       await sqlState(
@@ -397,7 +414,7 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
     );
     expect(
       await f.pool.any(sql.unsafe`
-      SELECT key_version, wrapped_token_key IS NULL AS key_gone, retired_at IS NOT NULL AS retired FROM pii_vault.keyring ORDER BY key_version`),
+      SELECT key_version, emptied_at IS NOT NULL AS key_gone, retired_at IS NOT NULL AS retired FROM pii_vault.keyring ORDER BY key_version`),
     )
       .toEqual([{ key_version: 1, key_gone: true, retired: true }, {
         key_version: 2,
@@ -409,24 +426,22 @@ describe("3. key rotation: a retired version holds no entry and takes none", () 
     const restarted = await runTool(["--drain", "--strategy", "vault"], { ...f.vaultEnv, DATABASE_URL: r.loaderUrl });
     expect(restarted.code).toBe(2);
     expect(restarted.stderr).toBe(
-      "error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n",
+      "error: VAULT_RECOVERY_PUBLIC_KEY is keyring version 1, retired by a key rotation: set it to the public key of a current version (2)\n",
     );
   });
 
   it("lets the admin re-encrypt only under a rotation request committed before, and never read an entry directly", async () => {
     const r = await createRoles();
     await load(f.pool, r.owner, [login("a", "192.0.2.20", "device-adm-a")]);
-    const wrapped = await f.pool.oneFirst(
-      sql.unsafe`SELECT encode(wrapped_token_key, 'hex') FROM pii_vault.keyring`,
-    ) as string;
+    const other = parseRecoveryPublicKey(OTHER_RECOVERY).raw.toString("hex");
     expect(await sqlState(r.admin, sql.unsafe`DELETE FROM pii_vault.entries`)).toBe("42501");
     expect(
       await sqlState(
         r.admin,
-        sql.unsafe`INSERT INTO pii_vault.keyring (key_version, wrapped_token_key) VALUES (9, '\\x00')`,
+        sql.unsafe`INSERT INTO pii_vault.keyring (key_version, public_key) VALUES (9, decode(${other}, 'hex'))`,
       ),
     ).toBe("42501");
-    await r.admin.query(sql.unsafe`SELECT pii_vault.add_key_version(2, decode(${wrapped}, 'hex'), 'test')`);
+    await r.admin.query(sql.unsafe`SELECT pii_vault.add_key_version(decode(${other}, 'hex'), 'test')`);
     const sameTransaction = r.admin.transaction(async (tx) => {
       const id = await tx.oneFirst(sql.unsafe`SELECT pii_vault.retire_key_version(1, 2, 'same transaction', NULL)`);
       return await tx.any(sql.unsafe`SELECT * FROM pii_vault.rotation_entries(${id as number}, 10)`);
@@ -501,5 +516,199 @@ describe("4. the loader: narrow writes that reveal nothing, and a ledger it cann
     expect(drain.stderr).not.toMatch(/^error/m);
     expect(drain.stdout).toMatch(/^loaded=2 /);
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
+  });
+});
+
+describe("5. keys split by role, and an audit that cannot be hidden (issue 23)", () => {
+  /** Every IPv4 address of 198.51.0.0/16 whose token under `key` is one of `tokens`. */
+  const enumerate = (key: Uint8Array | ReturnType<typeof parseTokenKey>["key"], tokens: ReadonlySet<string>) => {
+    const found: string[] = [];
+    for (let i = 0; i < 65_536; i++) {
+      const ip = `198.51.${i >> 8}.${i & 255}`;
+      if (tokens.has(createToken(key, "ip", ip))) found.push(ip);
+    }
+    return found;
+  };
+
+  it("1. the recovery role cannot reverse tokens offline: nothing it holds or may read makes a token", async () => {
+    const r = await createRoles();
+    await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("victim", "198.51.7.9", "device-enum-1")]);
+    // What the recovery role may read: user_logins (the tokens) and the keyring.
+    const tokens = new Set(
+      await r.recovery.anyFirst(sql.unsafe`SELECT masked_ip FROM user_logins`) as string[],
+    );
+    const keyring = await r.recovery.anyFirst(sql.unsafe`
+      SELECT encode(k.v, 'hex') FROM pii_vault.keyring, LATERAL (VALUES (public_key)) AS k(v)`) as string[];
+    // And what it holds: its environment. Every secret, raw and as the tool derives a token key from it.
+    const held = [
+      ...Object.entries(f.recoveryEnv).filter(([name]) => name.startsWith("VAULT_")).map(([, v]) => v),
+      ...keyring,
+    ];
+    const candidates = held.flatMap((text) => [
+      Buffer.from(text, "utf8"),
+      Buffer.from(text, "base64url"),
+      Buffer.from(text, "hex"),
+      ...Buffer.byteLength(text) >= 32 ? [parseTokenKey({ VAULT_TOKEN_KEY: text }).key] : [],
+    ]).filter((k) => !(k instanceof Buffer) || k.length > 0);
+    for (const key of candidates) expect(enumerate(key, tokens)).toEqual([]);
+    // The loader's key finds it in the same search: the search itself works.
+    expect(enumerate(parseTokenKey(f.vaultEnv).key, tokens)).toEqual(["198.51.7.9"]);
+    // And the loader's secrets do not open entries: recovery with them is refused before anything is asked.
+    const withLoaderKeys = await runTool(
+      ["--reason", "r", "--ticket", "t", "--user-id", "victim"],
+      { ...f.vaultEnv, DATABASE_URL: r.recoveryUrl },
+      "scripts/recover.ts",
+    );
+    expect(withLoaderKeys.code).toBe(2);
+    expect(withLoaderKeys.stderr).toMatch(/^error: VAULT_RECOVERY_KEY is not set/);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit`)).toBe(0);
+  });
+
+  it("2. the recovery window is the wall clock's: a transaction begun inside it is not served after it ends", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.2.1", "device-window-a")]);
+    const a = await tokensOf(f.pool, "a");
+    const id = await r.recovery.oneFirst(requestRecovery("window", "T-23-2", [a.ip])) as number;
+    // The request's last second: the owner shortens it, as ten minutes passing would.
+    await f.pool.query(
+      sql.unsafe`UPDATE pii_vault.requests SET expires_at = clock_timestamp() + interval '1 second' WHERE id = ${id}`,
+    );
+    const served = await r.recovery.transaction(async (tx) => {
+      await tx.query(sql.unsafe`SELECT now()`);
+      await tx.query(sql.unsafe`SELECT pg_sleep(1.5)`);
+      return await tx.any(serveRecovery(id));
+    });
+    expect(served).toEqual([{ outcome: "denied", token: null, sealed: null }]);
+  });
+
+  it("3. a serving rolled back and reported as a failure leaves the committed request, and the report marked as the client's", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.3.1", "device-hide-a")]);
+    const a = await tokensOf(f.pool, "a");
+    const id = await r.recovery.oneFirst(requestRecovery("hide", "T-23-3", [a.ip])) as number;
+    // Take the ciphertexts, roll back, then claim the recovery failed.
+    const taken = await sqlStateOf(r.recovery.transaction(async (tx) => {
+      expect((await tx.any(serveRecovery(id))).map((row) => (row as { outcome: string }).outcome)).toEqual(["served"]);
+      throw new Error("roll back");
+    }));
+    expect(taken).toBe("roll back");
+    await r.recovery.query(
+      sql.unsafe`SELECT pii_vault.report_recovery_failure(${id}, 'key_version_not_configured', NULL)`,
+    );
+    // The trail: the database's own rows say a request was committed (values may have left);
+    // the failure is the client's word, and says so.
+    expect(
+      await f.pool.any(sql.unsafe`
+      SELECT outcome, source FROM pii_vault.audit WHERE id = ${id} OR request_id = ${id} ORDER BY id`),
+    ).toEqual([{ outcome: "requested", source: "database" }, { outcome: "failed", source: "client" }]);
+    // Nothing the client may call writes a row the database would vouch for as a failure.
+    expect(
+      await f.pool.oneFirst(sql.unsafe`
+      SELECT count(*)::int FROM pii_vault.audit WHERE request_id = ${id} AND source = 'database'`),
+    ).toBe(0);
+  });
+
+  it("4. erasure wins over a REPEATABLE READ snapshot taken before it committed", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("gone", "10.23.4.1", "device-snapshot-1")]);
+    const gone = await tokensOf(f.pool, "gone");
+    const id = await r.recovery.oneFirst(requestRecovery("snapshot", "T-23-4", [gone.ip, gone.device_id])) as number;
+    let served: unknown;
+    const attempt = r.recovery.transaction(async (tx) => {
+      await tx.query(sql.unsafe`SET TRANSACTION ISOLATION LEVEL REPEATABLE READ`);
+      await tx.query(sql.unsafe`SELECT count(*) FROM user_logins`);
+      expect((await forgetAs(r.adminUrl, "gone")).stdout).toMatch(/^forgotten: rows=1 /);
+      served = await tx.any(serveRecovery(id));
+      // No retry: Slonik would run the whole transaction again on 40001, with a new snapshot.
+    }, 0);
+    expect(await sqlStateOf(attempt)).toBe("40001");
+    expect(served).toBeUndefined();
+  });
+
+  it("5. a decoy row of another user carrying the victim's tokens does not keep them from erasure", async () => {
+    const r = await createRoles();
+    await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("victim", "10.23.5.1", "device-decoy-1")]);
+    const victim = await tokensOf(f.pool, "victim");
+    // The loader writes a row for a made-up user with the victim's tokens.
+    await r.loader.query(sql.unsafe`
+      INSERT INTO user_logins (user_id, device_type, masked_ip, masked_device_id, locale, app_version, create_date)
+      VALUES ('decoy', 'ios', ${victim.ip}, ${victim.device_id}, 'US', 1, current_date)`);
+    const forget = await forgetAs(r.adminUrl, "victim");
+    expect(forget.stdout).toBe("forgotten: rows=1 vault_entries_deleted=2 also_in_other_users_rows=2\n");
+    const viaDecoy = await recoverAs(r.recoveryUrl, ["--user-id", "decoy"]);
+    expect(viaDecoy.stdout).toBe("");
+    expect(viaDecoy.stderr).toMatch(/^error: 2 token\(s\) not in the vault/);
+  });
+
+  it("7. write_entries answers a NULL field alike for a present, an absent and an erased token", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.7.1", "device-null-a")]);
+    const present = (await tokensOf(f.pool, "a")).ip;
+    const erased = await r.owner.mask("10.23.7.3", "ip");
+    await f.pool.query(sql.unsafe`INSERT INTO pii_vault.tombstones (token) VALUES (${erased})`);
+    const states = [];
+    for (const token of [present, await r.owner.mask("10.23.7.2", "ip"), erased]) {
+      states.push(
+        await sqlState(
+          r.loader,
+          sql.unsafe`SELECT pii_vault.write_entries(1, ${tokenArray([token])}, ARRAY[NULL]::text[], ${
+            byteaArray([Buffer.from([1])])
+          })`,
+        ),
+      );
+    }
+    expect(states).toEqual(["22023", "22023", "22023"]);
+  });
+
+  it("7. (stated, not removed) the loader's own transaction statistics tell a present value from an absent one", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.7.11", "device-stats-a")]);
+    const seal = createEntrySealer(parseRecoveryPublicKey(f.vaultEnv));
+    const inserted = async (value: string) =>
+      await r.loader.transaction(async (tx) => {
+        const token = await r.owner.mask(value, "ip");
+        await tx.query(
+          sql.unsafe`SELECT pii_vault.write_entries(1, ${tokenArray([token])}, ${tokenArray(["ip"])}, ${
+            byteaArray([seal("ip", token, value)])
+          })`,
+        );
+        const count = await tx.oneFirst(sql.unsafe`
+          SELECT n_tup_ins::int FROM pg_stat_xact_all_tables WHERE relid = 'pii_vault.entries'::regclass`);
+        throw Object.assign(new Error("roll back"), { count });
+      }).catch((error: { count: number }) => error.count);
+    // docs/vault.md's threat model names this oracle: the loader sees the live stream anyway.
+    expect([await inserted("10.23.7.11"), await inserted("10.23.7.12")]).toEqual([0, 1]);
+  });
+
+  it("7. (stated, not removed) any role reads the vault's table sizes and erasure counts from pg_stat_all_tables", async () => {
+    const r = await createRoles();
+    await load(f.pool, r.owner, [login("a", "10.23.7.21", "device-size-a")]);
+    expect((await forgetAs(r.adminUrl, "a")).stdout).toMatch(/^forgotten: rows=1 vault_entries_deleted=2 /);
+    // A role with no grant at all: statistics are not privileges. docs/vault.md names this.
+    const counts = async () =>
+      await r.nobody.maybeOne(sql.unsafe`
+        SELECT n_tup_ins::int AS inserted, n_tup_del::int AS deleted FROM pg_stat_all_tables
+        WHERE schemaname = 'pii_vault' AND relname = 'entries'`) as { inserted: number; deleted: number } | null;
+    // Each backend reports its counts when idle, within seconds.
+    await waitFor("the vault's entries counted as 2 inserted and 2 deleted", async () => {
+      const seen = await counts();
+      return seen?.inserted === 2 && seen.deleted === 2;
+    });
+  });
+
+  it("8. an entry that does not open is set aside when recovery reports it, and the value's next load repairs it", async () => {
+    const r = await createRoles();
+    await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("a", "10.23.8.1", "device-repair-a")]);
+    const a = await tokensOf(f.pool, "a");
+    // Garbage where the entry was (the admin's rotation_store could do this).
+    await f.pool.query(sql.unsafe`UPDATE pii_vault.entries SET sealed = '\x0200' WHERE token = ${a.ip}`);
+    const broken = await recoverAs(r.recoveryUrl, [a.ip]);
+    expect(broken.stderr).toMatch(/does not open under key version 1: .* set aside/);
+    expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.quarantine WHERE token = ${a.ip}`))
+      .toBe(1);
+    // The value arrives again (a new login): a loader writes its entry afresh.
+    await load(r.loader, await createVault(r.loader, f.vaultEnv), [login("a2", "10.23.8.1", "device-repair-b")]);
+    const repaired = await recoverAs(r.recoveryUrl, [a.ip]);
+    expect(repaired.stdout).toBe(`ip\t${a.ip}\t10.23.8.1\n`);
   });
 });

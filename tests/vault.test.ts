@@ -11,7 +11,7 @@ import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../s
 import { forgetUser } from "../scripts/forget.ts";
 import { recoverValues } from "../scripts/recover.ts";
 import { VaultError } from "../src/commands/vault-command.ts";
-import { createToken, ERASED_MARKER, isToken, parseVaultKeys } from "../strategies/_vault-crypto.ts";
+import { createToken, ERASED_MARKER, isToken, parseRecoveryKeys } from "../strategies/_vault-crypto.ts";
 import { createRecentSet } from "../strategies/vault.ts";
 import { readRows, runDeno, runTool } from "./helpers.ts";
 import {
@@ -19,10 +19,11 @@ import {
   createVaultFixture,
   load,
   login,
-  OTHER_VAULT_KEY,
+  OTHER_RECOVERY,
   runSqlFile,
   sqlState,
-  TEST_VAULT_KEY,
+  TEST_RECOVERY,
+  TEST_TOKEN_KEY,
   tokensOf,
   toRecords,
   type VaultFixture,
@@ -30,9 +31,11 @@ import {
 
 let f: VaultFixture;
 let env: Record<string, string>;
+let recoveryEnv: Record<string, string>;
 beforeEach(async () => {
   f = await createVaultFixture();
   env = f.vaultEnv;
+  recoveryEnv = f.recoveryEnv;
 });
 afterEach(async () => {
   await f.close();
@@ -43,8 +46,10 @@ const createVault = (pool: DatabasePool, vaultEnv: Record<string, string> = env)
 const auditCount = async () => await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.audit`) as number;
 const oneLine = (text: string) => text.trim().split("\n").length === 1;
 const recover = (args: string[], extra: Record<string, string | undefined> = {}) =>
-  runTool(["--reason", "test", "--ticket", "T-1", ...args], { ...env, ...extra }, "scripts/recover.ts");
+  runTool(["--reason", "test", "--ticket", "T-1", ...args], { ...recoveryEnv, ...extra }, "scripts/recover.ts");
 const asked = { reason: "t", ticket: "t" };
+/** The recovery role's keys: the private half only, no token key. */
+const recoveryKeys = (keys: Record<string, string> = recoveryEnv) => parseRecoveryKeys(keys, ["VAULT_RECOVERY_KEY"]);
 
 describe("vault tokens and entries", () => {
   it("round-trips values through the vault, with one stable token per (field, value)", async () => {
@@ -55,7 +60,7 @@ describe("vault tokens and entries", () => {
     expect(await strategy.mask("199.172.111.135", "ip")).toBe(token);
     expect(await strategy.mask("199.172.111.135", "device_id")).not.toBe(token);
     expect(await strategy.mask("199.172.111.136", "ip")).not.toBe(token);
-    // A second loader on the same database unwraps the same token key.
+    // A second loader with the same token key makes the same tokens.
     expect(await (await createVault(f.pool)).mask("199.172.111.135", "ip")).toBe(token);
 
     await load(f.pool, strategy, [
@@ -66,7 +71,7 @@ describe("vault tokens and entries", () => {
     expect(await f.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM pii_vault.entries`)).toBe(3);
     const a = await tokensOf(f.pool, "a");
     expect(await tokensOf(f.pool, "c")).toEqual(a);
-    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { ...asked, tokens: [a.ip, a.device_id] });
+    const recovered = await recoverValues(f.pool, recoveryKeys(), { ...asked, tokens: [a.ip, a.device_id] });
     expect(recovered).toEqual([
       { field: "ip", token: a.ip, value: "199.172.111.135" },
       { field: "device_id", token: a.device_id, value: "dev-aaaa-1" },
@@ -125,9 +130,14 @@ describe("vault tokens and entries", () => {
   });
 
   it.each([
-    [{}, /^VAULT_KEY is not set/],
-    [{ VAULT_KEY: "short" }, /^VAULT_KEY is 5 bytes; it must be at least 32/],
-    [{ VAULT_KEY: TEST_VAULT_KEY, VAULT_KEY_VERSION: "zero" }, /^VAULT_KEY_VERSION must be a whole number/],
+    [{}, /^VAULT_TOKEN_KEY is not set/],
+    [{ VAULT_TOKEN_KEY: "short" }, /^VAULT_TOKEN_KEY is 5 bytes; it must be at least 32/],
+    [{ VAULT_TOKEN_KEY: TEST_TOKEN_KEY }, /^VAULT_RECOVERY_PUBLIC_KEY is not set/],
+    [{ VAULT_TOKEN_KEY: TEST_TOKEN_KEY, VAULT_RECOVERY_PUBLIC_KEY: "abc" }, /^VAULT_RECOVERY_PUBLIC_KEY is not a key/],
+    [
+      { VAULT_KEY: TEST_TOKEN_KEY, VAULT_KEY_VERSION: "1" },
+      /^VAULT_KEY, VAULT_KEY_VERSION belong to the single-key vault this version replaced: remove them/,
+    ],
   ])("refuses a bad key setting %j with one line", async (vaultEnv, message) => {
     await expect(loadStrategy("vault", { env: vaultEnv })).rejects.toThrow(message);
     await expect(loadStrategy("vault", { env: vaultEnv })).rejects.toBeInstanceOf(ConfigError);
@@ -138,19 +148,31 @@ describe("recovery", () => {
   it("refuses a wrong key, at load and at recovery, printing nothing", async () => {
     const strategy = await createVault(f.pool);
     await load(f.pool, strategy, [login("a", "10.20.30.40", "device-wrong-key")]);
-    const other = await loadStrategy("vault", { env: { VAULT_KEY: OTHER_VAULT_KEY } });
+    const other = await loadStrategy("vault", {
+      env: { ...env, VAULT_RECOVERY_PUBLIC_KEY: OTHER_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY },
+    });
     await expect(other.setup!(f.pool)).rejects.toThrow(
-      "VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION",
+      "VAULT_RECOVERY_PUBLIC_KEY is not in the vault keyring (current version 1): set it to the keyring's public key, or add it with sqs-login-masker rotate-vault-key",
     );
 
     const before = await auditCount();
-    const run = await recover([(await tokensOf(f.pool, "a")).ip], { VAULT_KEY: OTHER_VAULT_KEY });
+    const run = await recover([(await tokensOf(f.pool, "a")).ip], {
+      VAULT_RECOVERY_KEY: OTHER_RECOVERY.VAULT_RECOVERY_KEY,
+    });
     expect(run.code).toBe(2);
     expect(run.stdout).toBe("");
     expect(run.stderr).toBe(
-      "error: VAULT_KEY is not the vault's key version 1: check VAULT_KEY and VAULT_KEY_VERSION\n",
+      "error: VAULT_RECOVERY_KEY is not the private key of any version of the vault keyring (current version 1): set it to the recovery key pair's private half\n",
     );
     expect(await auditCount()).toBe(before);
+  });
+
+  it("refuses a vault made with the single VAULT_KEY, with one line naming the fix", async () => {
+    await createVault(f.pool);
+    await f.pool.query(sql.unsafe`COMMENT ON SCHEMA pii_vault IS 'sqs-login-masker vault 2'`);
+    await expect(createVault(f.pool)).rejects.toThrow(
+      /^Schema pii_vault was made with the single VAULT_KEY, whose holder could both open entries and make tokens: .*vault-keygen/,
+    );
   });
 
   it("refuses a tampered or swapped ciphertext with one line, printing nothing", async () => {
@@ -170,7 +192,7 @@ describe("recovery", () => {
     expect(run.stdout).toBe("");
     expect(run.stderr).toMatch(
       new RegExp(
-        `^error: The vault entry for ${a.ip} does not authenticate under key version 1: it was changed or moved`,
+        `^error: The vault entry for ${a.ip} does not open under key version 1: it was changed or moved`,
       ),
     );
     expect(oneLine(run.stderr)).toBe(true);
@@ -180,7 +202,7 @@ describe("recovery", () => {
     await f.pool.query(sql.unsafe`
       UPDATE pii_vault.entries SET sealed = (SELECT sealed FROM pii_vault.entries WHERE token = ${b.device_id})
       WHERE token = ${a.device_id}`);
-    await expect(recoverValues(f.pool, parseVaultKeys(env), { ...asked, tokens: [a.device_id] }))
+    await expect(recoverValues(f.pool, recoveryKeys(), { ...asked, tokens: [a.device_id] }))
       .rejects.toBeInstanceOf(VaultError);
   });
 
@@ -189,18 +211,18 @@ describe("recovery", () => {
     await load(f.pool, strategy, [login("a", "10.20.30.43", "device-audit-a")]);
     const a = await tokensOf(f.pool, "a");
 
-    const noReason = await runTool([a.ip], env, "scripts/recover.ts");
+    const noReason = await runTool([a.ip], recoveryEnv, "scripts/recover.ts");
     expect(noReason.code).toBe(2);
     expect(noReason.stdout).toBe("");
     expect(noReason.stderr).toMatch(/^error: No reason given: pass --reason "TEXT"/);
-    const noTicket = await runTool(["--reason", "why", a.ip], env, "scripts/recover.ts");
+    const noTicket = await runTool(["--reason", "why", a.ip], recoveryEnv, "scripts/recover.ts");
     expect(noTicket.code).toBe(2);
     expect(noTicket.stderr).toMatch(/^error: No ticket given: pass --ticket ID/);
     expect(await auditCount()).toBe(0);
 
     const run = await runTool(
       ["--reason", "customer asked", "--ticket", "SEC-1", a.ip, a.device_id],
-      env,
+      recoveryEnv,
       "scripts/recover.ts",
     );
     expect(run.code).toBe(0);
@@ -298,7 +320,7 @@ describe("roles from scripts/vault-roles.sql", () => {
 });
 
 describe("erasure", () => {
-  it("deletes entries only the user referenced, unlinks shared ones, and recovery then fails clearly", async () => {
+  it("deletes every entry of the user's values, shared ones too (counted), and recovery then fails clearly", async () => {
     const strategy = await createVault(f.pool);
     await load(f.pool, strategy, [
       login("gone", "172.16.0.9", "device-gone-1"),
@@ -315,7 +337,7 @@ describe("erasure", () => {
       "scripts/forget.ts",
     );
     expect(run.stderr).toBe("");
-    expect(run.stdout).toBe("forgotten: rows=2 vault_entries_deleted=2 shared_entries_kept_for_other_users=1\n");
+    expect(run.stdout).toBe("forgotten: rows=2 vault_entries_deleted=3 also_in_other_users_rows=1\n");
     const rows = (await readRows(f.pool)).filter((r) => r.user_id === "gone");
     expect(rows.map((r) => [r.masked_ip, r.masked_device_id])).toEqual([[ERASED_MARKER, ERASED_MARKER], [
       ERASED_MARKER,
@@ -335,10 +357,14 @@ describe("erasure", () => {
       `error: 1 token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${goneDevice}\n`,
     );
 
-    // The housemate's own data stays recoverable.
-    expect((await recoverValues(f.pool, parseVaultKeys(env), { ...asked, userId: "housemate" })).map((v) => v.value))
-      .toEqual(["172.16.0.9", "device-housemate"]);
+    // The shared address went too: the housemate's row keeps its token, whose value is erased.
     expect(housemate.ip).toBe(gone.ip);
+    await expect(recoverValues(f.pool, recoveryKeys(), { ...asked, userId: "housemate" })).rejects.toThrow(
+      `1 token(s) not in the vault (erased by sqs-login-masker forget, or never stored): ${housemate.ip}`,
+    );
+    expect(await recoverValues(f.pool, recoveryKeys(), { ...asked, tokens: [housemate.device_id] })).toEqual([
+      { field: "device_id", token: housemate.device_id, value: "device-housemate" },
+    ]);
     const audit = await f.pool.one(
       sql.unsafe`SELECT action, outcome, reason, ticket, user_id, detail FROM pii_vault.audit WHERE action = 'forget'`,
     );
@@ -348,7 +374,7 @@ describe("erasure", () => {
       reason: "GDPR request",
       ticket: "ER-7",
       user_id: "gone",
-      detail: "rows=2 entries_deleted=2 shared_kept=1",
+      detail: "rows=2 entries_deleted=3 also_in_other_users_rows=1",
     });
 
     await expect(forgetUser(f.pool, { userId: "nobody", ...asked })).rejects.toThrow(
@@ -363,34 +389,33 @@ describe("key rotation", () => {
     const bodies = [login("a", "192.0.2.1", "device-rotate-a"), login("b", "192.0.2.2", "device-rotate-b")];
     await load(f.pool, strategy, bodies);
     const before = await readRows(f.pool);
+    // The admin: the old private key and the new public one; no token key.
     const rotateEnv = {
-      ...env,
-      VAULT_PREVIOUS_KEY: TEST_VAULT_KEY,
-      VAULT_KEY: OTHER_VAULT_KEY,
-      VAULT_KEY_VERSION: "2",
+      ...f.env,
+      VAULT_PREVIOUS_RECOVERY_KEY: TEST_RECOVERY.VAULT_RECOVERY_KEY,
+      VAULT_RECOVERY_PUBLIC_KEY: OTHER_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY,
     };
 
     const run = await runTool(["--reason", "yearly", "--batch-size", "3"], rotateEnv, "scripts/rotate-vault-key.ts");
     expect(run.stderr).toBe("");
     expect(run.stdout).toBe("rotated: reencrypted=4 from_version=1 to_version=2 previous_version_retired\n");
     expect(await f.pool.anyFirst(sql.unsafe`SELECT DISTINCT key_version FROM pii_vault.entries`)).toEqual([2]);
-    expect(
-      await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring WHERE wrapped_token_key IS NOT NULL`),
-    ).toEqual([2]);
+    expect(await f.pool.anyFirst(sql.unsafe`SELECT key_version FROM pii_vault.keyring WHERE emptied_at IS NULL`))
+      .toEqual([2]);
 
-    const newKeyEnv = { ...env, VAULT_KEY: OTHER_VAULT_KEY, VAULT_KEY_VERSION: "2" };
+    const newKeyEnv = { ...env, VAULT_RECOVERY_PUBLIC_KEY: OTHER_RECOVERY.VAULT_RECOVERY_PUBLIC_KEY };
     const rotated = await createVault(f.pool, newKeyEnv);
     expect(await rotated.mask("192.0.2.1", "ip")).toBe(before.find((r) => r.user_id === "a")!.masked_ip);
-    const recovered = await recoverValues(f.pool, parseVaultKeys(newKeyEnv), { ...asked, userId: "b" });
+    const recovered = await recoverValues(f.pool, recoveryKeys(OTHER_RECOVERY), { ...asked, userId: "b" });
     expect(recovered.map((v) => v.value)).toEqual(["192.0.2.2", "device-rotate-b"]);
 
     await expect(createVault(f.pool, env)).rejects.toThrow(
-      "VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)",
+      "VAULT_RECOVERY_PUBLIC_KEY is keyring version 1, retired by a key rotation: set it to the public key of a current version (2)",
     );
     const oldKey = await recover(["--user-id", "b"]);
     expect(oldKey.code).toBe(2);
     expect(oldKey.stderr).toBe(
-      "error: VAULT_KEY_VERSION=1 was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (2)\n",
+      "error: VAULT_RECOVERY_KEY is not the private key of any version of the vault keyring (current version 2): set it to the recovery key pair's private half\n",
     );
     expect(
       await f.pool.anyFirst(
@@ -476,7 +501,7 @@ describe("deno run -A mod.ts --strategy vault", () => {
     expect(run.stdout).toMatch(/^loaded=2 /);
     const a = await tokensOf(f.pool, "deno-a");
     expect(a.ip).toBe(await strategy.mask("203.0.113.7", "ip"));
-    const recovered = await recoverValues(f.pool, parseVaultKeys(env), { ...asked, userId: "deno-b" });
+    const recovered = await recoverValues(f.pool, recoveryKeys(), { ...asked, userId: "deno-b" });
     expect(recovered.map((v) => v.value)).toEqual(["203.0.113.8", "device-deno-b"]);
   });
 });

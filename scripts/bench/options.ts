@@ -10,15 +10,19 @@ import { fileURLToPath } from "node:url";
 import { parseCount, parseFlags } from "../../src/config.ts";
 import { ConfigError } from "../../src/errors.ts";
 import { loadStrategy } from "../../src/masking.ts";
+import { generateRecoveryKeyPair } from "../../strategies/_vault-crypto.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /** A key for the benchmark's own throwaway data; never a real secret. */
 export const BENCH_HMAC_KEY = "bench-only-key-".repeat(3);
-/** The strategies' keys the tool gets here: throwaway ones (or the caller's VAULT_KEY), never real secrets. */
+/** Entries are sealed to a throwaway pair's public half; the benchmark opens none. */
+const BENCH_RECOVERY_PUBLIC_KEY = generateRecoveryKeyPair().publicKey;
+/** The strategies' keys the tool gets here: throwaway ones (or the caller's vault keys), never real secrets. */
 export function toolKeys(strategy: string): Record<string, string> {
   return {
     MASK_HMAC_KEY: BENCH_HMAC_KEY,
-    VAULT_KEY: process.env.VAULT_KEY ?? randomBytes(32).toString("hex"),
+    VAULT_TOKEN_KEY: process.env.VAULT_TOKEN_KEY ?? randomBytes(32).toString("hex"),
+    VAULT_RECOVERY_PUBLIC_KEY: process.env.VAULT_RECOVERY_PUBLIC_KEY ?? BENCH_RECOVERY_PUBLIC_KEY,
     // ipcrypt takes a 16-byte key, ipcrypt-pfx a 32-byte one; the others ignore it.
     MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
   };

@@ -22,7 +22,7 @@ export const HELP = `Usage: sqs-login-masker check [options]
 Check what the consumer needs, with the same options and environment (sqs-login-masker
 --help lists them; --env-file PATH too), and exit. Nothing is received and nothing is changed:
 
-  flags and keys   every option, and the strategy's keys (MASK_HMAC_KEY, VAULT_KEY, ...)
+  flags and keys   every option, and the strategy's keys (MASK_HMAC_KEY, VAULT_TOKEN_KEY, ...)
   the queue        reachable; its VisibilityTimeout; a RedrivePolicy, and that it points
                    at the DLQ given
   the DLQ          reachable; FIFO when the queue is, standard when it is not; its

@@ -9,15 +9,15 @@
  * 1. the user's rows in `user_logins` keep their other columns, but `masked_ip` and
  *    `masked_device_id` become `erased` (whatever strategy masked them: an HMAC of an IPv4
  *    address can be reversed by whoever holds the key), so no row of theirs leads to a value;
- * 2. each vault entry those rows referenced is deleted, and its token tombstoned so that no
- *    later write brings it back, when no other user's row still references it; a value
- *    shared with others (a household's IP) stays, because it is their data too, but nothing
- *    links it to this user any more;
+ * 2. each vault entry those rows referenced is deleted (a quarantined copy too), and its token
+ *    tombstoned so that no later write brings it back, even a value other users' rows hold:
+ *    the loader may write rows for any user id, so such a row may be a decoy planted to keep
+ *    the value; how many values other rows held is reported (`also_in_other_users_rows`);
  * 3. pending recovery requests that name any of those tokens are dropped;
  * 4. an audit row records who (set by the database), why, and counts, and deliberately not
- *    the tokens, which would re-create the link for the shared ones.
+ *    the tokens.
  *
- * No `VAULT_KEY` needed: erasure never decrypts. Needs the pii_vault_admin role.
+ * No key needed: erasure never opens an entry. Needs the pii_vault_admin role.
  *
  * @module
  */
@@ -32,9 +32,9 @@ export const HELP = `Usage: sqs-login-masker forget --database-url URL --user-id
        (from a checkout: npx tsx mod.ts forget …, or npx tsx scripts/forget.ts …)
 
 Make a user's ip and device_id unrecoverable: their rows in user_logins get "${ERASED_MARKER}" in
-masked_ip and masked_device_id, and the vault entries only they referenced are deleted and
-never written again. Values other users share are kept for those users, unlinked from this
-one. Audited.
+masked_ip and masked_device_id, and the vault entries of their values are deleted and never
+written again, even a value other users' rows hold too (those rows may be decoys; how many
+values they shared is reported as also_in_other_users_rows). Audited.
 
   --database-url URL   a role with pii_vault_admin (sqs-login-masker vault-roles)  [env DATABASE_URL]
   --user-id ID         the user to forget
@@ -50,17 +50,18 @@ Exit codes: 0 erased, 1 runtime failure (no such user), 2 usage error.
 export interface ForgetOutcome {
   rows: number;
   deleted: number;
-  keptShared: number;
+  /** The user's values that other users' rows hold too: erased for them as well. */
+  alsoInOtherUsersRows: number;
 }
 
 const sqlForgetRow = sql.type(toStandardSchema(Type.Object({
   erased_rows: Type.Integer(),
   entries_deleted: Type.Integer(),
-  shared_kept: Type.Integer(),
+  also_in_other_users_rows: Type.Integer(),
 })));
 
 /**
- * Erase a user's masked values and the vault entries only they referenced.
+ * Erase a user's masked values and the vault entries of those values.
  *
  * @throws {VaultError} when the user has no rows in user_logins (the attempt is audited)
  */
@@ -69,11 +70,15 @@ export async function forgetUser(
   request: { userId: string; reason: string; ticket: string },
 ): Promise<ForgetOutcome> {
   const outcome = await pool.one(sqlForgetRow`
-    SELECT erased_rows, entries_deleted, shared_kept FROM pii_vault.forget_user(${request.userId}, ${request.reason}, ${request.ticket})`);
+    SELECT erased_rows, entries_deleted, also_in_other_users_rows FROM pii_vault.forget_user(${request.userId}, ${request.reason}, ${request.ticket})`);
   if (outcome.erased_rows === 0) {
     throw new VaultError(`No rows for user_id ${JSON.stringify(request.userId)} in user_logins: nothing to forget`);
   }
-  return { rows: outcome.erased_rows, deleted: outcome.entries_deleted, keptShared: outcome.shared_kept };
+  return {
+    rows: outcome.erased_rows,
+    deleted: outcome.entries_deleted,
+    alsoInOtherUsersRows: outcome.also_in_other_users_rows,
+  };
 }
 
 function parseForgetArgs(argv: readonly string[], env: Record<string, string | undefined>): VaultArgs {
@@ -92,7 +97,7 @@ export async function main(argv: readonly string[], env: Record<string, string |
       ticket: args.ticket,
     });
     process.stdout.write(
-      `forgotten: rows=${outcome.rows} vault_entries_deleted=${outcome.deleted} shared_entries_kept_for_other_users=${outcome.keptShared}\n`,
+      `forgotten: rows=${outcome.rows} vault_entries_deleted=${outcome.deleted} also_in_other_users_rows=${outcome.alsoInOtherUsersRows}\n`,
     );
   });
 }

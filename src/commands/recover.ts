@@ -1,37 +1,37 @@
 /**
- * Recover originals from the vault, for those allowed to: it needs `VAULT_KEY` and a role
- * in pii_recovery, and every recovery leaves an audit row that is committed before any
- * ciphertext is handed out.
+ * Recover originals from the vault, for those allowed to: it needs `VAULT_RECOVERY_KEY` and
+ * a role in pii_recovery, and every recovery leaves an audit row that is committed before
+ * any ciphertext is handed out. It does not need, and must not have, `VAULT_TOKEN_KEY`.
  *
  * ```sh
- * VAULT_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
- * VAULT_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID --user-id ID
+ * VAULT_RECOVERY_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
+ * VAULT_RECOVERY_KEY=... sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID --user-id ID
  * ```
  *
  * Two transactions: `pii_vault.request_recovery` commits the request (reason, ticket; the
  * database adds who and when), then `pii_vault.serve_recovery` hands out the ciphertexts of
- * that request only, and records that it did, or why it would not. Each value is checked
- * against its token before it is printed: `field<TAB>token<TAB>original`, one line each,
- * and nothing at all when any entry fails.
+ * that request only, and records that it did, or why it would not. Each value is printed as
+ * `field<TAB>token<TAB>original`, one line each, and nothing at all when any entry fails to
+ * open. Whether a value is the one its token stands for only a holder of the token key can
+ * tell: the recovery role cannot, by design (docs/vault.md).
  *
  * @module
  */
 import { Type } from "@sinclair/typebox";
 import { type DatabasePool, sql } from "slonik";
 import type { PiiField } from "../contract.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, errorCode } from "../errors.ts";
 import { toStandardSchema } from "../typed-sql.ts";
 import {
-  createToken,
-  decryptEntry,
-  findVaultKey,
+  formatPublicKey,
   isToken,
-  parseVaultKeys,
+  openEntry,
+  parseRecoveryKeys,
+  type RecoveryKey,
   VaultDecryptError,
-  type VaultKeys,
 } from "../../strategies/_vault-crypto.ts";
 import type { RecoveryFailure } from "../../strategies/_vault-schema.ts";
-import { openKeyringRow, SELECT_KEYRING } from "../../strategies/vault.ts";
+import { liveVersions, SELECT_KEYRING } from "../../strategies/vault.ts";
 import { parseVaultArgs, runVaultCommand, type VaultArgs, VaultError } from "./vault-command.ts";
 
 export const HELP = `Usage: sqs-login-masker recover --database-url URL --reason "TEXT" --ticket ID TOKEN [TOKEN...]
@@ -47,11 +47,11 @@ the database) who and when. The audit does not keep which tokens.
   --reason TEXT        why; required
   --ticket ID          the request or incident it answers; required
   --user-id ID         recover that user's values instead of listed tokens
-  --env-file PATH      read variables (DATABASE_URL, VAULT_KEY, ...) from a file
+  --env-file PATH      read variables (DATABASE_URL, VAULT_RECOVERY_KEY, ...) from a file
   -h, --help           show this help
 
-Needs VAULT_KEY (and VAULT_KEY_VERSION if not 1); during a key rotation also
-VAULT_PREVIOUS_KEY and VAULT_PREVIOUS_KEY_VERSION. See docs/vault.md.
+Needs VAULT_RECOVERY_KEY, the private half of the vault's recovery key pair (during a key
+rotation also VAULT_PREVIOUS_RECOVERY_KEY). It cannot make tokens. See docs/vault.md.
 Exit codes: 0 printed, 1 runtime failure (tampered entry, unknown token), 2 usage or key error.
 `;
 
@@ -84,25 +84,40 @@ const sqlServedRow = sql.type(toStandardSchema(ServedRow));
 const sqlMaskedRow = sql.type(toStandardSchema(Type.Object({ masked: Type.String() })));
 
 /**
- * Fail early and precisely on a wrong key: a configured key must open its keyring row.
+ * Fail early and precisely on a wrong key: each configured key must be a keyring version.
  *
- * @returns the token key, to check each recovered value against its token
+ * @returns the private key of each keyring version configured
  */
-async function openTokenKey(pool: DatabasePool, keys: VaultKeys): Promise<Buffer> {
+async function keysByVersion(pool: DatabasePool, keys: readonly RecoveryKey[]): Promise<Map<number, RecoveryKey>> {
   const rows = await pool.any(SELECT_KEYRING);
-  let tokenKey: Buffer | undefined;
-  for (const row of rows) {
-    const key = findVaultKey(keys, row.key_version);
-    if (key && row.wrapped_token_key !== null) tokenKey ??= openKeyringRow(key, row.wrapped_token_key);
+  const byVersion = new Map<number, RecoveryKey>();
+  for (const key of keys) {
+    const row = rows.find((r) => r.public_key === formatPublicKey(key.publicKey));
+    if (row && !row.emptied) byVersion.set(row.key_version, key);
   }
-  if (tokenKey) return tokenKey;
-  const live = rows.filter((r) => !r.retired).map((r) => r.key_version).join(", ");
-  const { version } = keys.current;
+  if (byVersion.size > 0) return byVersion;
   throw new ConfigError(
-    rows.some((r) => r.key_version === version && r.retired)
-      ? `VAULT_KEY_VERSION=${version} was retired by a key rotation: set VAULT_KEY and VAULT_KEY_VERSION to a current version (${live})`
-      : `VAULT_KEY_VERSION=${version} is not in the vault keyring (it holds version ${live}): set VAULT_KEY and VAULT_KEY_VERSION to a version it holds`,
+    `VAULT_RECOVERY_KEY is not the private key of any version of the vault keyring (current version ${
+      liveVersions(rows)
+    }): set it to the recovery key pair's private half`,
   );
+}
+
+/**
+ * Serve a committed request. A serving that meets an erasure committed after its snapshot
+ * fails with 40001 (a REPEATABLE READ default, say): the values are gone, say so.
+ */
+async function serve(pool: DatabasePool, requestId: number) {
+  try {
+    return await pool.any(sqlServedRow`
+      SELECT outcome, detail, token, field, key_version, encode(sealed, 'base64') AS sealed
+      FROM pii_vault.serve_recovery(${requestId})`);
+  } catch (error) {
+    if (errorCode(error) !== "40001") throw error;
+    throw new VaultError(
+      "The vault's entries changed while they were served (an erasure, most likely): nothing recovered; ask again",
+    );
+  }
 }
 
 /**
@@ -132,15 +147,15 @@ async function userTokens(pool: DatabasePool, userId: string): Promise<string[]>
  *
  * @returns the values in token order (for a user: ip first, then device_id)
  * @throws {VaultError} when the vault refuses, for unknown or erased tokens, and for entries
- *   that fail to decrypt or whose value is not the one their token stands for
+ *   that fail to open (reported, and set aside: see `pii_vault.report_recovery_failure`)
  * @throws {ConfigError} when a key is wrong or the entry's key version is not configured
  */
 export async function recoverValues(
   pool: DatabasePool,
-  keys: VaultKeys,
+  keys: readonly RecoveryKey[],
   request: RecoveryRequest,
 ): Promise<RecoveredValue[]> {
-  const tokenKey = await openTokenKey(pool, keys);
+  const byVersion = await keysByVersion(pool, keys);
   const tokens = request.userId !== undefined
     ? await userTokens(pool, request.userId)
     : [...new Set(request.tokens ?? [])];
@@ -148,9 +163,7 @@ export async function recoverValues(
   // served, and the answer (served, denied, failed) is committed with its audit row.
   const requestId = await pool.oneFirst(sql.unsafe`
     SELECT pii_vault.request_recovery(${request.reason}, ${request.ticket}, ${sql.array(tokens, "text")})`) as number;
-  const rows = await pool.any(sqlServedRow`
-    SELECT outcome, detail, token, field, key_version, encode(sealed, 'base64') AS sealed
-    FROM pii_vault.serve_recovery(${requestId})`);
+  const rows = await serve(pool, requestId);
   const denied = rows.find((r) => r.outcome === "denied");
   if (denied) throw new VaultError(`The vault refused the recovery: ${denied.detail}`);
   const missing = new Set(rows.filter((r) => r.outcome === "missing").map((r) => r.token));
@@ -161,8 +174,8 @@ export async function recoverValues(
       }`,
     );
   }
-  const failed = async (failure: RecoveryFailure, error: Error): Promise<never> => {
-    await pool.query(sql.unsafe`SELECT pii_vault.report_recovery_failure(${requestId}, ${failure})`);
+  const failed = async (failure: RecoveryFailure, token: string, error: Error): Promise<never> => {
+    await pool.query(sql.unsafe`SELECT pii_vault.report_recovery_failure(${requestId}, ${failure}, ${token})`);
     throw error;
   };
   const byToken = new Map(rows.map((row) => [row.token!, row]));
@@ -170,35 +183,26 @@ export async function recoverValues(
   for (const token of tokens) {
     const row = byToken.get(token)!;
     const field = row.field!;
-    const key = findVaultKey(keys, row.key_version!);
+    const key = byVersion.get(row.key_version!);
     if (!key) {
       await failed(
         "key_version_not_configured",
+        token,
         new ConfigError(
-          `Token ${token} was encrypted with key version ${row.key_version}, but VAULT_KEY is version ${keys.current.version}: set VAULT_PREVIOUS_KEY and VAULT_PREVIOUS_KEY_VERSION, or finish the rotation`,
+          `Token ${token} was sealed to key version ${row.key_version}, whose private key is not configured: set VAULT_PREVIOUS_RECOVERY_KEY to it, or finish the rotation`,
         ),
       );
     }
     let value: string;
     try {
-      value = decryptEntry(key!, field, token, Buffer.from(row.sealed!, "base64"));
+      value = openEntry(key!, field, token, Buffer.from(row.sealed!, "base64"));
     } catch (error) {
       if (!(error instanceof VaultDecryptError)) throw error;
       return await failed(
         "does_not_authenticate",
+        token,
         new VaultError(
-          `The vault entry for ${token} does not authenticate under key version ${
-            key!.version
-          }: it was changed or moved after it was written (or the key is wrong); nothing recovered`,
-        ),
-      );
-    }
-    // Whoever holds VAULT_KEY can seal any value under a token not yet written; the token says which value it stands for.
-    if (createToken(tokenKey, field, value) !== token) {
-      await failed(
-        "token_mismatch",
-        new VaultError(
-          `The vault entry for ${token} holds a value whose token is not ${token}: it was written by a holder of VAULT_KEY with a false value; nothing recovered`,
+          `The vault entry for ${token} does not open under key version ${row.key_version}: it was changed or moved after it was written; nothing recovered. The entry is set aside, so the value's next load writes it afresh`,
         ),
       );
     }
@@ -224,13 +228,13 @@ function parseRecoverArgs(argv: readonly string[], env: Record<string, string | 
   const bad = args.positionals.findIndex((t) => !isToken(t));
   // The argument is not echoed: a mistaken paste may be a raw value.
   if (bad >= 0) throw new ConfigError(`Argument ${bad + 1} is not a vault token (expected vlt1: and 43 characters)`);
-  parseVaultKeys(env);
+  parseRecoveryKeys(env, ["VAULT_RECOVERY_KEY"]);
   return args;
 }
 
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
   return await runVaultCommand(argv, env, HELP, parseRecoverArgs, async (pool, args) => {
-    const recovered = await recoverValues(pool, parseVaultKeys(env), {
+    const recovered = await recoverValues(pool, parseRecoveryKeys(env, ["VAULT_RECOVERY_KEY"]), {
       reason: args.reason,
       ticket: args.ticket,
       tokens: args.positionals,

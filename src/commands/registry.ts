@@ -24,7 +24,7 @@ export const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
     load: () => import("./check.ts"),
   },
   recover: {
-    summary: "print the originals behind vault tokens, audited (needs VAULT_KEY)",
+    summary: "print the originals behind vault tokens, audited (needs VAULT_RECOVERY_KEY)",
     load: () => import("./recover.ts"),
   },
   forget: {
@@ -32,12 +32,16 @@ export const SUBCOMMANDS: Readonly<Record<string, Subcommand>> = {
     load: () => import("./forget.ts"),
   },
   "rotate-vault-key": {
-    summary: "move the vault to a new VAULT_KEY; tokens stay as they are",
+    summary: "move the vault to a new recovery key pair; tokens stay as they are",
     load: () => import("./rotate-vault-key.ts"),
   },
   ipcrypt: {
     summary: "decrypt: the addresses behind ipcrypt and ipcrypt-pfx masks (needs MASK_IPCRYPT_KEY)",
     load: () => import("./ipcrypt.ts"),
+  },
+  "vault-keygen": {
+    summary: "print new vault keys, one secret per role, as environment lines",
+    load: () => import("./vault-keygen.ts"),
   },
   "vault-roles": {
     summary: "print the vault's roles SQL, for the tables' owner to run",
