@@ -29,7 +29,15 @@
  * @module
  */
 import { Type } from "@sinclair/typebox";
-import { type DatabasePool, type DatabaseTransactionConnection, sql } from "slonik";
+import {
+  type ArraySqlToken,
+  type DatabasePool,
+  type DatabaseTransactionConnection,
+  type QuerySqlToken,
+  sql,
+  type ValueExpression,
+} from "slonik";
+import type { StandardSchemaV1 } from "@standard-schema/spec";
 import { keyFingerprint, type MaskedValue, type MaskStrategy, type StrategyOptions } from "../src/contract.ts";
 import { ConfigError, describeDatabaseError, errorCode, FatalError } from "../src/errors.ts";
 import { toStandardSchema } from "../src/typed-sql.ts";
@@ -48,10 +56,19 @@ const KeyringRow = Type.Object({
   retired: Type.Boolean(),
   emptied: Type.Boolean(),
 });
+/** A keyring row, its public key as base64url (as its variable spells it). */
+export interface KeyringRowValue {
+  key_version: number;
+  public_key: string;
+  retired: boolean;
+  emptied: boolean;
+}
+type KeyringQuery = QuerySqlToken<StandardSchemaV1<KeyringRowValue, KeyringRowValue>>;
 /** Keyring rows, public keys as base64url (as their variables spell them). */
-export const sqlKeyringRow = sql.type(toStandardSchema(KeyringRow));
+export const sqlKeyringRow: (template: TemplateStringsArray, ...values: ValueExpression[]) => KeyringQuery = sql
+  .type(toStandardSchema(KeyringRow));
 /** Every keyring row, as {@link sqlKeyringRow} types it. */
-export const SELECT_KEYRING = sqlKeyringRow`
+export const SELECT_KEYRING: KeyringQuery = sqlKeyringRow`
   SELECT key_version, rtrim(translate(encode(public_key, 'base64'), '+/', '-_'), '=') AS public_key,
          retired_at IS NOT NULL AS retired, emptied_at IS NOT NULL AS emptied
   FROM pii_vault.keyring ORDER BY key_version`;
@@ -139,7 +156,7 @@ export async function loadKeyVersion(pool: DatabasePool, publicKey: RecoveryPubl
 }
 
 /** Ciphertexts as a Postgres `bytea[]` parameter. */
-export function byteaArray(values: readonly Uint8Array[]) {
+export function byteaArray(values: readonly Uint8Array[]): ArraySqlToken<"bytea"> {
   return sql.array(values.map((v) => Buffer.from(v.buffer, v.byteOffset, v.byteLength)), "bytea");
 }
 

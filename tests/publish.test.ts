@@ -2,7 +2,7 @@
  * What a release ships: one version everywhere, the licence and changelog, and a JSR
  * package that `deno publish --dry-run` accepts with no slow-types escape hatch.
  */
-import { readFile } from "node:fs/promises";
+import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { VERSION } from "../mod.ts";
@@ -36,7 +36,12 @@ describe("JSR", () => {
   it("deno publish --dry-run passes with explicit types (no --allow-slow-types) and ships the tool, not its tests", async () => {
     const deno = await readJson("deno.json");
     expect(deno.name).toMatch(/^@[a-z0-9-]+\/[a-z0-9-]+$/);
-    expect(deno.exports).toBeDefined();
+    // The same subpaths as the npm package: the API and each public strategy, no private part.
+    const strategies = (await readdir(join(ROOT, "strategies"))).filter((f) => /^[a-z][a-z0-9-]*\.ts$/.test(f));
+    expect(deno.exports).toEqual({
+      ".": "./mod.ts",
+      ...Object.fromEntries(strategies.map((f) => [`./strategies/${f.slice(0, -3)}`, `./strategies/${f}`])),
+    });
     const npmExports = (await readJson("package.json")).exports;
     expect(npmExports["./strategies/_*"]).toBeNull();
     // --allow-dirty: a working tree under development has uncommitted files; CI's clone has none.
