@@ -1,0 +1,134 @@
+/**
+ * Conditions of the whole stream, not of one row: a table that drifted from the contract
+ * (a table fault stops the tool and dead-letters no valid message), and faults that pass
+ * (a cancelled statement, a lock held past the statement deadline, SQS throttling), which
+ * are waited out. Real Postgres and fauxqs; the tool as a child process.
+ */
+import { sql } from "slonik";
+import { afterEach, describe, expect, it } from "vitest";
+import { ensureSchema, PROCESSED_TABLE } from "../mod.ts";
+import { INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
+import {
+  countRows,
+  createFixture,
+  expectNoPii,
+  type Fixture,
+  rawPii,
+  receiveAll,
+  type RunningTool,
+  type RunResult,
+  runTool,
+  waitFor,
+} from "./helpers.ts";
+
+let f: Fixture | undefined;
+const children: RunningTool[] = [];
+
+afterEach(async () => {
+  for (const run of children.splice(0)) {
+    if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
+  }
+  await f?.close();
+  f = undefined;
+});
+
+function start(args: readonly string[], env: Record<string, string | undefined>): RunningTool {
+  const run = runTool(args, env);
+  children.push(run);
+  return run;
+}
+
+async function fixture(): Promise<Fixture> {
+  // A short visibility timeout: what a stopped run held comes back soon.
+  const fx = await createFixture({ visibilityTimeout: 5 });
+  await ensureSchema(fx.pool);
+  return fx;
+}
+
+/** Each valid message's row exactly once, and its id once in the ledger. */
+async function expectLoadedOnce(fx: Fixture, valid: number): Promise<void> {
+  expect(await countRows(fx.pool)).toBe(valid);
+  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(DISTINCT user_id)::int FROM user_logins`)).toBe(valid);
+  expect(await fx.pool.oneFirst(sql.unsafe`SELECT count(*)::int FROM ${sql.identifier([PROCESSED_TABLE])}`)).toBe(
+    valid,
+  );
+}
+
+/** The run's result, or a failure if it has not ended within `ms`. */
+async function exitWithin(run: RunningTool, ms: number): Promise<RunResult> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([run, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The lines of a run's log that stopped it. */
+function errorLines(stderr: string): string[] {
+  return stderr.split("\n").filter((line) => /"level":"(error|fatal)"|^error|Error:/i.test(line));
+}
+
+describe("table faults", () => {
+  const drifts = [
+    {
+      name: "a column added NOT NULL without a default (23502)",
+      // Rows exist, so NOT NULL comes with a default that is then dropped: new rows have none.
+      drift: [
+        sql.unsafe`ALTER TABLE user_logins ADD COLUMN extra text NOT NULL DEFAULT ''`,
+        sql.unsafe`ALTER TABLE user_logins ALTER COLUMN extra DROP DEFAULT`,
+      ],
+      fix: sql.unsafe`ALTER TABLE user_logins DROP COLUMN extra`,
+      names: [/user_logins/, /extra/, /not-null/],
+    },
+    {
+      name: "device_type narrowed to varchar(4) (22001)",
+      drift: [sql.unsafe`ALTER TABLE user_logins ALTER COLUMN device_type TYPE varchar(4) USING left(device_type, 4)`],
+      fix: sql.unsafe`ALTER TABLE user_logins ALTER COLUMN device_type TYPE varchar(32)`,
+      names: [/user_logins/, /device_type/, /character varying\(4\)/],
+    },
+  ];
+  for (const { name, drift, fix, names } of drifts) {
+    it(`stops on ${name}, dead-letters no valid message, and loads everything once fixed`, async () => {
+      f = await fixture();
+      const fx = f;
+      const before = sampleBodies(60, 0, 31);
+      const after = sampleBodies(140, 0, 32).filter((b) => !before.includes(b));
+      await sendBodies(fx.sqs, fx.queueUrl, before);
+      const run = start(["--batch-size", "20"], fx.env);
+      await waitFor("the first rows", async () => (await countRows(fx.pool)) === before.length);
+      for (const statement of drift) await fx.pool.query(statement);
+      await sendBodies(fx.sqs, fx.queueUrl, after);
+      const result = await exitWithin(run, 30_000);
+      expect(result.code).toBe(1);
+      expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(0);
+      const stopLines = errorLines(result.stderr);
+      expect(stopLines).toHaveLength(1);
+      for (const pattern of names) expect(stopLines[0]).toMatch(pattern);
+      expectNoPii(result.stdout + result.stderr, rawPii([...before, ...after]));
+      expect(await countRows(fx.pool)).toBe(before.length);
+
+      await fx.pool.query(fix);
+      // The messages refused were never deleted: a drain waits for any still hidden, and loads them.
+      const again = await runTool(["--drain", "--batch-size", "20"], fx.env);
+      expect(again.code, again.stderr.slice(-800)).toBe(0);
+      await expectLoadedOnce(fx, before.length + after.length);
+      expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(0);
+    }, 120_000);
+  }
+
+  it("still dead-letters a row that is the row's fault alongside a clean batch", async () => {
+    f = await fixture();
+    const fx = f;
+    const good = sampleBodies(30, 0, 41);
+    const invalid = INVALID_BODIES.slice(0, 3).map((i) => i.body);
+    await sendBodies(fx.sqs, fx.queueUrl, [...good, ...invalid]);
+    const run = await runTool(["--drain", "--batch-size", "20"], fx.env);
+    expect(run.code).toBe(0);
+    await expectLoadedOnce(fx, good.length);
+    expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(invalid.length);
+  });
+});
