@@ -56,7 +56,8 @@ export { DEFAULT_STRATEGY, loadStrategy, type MaskedRecord, maskRecord, STRATEGY
 
 // The Postgres sink
 export { createDatabasePool } from "./src/database.ts";
-export { ensureSchema, PROCESSED_TABLE, USER_LOGINS_DDL, writeBatch, type WriteOutcome } from "./src/sink.ts";
+export { ensureSchema, PROCESSED_TABLE, USER_LOGINS_DDL } from "./src/sink.ts";
+export { writeBatch, type WriteOutcome } from "./src/write-batch.ts";
 export {
   ensureMaskRecord,
   MASK_TABLE,

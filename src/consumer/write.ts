@@ -14,7 +14,7 @@ import { describeDatabaseError } from "../errors.ts";
 import { type MaskedRecord, maskRecord } from "../masking.ts";
 import { classifyDatabaseError } from "../postgres-errors.ts";
 import { decodeMessage, type LoginRecord } from "../schema.ts";
-import { writeBatch, type WriteOutcome } from "../sink.ts";
+import { writeBatch, type WriteOutcome } from "../write-batch.ts";
 import { SQS_CALL_DEADLINE_MS } from "../sqs.ts";
 import { type Deadline, deadlineSignal, sleep } from "../timing.ts";
 import { deadLetter, deleteMessages, type Refused, release } from "./acknowledge.ts";
