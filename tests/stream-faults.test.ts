@@ -13,21 +13,33 @@ import {
   createFixture,
   expectNoPii,
   type Fixture,
+  lockUserLogins,
   rawPii,
   receiveAll,
   type RunningTool,
   type RunResult,
   runTool,
   waitFor,
+  waitingForLock,
 } from "./helpers.ts";
+import {
+  OVER_LIMIT,
+  REQUEST_THROTTLED,
+  type SqsFaultProxy,
+  startSqsFaultProxy,
+  THROTTLING,
+} from "./sqs-fault-proxy.ts";
 
 let f: Fixture | undefined;
+let sqsProxy: SqsFaultProxy | undefined;
 const children: RunningTool[] = [];
 
 afterEach(async () => {
   for (const run of children.splice(0)) {
     if (run.child.exitCode === null && run.child.signalCode === null) run.child.kill("SIGKILL");
   }
+  await sqsProxy?.close();
+  sqsProxy = undefined;
   await f?.close();
   f = undefined;
 });
@@ -130,5 +142,114 @@ describe("table faults", () => {
     expect(run.code).toBe(0);
     await expectLoadedOnce(fx, good.length);
     expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(invalid.length);
+  });
+});
+
+/** The tool's own sessions of the test's database that wait for a lock: its INSERTs. */
+async function insertsWaitingForLock(fx: Fixture): Promise<number[]> {
+  return await fx.pool.anyFirst(sql.unsafe`
+    SELECT pid FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%INSERT INTO%'`) as number[];
+}
+
+/** Log lines at warn or above that say what the tool waits for. */
+function waitingLines(stderr: string): string[] {
+  return stderr.split("\n").filter((line) => /"waiting_for":"/.test(line));
+}
+
+describe("passing faults wait", { timeout: 90_000 }, () => {
+  it("waits out pg_cancel_backend on its running INSERT (57014, user request) and loads every row once", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(100, 0, 51);
+    const lock = await lockUserLogins(fx);
+    try {
+      await sendBodies(fx.sqs, fx.queueUrl, bodies);
+      const run = start(["--drain", "--batch-size", "25"], fx.env);
+      // The INSERTs wait for the lock: each is then cancelled as an operator would.
+      const pids = await waitFor("an INSERT waiting for the lock", async () => {
+        const waiting = await insertsWaitingForLock(fx);
+        return waiting.length > 0 ? waiting : undefined;
+      });
+      for (const pid of pids) await fx.pool.query(sql.unsafe`SELECT pg_cancel_backend(${pid})`);
+      await waitFor("the cancel to be retried", () => /57014/.test(run.stderrSoFar()), 10_000);
+      await lock.release();
+      const result = await exitWithin(run, 60_000);
+      expect(result.code, result.stderr.slice(-800)).toBe(0);
+      expect(waitingLines(result.stderr).some((l) => /"waiting_for":"postgres"/.test(l))).toBe(true);
+      await expectLoadedOnce(fx, bodies.length);
+      expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(0);
+      expectNoPii(result.stdout + result.stderr, rawPii(bodies));
+    } finally {
+      await lock.release();
+    }
+  });
+
+  it("waits out a lock held past its statement deadline (57014, statement timeout), then loads", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(100, 0, 52);
+    const lock = await lockUserLogins(fx);
+    let run: RunningTool;
+    try {
+      await sendBodies(fx.sqs, fx.queueUrl, bodies);
+      run = start(["--drain", "--batch-size", "25"], fx.env);
+      await waitFor("an INSERT waiting for the lock", async () => (await waitingForLock(fx)) > 0);
+      // The tool's statement deadline is 10 s: hold the lock past it.
+      await waitFor("the statement timeout", () => /57014/.test(run.stderrSoFar()), 20_000);
+      expect(run.child.exitCode).toBeNull();
+    } finally {
+      await lock.release();
+    }
+    const result = await exitWithin(run, 60_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    await expectLoadedOnce(fx, bodies.length);
+    expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(0);
+  });
+
+  it("exits 0 on SIGTERM while it waits out a lock held past its statement deadline", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(60, 0, 53);
+    const lock = await lockUserLogins(fx);
+    try {
+      await sendBodies(fx.sqs, fx.queueUrl, bodies);
+      const run = start(["--batch-size", "20"], { ...fx.env, STOP_GRACE_SECONDS: "5" });
+      await waitFor("the statement timeout", () => /57014/.test(run.stderrSoFar()), 25_000);
+      const signalledAt = Date.now();
+      run.child.kill("SIGTERM");
+      const result = await exitWithin(run, 20_000);
+      expect(result.code, result.stderr.slice(-800)).toBe(0);
+      expect(Date.now() - signalledAt).toBeLessThan(10_000);
+    } finally {
+      await lock.release();
+    }
+    // Nothing lost: what was released loads now.
+    const again = await runTool(["--drain", "--batch-size", "20"], fx.env);
+    expect(again.code).toBe(0);
+    await expectLoadedOnce(fx, bodies.length);
+  });
+
+  it("waits out SQS throttling (ThrottlingException, OverLimit, RequestThrottled) on receive, and loads all", async () => {
+    f = await fixture();
+    const fx = f;
+    sqsProxy = await startSqsFaultProxy(fx.endpoint);
+    const proxy = sqsProxy;
+    const bodies = sampleBodies(80, 0, 54);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    proxy.fail("ReceiveMessage", 12, [OVER_LIMIT, THROTTLING, REQUEST_THROTTLED]);
+    const result = await exitWithin(
+      start(["--drain", "--batch-size", "20"], {
+        ...fx.env,
+        AWS_ENDPOINT_URL: proxy.via(fx.endpoint),
+        QUEUE_URL: proxy.via(fx.queueUrl),
+        DLQ_URL: proxy.via(fx.dlqUrl),
+      }),
+      60_000,
+    );
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    expect(proxy.faulted).toBe(12);
+    expect(waitingLines(result.stderr).some((l) => /"waiting_for":"sqs"/.test(l))).toBe(true);
+    await expectLoadedOnce(fx, bodies.length);
   });
 });
