@@ -202,7 +202,9 @@ async function giveUp(state: WriterState, entries: readonly InFlight[], deadline
 function writesFail(state: WriterState): void {
   if (state.paused) return;
   state.paused = true;
-  state.context.settings.logger.warn("Postgres unavailable: receiving paused until it answers");
+  state.context.settings.logger.warn("Postgres unavailable: receiving paused until it answers", {
+    waiting_for: "postgres",
+  });
   state.context.track(probePostgres(state));
 }
 
