@@ -253,3 +253,62 @@ describe("passing faults wait", { timeout: 90_000 }, () => {
     await expectLoadedOnce(fx, bodies.length);
   });
 });
+
+/** Hold the lock every starter takes for its schema transaction, as another starter or a migration would. */
+async function holdStartupLock(fx: Fixture): Promise<{ release(): Promise<void> }> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let locked!: () => void;
+  const lockTaken = new Promise<void>((resolve) => (locked = resolve));
+  const holder = fx.pool.transaction(async (tx) => {
+    await tx.query(sql.unsafe`SELECT pg_advisory_xact_lock(hashtext('sqs-login-masker schema'))`);
+    locked();
+    await released;
+  });
+  await Promise.race([lockTaken, holder]);
+  return {
+    async release() {
+      release();
+      await holder;
+    },
+  };
+}
+
+describe("start-up waits", { timeout: 90_000 }, () => {
+  it("waits out its schema transaction held past the statement deadline, then loads", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(20, 0, 61);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const lock = await holdStartupLock(fx);
+    let run: RunningTool;
+    try {
+      run = start(["--drain"], fx.env);
+      await waitFor("the statement timeout at start", () => /57014/.test(run.stderrSoFar()), 25_000);
+      expect(run.child.exitCode).toBeNull();
+    } finally {
+      await lock.release();
+    }
+    const result = await exitWithin(run, 40_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    expect(waitingLines(result.stderr).length).toBeGreaterThan(0);
+    await expectLoadedOnce(fx, bodies.length);
+  });
+
+  it("exits 0 on SIGTERM during start-up", async () => {
+    f = await fixture();
+    const fx = f;
+    const lock = await holdStartupLock(fx);
+    try {
+      const run = start(["--drain"], fx.env);
+      await waitFor("a session waiting for the start-up lock", async () => (await waitingForLock(fx)) > 0);
+      const signalledAt = Date.now();
+      run.child.kill("SIGTERM");
+      const result = await exitWithin(run, 15_000);
+      expect(result.code, result.stderr.slice(-800)).toBe(0);
+      expect(Date.now() - signalledAt).toBeLessThan(5_000);
+    } finally {
+      await lock.release();
+    }
+  });
+});
