@@ -22,6 +22,7 @@ import {
   waitFor,
   waitingForLock,
 } from "./helpers.ts";
+import { startTcpProxy, type TcpProxy } from "./proxy.ts";
 import {
   OVER_LIMIT,
   REQUEST_THROTTLED,
@@ -32,6 +33,7 @@ import {
 
 let f: Fixture | undefined;
 let sqsProxy: SqsFaultProxy | undefined;
+let pgProxy: TcpProxy | undefined;
 const children: RunningTool[] = [];
 
 afterEach(async () => {
@@ -40,6 +42,8 @@ afterEach(async () => {
   }
   await sqsProxy?.close();
   sqsProxy = undefined;
+  await pgProxy?.close();
+  pgProxy = undefined;
   await f?.close();
   f = undefined;
 });
@@ -70,7 +74,10 @@ async function expectLoadedOnce(fx: Fixture, valid: number): Promise<void> {
 async function exitWithin(run: RunningTool, ms: number): Promise<RunResult> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still running after ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new Error(`still running after ${ms} ms; stderr tail: ${run.stderrSoFar().slice(-1500)}`)),
+      ms,
+    );
   });
   try {
     return await Promise.race([run, timeout]);
@@ -310,5 +317,36 @@ describe("start-up waits", { timeout: 90_000 }, () => {
     } finally {
       await lock.release();
     }
+  });
+});
+
+/** The numbers of the summary line the CLI prints on exit. */
+function summaryOf(stdout: string): Record<string, number> {
+  const line = stdout.split("\n").find((l) => l.startsWith("loaded="));
+  if (!line) throw new Error("no summary line");
+  return Object.fromEntries(line.split(" ").map((kv) => kv.split("=")).map(([k, v]) => [k, Number.parseFloat(v!)]));
+}
+
+describe("commit ambiguity", { timeout: 90_000 }, () => {
+  it("counts a batch whose COMMIT answer was lost once, as loaded, and writes it once", async () => {
+    f = await fixture();
+    const fx = f;
+    pgProxy = await startTcpProxy(fx.databaseUrl);
+    const proxy = pgProxy;
+    const bodies = sampleBodies(300, 0, 71);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies);
+    const run = start(["--drain", "--batch-size", "10", "--concurrency", "2"], {
+      ...fx.env,
+      DATABASE_URL: proxy.via(fx.databaseUrl),
+    });
+    await waitFor("the first rows", async () => (await countRows(fx.pool)) > 0, 30_000, 20);
+    proxy.dropCommitAnswers(8);
+    const result = await exitWithin(run, 60_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    expect(proxy.droppedCommits).toBe(8);
+    await expectLoadedOnce(fx, bodies.length);
+    const summary = summaryOf(result.stdout);
+    console.log("commit ambiguity: 8 COMMIT answers dropped;", summary);
+    expect({ loaded: summary.loaded, duplicates: summary.duplicates }).toEqual({ loaded: 300, duplicates: 0 });
   });
 });
