@@ -37,6 +37,7 @@ const TRANSIENT_ERROR_NAMES = new Set([
   "StatementTimeoutError",
   "IdleTransactionTimeoutError",
   "DatabaseCallAbandonedError",
+  "CommitOutcomeUnknownError",
 ]);
 /**
  * Errors of the pg client with no code: a connection lost (or a client whose connection

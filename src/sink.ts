@@ -48,8 +48,12 @@ const sqlLedgerState = sql.type(toStandardSchema(LedgerState));
 const PRUNE_TIMEOUT_MS = 5 * 60_000;
 
 /** What one batch's insert reports: how many of its rows were new. */
-const InsertedCount = Type.Object({ inserted: Type.Integer({ minimum: 0 }) });
-const InsertedIds = Type.Object({ inserted: Type.Integer({ minimum: 0 }), fresh_ids: Type.Array(Type.String()) });
+const InsertedCount = Type.Object({ inserted: Type.Integer({ minimum: 0 }), xid: Type.String() });
+const InsertedIds = Type.Object({
+  inserted: Type.Integer({ minimum: 0 }),
+  xid: Type.String(),
+  fresh_ids: Type.Array(Type.String()),
+});
 
 const sqlInsertedCount = sql.type(toStandardSchema(InsertedCount));
 const sqlInsertedIds = sql.type(toStandardSchema(InsertedIds));
@@ -137,6 +141,11 @@ async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> 
 /** What `insertRows` did, and what to run once its transaction has committed. */
 export interface InsertedRows {
   inserted: number;
+  /**
+   * The transaction's id (`pg_current_xact_id`): if the answer to its COMMIT is lost,
+   * `pg_xact_status` tells whether it committed.
+   */
+  xid?: string;
   /** The strategy's after-commit callback from `persist`, if it gave one. */
   onCommit?: () => void;
 }
@@ -182,15 +191,18 @@ export async function insertRows(
       RETURNING 1
     )`;
   if (!strategy.persist) {
-    return { inserted: await tx.oneFirst(sqlInsertedCount`${rows} SELECT count(*)::int AS inserted FROM inserted`) };
+    return await tx.one(
+      sqlInsertedCount`${rows} SELECT count(*)::int AS inserted, pg_current_xact_id()::text AS xid FROM inserted`,
+    );
   }
-  const { inserted, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
-    ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
+  const { inserted, xid, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
+    ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, pg_current_xact_id()::text AS xid,
+      ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
   const fresh = new Set(freshIds);
   const values = batch.filter((m) => fresh.has(m.record.messageId)).flatMap((m) => m.values);
-  if (values.length === 0) return { inserted };
+  if (values.length === 0) return { inserted, xid };
   try {
-    return { inserted, onCommit: await strategy.persist(tx, values) ?? undefined };
+    return { inserted, xid, onCommit: await strategy.persist(tx, values) ?? undefined };
   } catch (error) {
     // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
     // else is the strategy's, and may name the raw values it was handed.
