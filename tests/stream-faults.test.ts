@@ -4,6 +4,7 @@
  * (a cancelled statement, a lock held past the statement deadline, SQS throttling), which
  * are waited out. Real Postgres and fauxqs; the tool as a child process.
  */
+import { SendMessageBatchCommand } from "@aws-sdk/client-sqs";
 import { sql } from "slonik";
 import { afterEach, describe, expect, it } from "vitest";
 import { ensureSchema, PROCESSED_TABLE } from "../mod.ts";
@@ -348,5 +349,28 @@ describe("commit ambiguity", { timeout: 90_000 }, () => {
     const summary = summaryOf(result.stdout);
     console.log("commit ambiguity: 8 COMMIT answers dropped;", summary);
     expect({ loaded: summary.loaded, duplicates: summary.duplicates }).toEqual({ loaded: 300, duplicates: 0 });
+  });
+});
+
+describe("--drain", { timeout: 90_000 }, () => {
+  it("does not end early when SQS's redrive moved the messages it left in the queue", async () => {
+    // A DLQ too small for the invalid bodies: the tool leaves them to the queue's redrive
+    // policy (1 receive), which moves them at their next receive.
+    f = await createFixture({ dlqMaximumMessageSize: 256 * 1024, visibilityTimeout: 2, maxReceiveCount: 1 });
+    const fx = f;
+    await ensureSchema(fx.pool);
+    const tooBig = Array.from({ length: 5 }, (_, i) => `not json ${i} `.repeat(300 * 1024 / 12));
+    for (const body of tooBig) await sendBodies(fx.sqs, fx.queueUrl, [body]);
+    const valid = sampleBodies(3, 0, 81);
+    await fx.sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl: fx.queueUrl,
+        Entries: valid.map((body, i) => ({ Id: String(i), MessageBody: body, DelaySeconds: 8 })),
+      }),
+    );
+    const result = await exitWithin(start(["--drain"], fx.env), 60_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    await expectLoadedOnce(fx, valid.length);
+    expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(tooBig.length);
   });
 });
