@@ -370,6 +370,7 @@ describe("--drain", { timeout: 90_000 }, () => {
     );
     const result = await exitWithin(start(["--drain"], fx.env), 60_000);
     expect(result.code, result.stderr.slice(-800)).toBe(0);
+    expect(await countRows(fx.pool), result.stderr.slice(-3000)).toBe(valid.length);
     await expectLoadedOnce(fx, valid.length);
     expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(tooBig.length);
   });
