@@ -375,3 +375,22 @@ describe("--drain", { timeout: 90_000 }, () => {
     expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(tooBig.length);
   });
 });
+
+describe("a queue with VisibilityTimeout=0", { timeout: 90_000 }, () => {
+  it("holds what it receives with a visibility of its own, with one warning: no spin, no DLQ flood", async () => {
+    f = await createFixture({ visibilityTimeout: 0 });
+    const fx = f;
+    await ensureSchema(fx.pool);
+    const valid = sampleBodies(60, 0, 91);
+    const invalid = INVALID_BODIES.slice(0, 3).map((i) => i.body);
+    await sendBodies(fx.sqs, fx.queueUrl, [...valid, ...invalid]);
+    const result = await exitWithin(start(["--drain", "--batch-size", "20"], fx.env), 45_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    await expectLoadedOnce(fx, valid.length);
+    expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(invalid.length);
+    const summary = summaryOf(result.stdout);
+    expect(summary.duplicates).toBe(0);
+    expect(result.stderr.split("\n").filter((l) => /visibility timeout/i.test(l) && /"level":"warn"/.test(l)))
+      .toHaveLength(1);
+  });
+});
