@@ -390,7 +390,9 @@ describe("a queue with VisibilityTimeout=0", { timeout: 90_000 }, () => {
     expect(await receiveAll(fx.sqs, fx.dlqUrl)).toHaveLength(invalid.length);
     const summary = summaryOf(result.stdout);
     expect(summary.duplicates).toBe(0);
-    expect(result.stderr.split("\n").filter((l) => /visibility timeout/i.test(l) && /"level":"warn"/.test(l)))
+    expect(
+      result.stderr.split("\n").filter((l) => /visibility timeout is too short/.test(l) && /"level":"warn"/.test(l)),
+    )
       .toHaveLength(1);
   });
 });
