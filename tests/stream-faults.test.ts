@@ -238,6 +238,42 @@ describe("passing faults wait", { timeout: 90_000 }, () => {
     await expectLoadedOnce(fx, bodies.length);
   });
 
+  it("waits out a read-only server (25006), as during a failover, and loads once it takes writes again", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(60, 0, 55);
+    const database = await fx.pool.oneFirst(sql.unsafe`SELECT current_database()`) as string;
+    /** New sessions of the tool's database are read-only (or not); its open ones are cut, so it reconnects. */
+    const readOnly = async (on: boolean) => {
+      await fx.pool.query(
+        on
+          ? sql.unsafe`ALTER DATABASE ${sql.identifier([database])} SET default_transaction_read_only = on`
+          : sql.unsafe`ALTER DATABASE ${sql.identifier([database])} RESET default_transaction_read_only`,
+      );
+      await fx.pool.query(sql.unsafe`
+        SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name = 'masker-under-test'`);
+    };
+    const run = start(["--batch-size", "10"], {
+      ...fx.env,
+      DATABASE_URL: `${fx.databaseUrl}${fx.databaseUrl.includes("?") ? "&" : "?"}application_name=masker-under-test`,
+    });
+    await waitFor("consuming", () => /"msg":"consuming"/.test(run.stderrSoFar()), 30_000);
+    try {
+      await readOnly(true);
+      await sendBodies(fx.sqs, fx.queueUrl, bodies);
+      await waitFor("a write refused as read-only", () => /25006/.test(run.stderrSoFar()), 20_000);
+      expect(run.child.exitCode).toBeNull();
+    } finally {
+      await readOnly(false);
+    }
+    await waitFor("every row", async () => (await countRows(fx.pool)) === bodies.length, 30_000);
+    run.child.kill("SIGTERM");
+    const result = await exitWithin(run, 30_000);
+    expect(result.code, result.stderr.slice(-800)).toBe(0);
+    await expectLoadedOnce(fx, bodies.length);
+  });
+
   it("waits out SQS throttling (ThrottlingException, OverLimit, RequestThrottled) on receive, and loads all", async () => {
     f = await fixture();
     const fx = f;
