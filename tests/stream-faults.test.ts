@@ -140,6 +140,23 @@ describe("table faults", () => {
     }, 120_000);
   }
 
+  it("names the table and column of a dropped column when it stops (42703)", async () => {
+    f = await fixture();
+    const fx = f;
+    const bodies = sampleBodies(40, 0, 33);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies.slice(0, 20));
+    const run = start(["--batch-size", "10"], fx.env);
+    await waitFor("the first rows", async () => (await countRows(fx.pool)) === 20);
+    await fx.pool.query(sql.unsafe`ALTER TABLE user_logins DROP COLUMN masked_ip`);
+    await sendBodies(fx.sqs, fx.queueUrl, bodies.slice(20));
+    const result = await exitWithin(run, 30_000);
+    expect(result.code).toBe(1);
+    const stop = result.stderr.split("\n").find((l) => l.startsWith("error:")) ?? "";
+    expect(stop).toMatch(/masked_ip/);
+    expect(stop).toMatch(/user_logins/);
+    expectNoPii(result.stdout + result.stderr, rawPii(bodies));
+  });
+
   it("still dead-letters a row that is the row's fault alongside a clean batch", async () => {
     f = await fixture();
     const fx = f;
