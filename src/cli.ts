@@ -8,23 +8,31 @@
 import process from "node:process";
 import { getHeapSpaceStatistics, setFlagsFromString } from "node:v8";
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import type { DatabasePool } from "slonik";
+import { type DatabasePool, sql } from "slonik";
 import { type Config, formatSettingsHelp, parseConfig, VERSION } from "./config.ts";
 import type { MaskStrategy } from "./contract.ts";
 import { createConsumer } from "./consumer/consumer.ts";
+import { backoffDelay } from "./consumer/retry.ts";
 import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
 import { SUBCOMMANDS } from "./commands/registry.ts";
 import { createDatabasePool } from "./database.ts";
-import { ConfigError, EXIT_FAILURE, EXIT_SECOND_SIGNAL, EXIT_USAGE, redactUrl } from "./errors.ts";
+import {
+  ConfigError,
+  describeDatabaseError,
+  EXIT_FAILURE,
+  EXIT_SECOND_SIGNAL,
+  EXIT_USAGE,
+  redactUrl,
+} from "./errors.ts";
 import { createReadinessChecks, type MetricsServer, startMetricsServer } from "./health.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { ensureMaskRecord, refuseAnotherStrategy, reportMaskCheck } from "./mask-record.ts";
 import { loadStrategy } from "./masking.ts";
-import { describeStartupError } from "./postgres-errors.ts";
+import { classifyDatabaseError, describeStartupError } from "./postgres-errors.ts";
 import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
 import { ensureSchema } from "./sink.ts";
 import { createSqsClient, inspectQueue, NO_REDRIVE_POLICY, type QueueInfo, readQueueDepth } from "./sqs.ts";
-import { withTimeout } from "./timing.ts";
+import { sleep, withTimeout } from "./timing.ts";
 
 export const HELP = `Usage: sqs-login-masker [options]            consume
        sqs-login-masker COMMAND [options]    an operator's command (below)
@@ -172,6 +180,10 @@ export async function consumeCommand(
     process.stdout.write(formatSummary(await consume(config, strategy, sqs, opened, terminal)) + "\n");
     return 0;
   } catch (error) {
+    if (error instanceof StoppedAtStartUp) {
+      terminal.logger.info("stopped during start-up: nothing was received");
+      return 0;
+    }
     process.stderr.write(`error: ${describeStartupError(error, config.databaseUrl)}\n`);
     return error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
   } finally {
@@ -186,7 +198,13 @@ export async function consumeCommand(
  * set up what the strategy keeps and check its mask against the table's. The pool is
  * handed out as soon as it exists, for the caller to close whatever happens next.
  */
-async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSClient, opened: { pool?: DatabasePool }) {
+async function startServices(
+  config: Config,
+  strategy: MaskStrategy,
+  sqs: SQSClient,
+  opened: { pool?: DatabasePool },
+  start: StartUp,
+) {
   const [queues, database] = await Promise.allSettled([
     (async () => {
       const source = await inspectQueue(sqs, config.queueUrl, "--queue-url");
@@ -195,15 +213,73 @@ async function startServices(config: Config, strategy: MaskStrategy, sqs: SQSCli
     })(),
     (async () => {
       const pool = opened.pool = await createDatabasePool(config.databaseUrl, MAX_PARALLEL_WRITES + 2);
-      await ensureSchema(pool);
-      await refuseAnotherStrategy(pool, strategy);
-      await strategy.setup?.(pool);
-      return { pool, mask: await ensureMaskRecord(pool, strategy) };
+      // The first answer decides whether this is Postgres at all: a wrong URL fails at once.
+      await pool.query(sql.unsafe`SELECT 1`);
+      // Past it, a fault that passes (a reset, a lock held by another starter or a
+      // migration, a failover) is waited out: each step may run again.
+      return await untilSettled(start, async () => {
+        await ensureSchema(pool);
+        await refuseAnotherStrategy(pool, strategy);
+        await strategy.setup?.(pool);
+        return { pool, mask: await ensureMaskRecord(pool, strategy) };
+      });
     })(),
   ]);
   if (queues.status === "rejected") throw queues.reason;
   if (database.status === "rejected") throw database.reason;
   return { ...queues.value, ...database.value };
+}
+
+/**
+ * Start-up, with SIGINT and SIGTERM handled from its first moment: a stop before consuming
+ * begins ends start-up; once the consumer is set in `stop`, it stops the consumer.
+ */
+async function startWithSignals(
+  config: Config,
+  strategy: MaskStrategy,
+  sqs: SQSClient,
+  opened: { pool?: DatabasePool },
+  logger: Logger,
+) {
+  const stopped = new AbortController();
+  const stop: { consumer?: () => void } = {};
+  stopOnSignals(() => (stop.consumer ? stop.consumer() : stopped.abort()), logger);
+  const services = await startServices(config, strategy, sqs, opened, { logger, stopped: stopped.signal });
+  if (stopped.signal.aborted) throw new StoppedAtStartUp();
+  return { ...services, stop };
+}
+
+/** A stop asked for before consuming began. */
+class StoppedAtStartUp extends Error {
+  override name = "StoppedAtStartUp";
+}
+
+/** What start-up shares: its log, and the signal a SIGINT/SIGTERM before consuming aborts. */
+interface StartUp {
+  logger: Logger;
+  stopped: AbortSignal;
+}
+
+/** Run `step` until it succeeds, waiting out transient database faults; a stop ends the wait at once. */
+async function untilSettled<T>(start: StartUp, step: () => Promise<T>): Promise<T> {
+  const stopped = new Promise<never>((_, reject) => {
+    if (start.stopped.aborted) reject(new StoppedAtStartUp());
+    start.stopped.addEventListener("abort", () => reject(new StoppedAtStartUp()), { once: true });
+  });
+  stopped.catch(() => {});
+  for (let attempt = 0;; attempt++) {
+    try {
+      return await Promise.race([step(), stopped]);
+    } catch (error) {
+      if (error instanceof StoppedAtStartUp || classifyDatabaseError(error) !== "transient") throw error;
+      start.logger.warn("Postgres not ready for start-up, retrying", {
+        waiting_for: "postgres",
+        reason: describeDatabaseError(error),
+        attempt: attempt + 1,
+      });
+      await Promise.race([sleep(backoffDelay(attempt), start.stopped), stopped]);
+    }
+  }
 }
 
 function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logger): void {
@@ -220,7 +296,7 @@ async function consume(
   terminal: Terminal,
 ) {
   const { logger } = terminal;
-  const { source, dlq, pool, mask } = await startServices(config, strategy, sqs, opened);
+  const { source, dlq, pool, mask, stop } = await startWithSignals(config, strategy, sqs, opened, logger);
   reportMaskCheck(mask, strategy, logger);
   warnWithoutRedrivePolicy(source, config, logger);
   if (strategy.caution) logger.warn(strategy.caution, { strategy: strategy.name });
@@ -250,7 +326,7 @@ async function consume(
     shutdownGraceMs: config.stopGraceSeconds * 1000,
     batchDeadlineMs: config.batchDeadlineSeconds * 1000,
   });
-  stopOnSignals(consumer.stop, logger);
+  stop.consumer = consumer.stop;
   let server: MetricsServer | undefined;
   try {
     if (metrics && config.metricsPort !== undefined) {

@@ -56,19 +56,28 @@ export function networkErrorCode(error: unknown): string | undefined {
 }
 
 /**
- * A database error as one line that holds no data: its SQLSTATE, its message, constraint
- * and column. Postgres quotes values in its messages and puts them in DETAIL, so quoted
+ * Errors whose message quotes only identifiers and types (a column, a relation, a function,
+ * never a row's value): kept as they are, to say what drifted.
+ */
+const QUOTES_IDENTIFIERS = new Set(["42703", "42P01", "42704", "42883", "42804"]);
+
+/**
+ * A database error as one line that holds no data: its SQLSTATE, its message, table,
+ * constraint and column. Postgres quotes values in its messages and puts them in DETAIL, so quoted
  * text is elided and DETAIL is never read.
  */
 export function describeDatabaseError(error: unknown): string {
   const chain = errorChain(error);
   const withCode = chain.find((e) => typeof e.code === "string") as
-    | (CodedError & { code: string; constraint?: string; column?: string })
+    | (CodedError & { code: string; table?: string; constraint?: string; column?: string })
     | undefined;
   const source = withCode ?? chain[0];
   if (!source) return String(error);
-  const message = scrubQuoted(source.message.split("\n")[0]!);
+  const firstLine = source.message.split("\n")[0]!;
+  const message = withCode && QUOTES_IDENTIFIERS.has(withCode.code) ? firstLine : scrubQuoted(firstLine);
   const parts = [withCode ? `${withCode.code} ${message}` : message];
+  // Identifiers are not PII: the quoted ones are elided with the values, so name them here.
+  if (withCode?.table) parts.push(`table ${withCode.table}`);
   if (withCode?.constraint) parts.push(`constraint ${withCode.constraint}`);
   if (withCode?.column) parts.push(`column ${withCode.column}`);
   return parts.join(", ");

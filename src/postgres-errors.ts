@@ -21,7 +21,13 @@ export type DatabaseErrorKind = "transient" | "row" | "fatal";
 /** What a fatal database error is about, for the hint that fixes it. */
 export type DatabaseFatalCause = "login" | "no-database" | "permission" | "no-table" | "other";
 
-const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "40", "55P03", "58"];
+/**
+ * Faults that pass: a connection lost, the server short of resources or shutting down,
+ * contention (a lock not granted, `55P03`; a statement cancelled, `57014`, by an operator or
+ * by the statement deadline while a lock is held past it), a read-only server during a
+ * failover (`25006`).
+ */
+const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "57014", "40", "55P03", "58", "25006"];
 const ROW_CODE_PREFIXES = ["22", "23", "54"];
 /** Slonik's and our own names for a connection lost or a call given up on. */
 const TRANSIENT_ERROR_NAMES = new Set([
@@ -31,6 +37,7 @@ const TRANSIENT_ERROR_NAMES = new Set([
   "StatementTimeoutError",
   "IdleTransactionTimeoutError",
   "DatabaseCallAbandonedError",
+  "CommitOutcomeUnknownError",
 ]);
 /**
  * Errors of the pg client with no code: a connection lost (or a client whose connection

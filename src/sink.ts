@@ -1,7 +1,8 @@
 /**
  * The Postgres sink: the `user_logins` table (a contract: created exactly so when absent,
- * never altered), the tool's own table of processed message ids, and the write of a batch
- * in one transaction that records its ids and inserts the rows whose ids were new.
+ * never altered), the tool's own table of processed message ids, and the insert that
+ * records a batch's ids and inserts the rows whose ids were new (src/write-batch.ts
+ * writes a batch with it).
  *
  * @module
  */
@@ -9,7 +10,7 @@ import { Type } from "@sinclair/typebox";
 import { type DatabasePool, type DatabaseTransactionConnection, type QuerySqlToken, sql } from "slonik";
 import type { MaskStrategy } from "./contract.ts";
 import { withDatabaseCallLimits } from "./database.ts";
-import { describeDatabaseError, errorCode, FatalError, firstLineScrubbed, redactValues } from "./errors.ts";
+import { errorCode, FatalError, firstLineScrubbed, redactValues } from "./errors.ts";
 import type { MaskedRecord } from "./masking.ts";
 import { classifyDatabaseError } from "./postgres-errors.ts";
 import { toStandardSchema } from "./typed-sql.ts";
@@ -47,8 +48,12 @@ const sqlLedgerState = sql.type(toStandardSchema(LedgerState));
 const PRUNE_TIMEOUT_MS = 5 * 60_000;
 
 /** What one batch's insert reports: how many of its rows were new. */
-const InsertedCount = Type.Object({ inserted: Type.Integer({ minimum: 0 }) });
-const InsertedIds = Type.Object({ inserted: Type.Integer({ minimum: 0 }), fresh_ids: Type.Array(Type.String()) });
+const InsertedCount = Type.Object({ inserted: Type.Integer({ minimum: 0 }), xid: Type.String() });
+const InsertedIds = Type.Object({
+  inserted: Type.Integer({ minimum: 0 }),
+  xid: Type.String(),
+  fresh_ids: Type.Array(Type.String()),
+});
 
 const sqlInsertedCount = sql.type(toStandardSchema(InsertedCount));
 const sqlInsertedIds = sql.type(toStandardSchema(InsertedIds));
@@ -136,6 +141,11 @@ async function pruneProcessed(tx: DatabaseTransactionConnection): Promise<void> 
 /** What `insertRows` did, and what to run once its transaction has committed. */
 export interface InsertedRows {
   inserted: number;
+  /**
+   * The transaction's id (`pg_current_xact_id`): if the answer to its COMMIT is lost,
+   * `pg_xact_status` tells whether it committed.
+   */
+  xid?: string;
   /** The strategy's after-commit callback from `persist`, if it gave one. */
   onCommit?: () => void;
 }
@@ -181,15 +191,18 @@ export async function insertRows(
       RETURNING 1
     )`;
   if (!strategy.persist) {
-    return { inserted: await tx.oneFirst(sqlInsertedCount`${rows} SELECT count(*)::int AS inserted FROM inserted`) };
+    return await tx.one(
+      sqlInsertedCount`${rows} SELECT count(*)::int AS inserted, pg_current_xact_id()::text AS xid FROM inserted`,
+    );
   }
-  const { inserted, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
-    ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
+  const { inserted, xid, fresh_ids: freshIds } = await tx.one(sqlInsertedIds`
+    ${rows} SELECT (SELECT count(*)::int FROM inserted) AS inserted, pg_current_xact_id()::text AS xid,
+      ARRAY(SELECT message_id::text FROM fresh) AS fresh_ids`);
   const fresh = new Set(freshIds);
   const values = batch.filter((m) => fresh.has(m.record.messageId)).flatMap((m) => m.values);
-  if (values.length === 0) return { inserted };
+  if (values.length === 0) return { inserted, xid };
   try {
-    return { inserted, onCommit: await strategy.persist(tx, values) ?? undefined };
+    return { inserted, xid, onCommit: await strategy.persist(tx, values) ?? undefined };
   } catch (error) {
     // Postgres' own errors go to the caller to classify (transient, row, fatal); anything
     // else is the strategy's, and may name the raw values it was handed.
@@ -200,54 +213,4 @@ export async function insertRows(
       }`,
     );
   }
-}
-
-/** The outcome of writing one batch: what committed, and what Postgres refused and why. */
-export interface WriteOutcome {
-  inserted: number;
-  duplicates: number;
-  committed: MaskedRecord[];
-  rejected: Array<{ masked: MaskedRecord; reason: string }>;
-}
-
-/**
- * Write a batch in one transaction. If Postgres rejects the data of some row, write each
- * row in its own transaction so that only the bad ones are left out; already-committed
- * rows are skipped on any retry by the processed-id table.
- *
- * @throws transient and fatal database errors, for the caller to wait on or stop for
- */
-export async function writeBatch(
-  pool: DatabasePool,
-  strategy: MaskStrategy,
-  batch: readonly MaskedRecord[],
-): Promise<WriteOutcome> {
-  const unique = [...new Map(batch.map((m) => [m.record.messageId, m])).values()];
-  try {
-    const { inserted, onCommit } = await pool.transaction((tx) => insertRows(tx, strategy, unique));
-    onCommit?.();
-    return { inserted, duplicates: batch.length - inserted, committed: [...batch], rejected: [] };
-  } catch (error) {
-    if (classifyDatabaseError(error) !== "row") throw error;
-  }
-  const outcome: WriteOutcome = { inserted: 0, duplicates: 0, committed: [], rejected: [] };
-  const rejectedIds = new Map<string, string>();
-  for (const masked of unique) {
-    try {
-      const { inserted, onCommit } = await pool.transaction((tx) => insertRows(tx, strategy, [masked]));
-      onCommit?.();
-      outcome.inserted += inserted;
-    } catch (error) {
-      if (classifyDatabaseError(error) !== "row") throw error;
-      const { ip, device_id } = masked.record.message;
-      rejectedIds.set(masked.record.messageId, redactValues(describeDatabaseError(error), [ip, device_id]));
-    }
-  }
-  for (const masked of batch) {
-    const reason = rejectedIds.get(masked.record.messageId);
-    if (reason === undefined) outcome.committed.push(masked);
-    else outcome.rejected.push({ masked, reason: `rejected by Postgres: ${reason}` });
-  }
-  outcome.duplicates = outcome.committed.length - outcome.inserted;
-  return outcome;
 }

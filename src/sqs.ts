@@ -162,13 +162,16 @@ export function describeSqsError(error: unknown): string {
   return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
 }
 
-/** Whether an SQS error is worth waiting out (network, throttling, 5xx, no answer by the deadline). */
+/**
+ * Whether an SQS error is worth waiting out (network, throttling, 5xx, no answer by the
+ * deadline). `OverLimit` (403) is the queue's in-flight limit: it passes as messages are deleted.
+ */
 export function isTransientSqsError(error: unknown): boolean {
   const e = error as Error & { $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
   const status = e?.$metadata?.httpStatusCode;
   if (status !== undefined && (status >= 500 || status === 429)) return true;
   if (e?.$retryable) return true;
-  if (/Throttl|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
+  if (/Throttl|OverLimit|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
   return networkErrorCode(error) !== undefined ||
     errorChain(error).some((x) => /socket hang up|ECONNREFUSED/.test(x.message));
 }

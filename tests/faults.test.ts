@@ -24,6 +24,7 @@ import {
   createFixture,
   expectNoPii,
   type Fixture,
+  lockUserLogins,
   openTransactions,
   queueDepth,
   rawPii,
@@ -33,6 +34,7 @@ import {
   type RunResult,
   runTool,
   waitFor,
+  waitingForLock,
 } from "./helpers.ts";
 import { startTcpProxy, type TcpProxy } from "./proxy.ts";
 
@@ -607,33 +609,6 @@ describe("stop while a transaction is blocked", { timeout: 60_000 }, () => {
     }
   });
 });
-
-/** Take `LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE` in a session of the test's own, until `release`. */
-async function lockUserLogins(fx: Fixture): Promise<{ release(): Promise<void> }> {
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => (release = resolve));
-  let locked!: () => void;
-  const lockTaken = new Promise<void>((resolve) => (locked = resolve));
-  const holder = fx.pool.transaction(async (tx) => {
-    await tx.query(sql.unsafe`LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE`);
-    locked();
-    await released;
-  });
-  await Promise.race([lockTaken, holder]);
-  return {
-    async release() {
-      release();
-      await holder;
-    },
-  };
-}
-
-/** Sessions of the test's database waiting for a lock. */
-async function waitingForLock(fx: Fixture): Promise<number> {
-  return await fx.pool.oneFirst(sql.unsafe`
-    SELECT count(*)::int FROM pg_stat_activity
-    WHERE datname = current_database() AND wait_event_type = 'Lock'`) as number;
-}
 
 describe("memory bound", { timeout: 90_000 }, () => {
   it("holds no more large bodies in flight than its byte bound allows while nothing commits", async () => {

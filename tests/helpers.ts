@@ -294,3 +294,30 @@ export async function emptyTempDir(): Promise<string> {
   await chmod(dir, 0o755);
   return dir;
 }
+
+/** Take `LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE` in a session of the test's own, until `release`. */
+export async function lockUserLogins(fx: Fixture): Promise<{ release(): Promise<void> }> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let locked!: () => void;
+  const lockTaken = new Promise<void>((resolve) => (locked = resolve));
+  const holder = fx.pool.transaction(async (tx) => {
+    await tx.query(sql.unsafe`LOCK TABLE user_logins IN ACCESS EXCLUSIVE MODE`);
+    locked();
+    await released;
+  });
+  await Promise.race([lockTaken, holder]);
+  return {
+    async release() {
+      release();
+      await holder;
+    },
+  };
+}
+
+/** Sessions of the test's database waiting for a lock. */
+export async function waitingForLock(fx: Fixture): Promise<number> {
+  return await fx.pool.oneFirst(sql.unsafe`
+    SELECT count(*)::int FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock'`) as number;
+}

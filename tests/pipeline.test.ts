@@ -16,7 +16,8 @@ import {
   maskRecord,
   type MaskStrategy,
 } from "../mod.ts";
-import { PROCESSED_TABLE, writeBatch } from "../src/sink.ts";
+import { PROCESSED_TABLE } from "../src/sink.ts";
+import { writeBatch } from "../src/write-batch.ts";
 import { EDGE_CASE_BODIES, INVALID_BODIES, sampleBodies, sendBodies } from "../scripts/produce.ts";
 import {
   countRows,

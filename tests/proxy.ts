@@ -26,6 +26,13 @@ export interface TcpProxy {
   stall(ms: number): void;
   /** Whether a stall is on now. */
   readonly stalled: boolean;
+  /**
+   * Let the next `count` COMMITs through to the server, then drop the connection before its
+   * answer reaches the client: the transaction committed, and the client cannot know it.
+   */
+  dropCommitAnswers(count: number): void;
+  /** COMMIT answers dropped so far. */
+  readonly droppedCommits: number;
   /** Connections accepted so far (to see that the tool came back through the proxy). */
   readonly accepted: number;
   close(): Promise<void>;
@@ -45,6 +52,26 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
   let server: Server | undefined;
   let accepted = 0;
   let stallTimer: ReturnType<typeof setTimeout> | undefined;
+  let commitDrops = 0;
+  let droppedCommits = 0;
+
+  /** A simple-protocol query message ('Q') that commits. */
+  function isCommit(chunk: Buffer): boolean {
+    return chunk[0] === 0x51 && /^COMMIT\b/i.test(chunk.subarray(5).toString("latin1"));
+  }
+
+  /** After a COMMIT goes through, its answer is the last thing the server says on this connection. */
+  function dropAnswer(pair: Pair, upstream: Socket): void {
+    commitDrops--;
+    droppedCommits++;
+    upstream.unpipe(pair.client);
+    upstream.once("data", () => {
+      pair.client.destroy();
+      upstream.destroy();
+    });
+    // Unpiped, the stream is paused: a new listener alone would not hear the answer.
+    upstream.resume();
+  }
 
   /** Stop forwarding both ways and drop whatever arrives; keep the client's socket open. */
   function silence(pair: Pair): void {
@@ -87,6 +114,9 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
       upstream.on("end", () => {
         if (!pair.silent) forget();
       });
+      client.on("data", (chunk: Buffer) => {
+        if (commitDrops > 0 && !pair.silent && isCommit(chunk)) dropAnswer(pair, upstream);
+      });
       client.pipe(upstream).pipe(client);
     });
     return new Promise((resolve, reject) => {
@@ -128,6 +158,12 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     get stalled() {
       return stallTimer !== undefined;
+    },
+    dropCommitAnswers(count) {
+      commitDrops = count;
+    },
+    get droppedCommits() {
+      return droppedCommits;
     },
     get accepted() {
       return accepted;

@@ -17,7 +17,7 @@ import {
   maskRecord,
   type MaskStrategy,
 } from "../mod.ts";
-import { writeBatch, type WriteOutcome } from "../src/sink.ts";
+import { writeBatch, type WriteOutcome } from "../src/write-batch.ts";
 import { createFixture, type Fixture, readRows, ROOT } from "./helpers.ts";
 
 /** The loader's: makes tokens. Test-only keys, made with `vault-keygen`. */

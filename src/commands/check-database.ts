@@ -14,6 +14,7 @@ import { FatalError, redactUrl } from "../errors.ts";
 import { describeMismatch, MASK_TABLE, readMaskRecord } from "../mask-record.ts";
 import { describeStartupError } from "../postgres-errors.ts";
 import { describeMissingWriteGrants, PROCESSED_TABLE, PRUNE_FUNCTION, USER_LOGINS_CONTRACT } from "../sink.ts";
+import { contractDrift, readColumns } from "../table-check.ts";
 import { toStandardSchema } from "../typed-sql.ts";
 import { errorFinding, type Finding } from "./check-report.ts";
 
@@ -33,8 +34,6 @@ const Facts = Type.Object({
 });
 type Facts = typeof Facts.static;
 const sqlFacts = sql.type(toStandardSchema(Facts));
-const Column = Type.Object({ name: Type.String(), type: Type.String(), required: Type.Boolean() });
-const sqlColumn = sql.type(toStandardSchema(Column));
 
 /**
  * Everything the tool's start-up needs of the database, read in one statement. A ledger
@@ -64,32 +63,17 @@ function readFacts(tx: DatabaseTransactionConnection) {
 
 /** What the contract says of `user_logins`, against the table: each column that differs, one line. */
 async function contractFindings(tx: DatabaseTransactionConnection): Promise<Finding[]> {
-  const columns = await tx.any(sqlColumn`
-    SELECT attname::text AS name, format_type(atttypid, atttypmod) AS type,
-      attnotnull AND NOT atthasdef AND attidentity = '' AND attgenerated = '' AS required
-    FROM pg_attribute WHERE attrelid = 'user_logins'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`);
-  const byName = new Map(columns.map((c) => [c.name, c]));
-  const findings: Finding[] = [];
-  for (const [name, type] of Object.entries(USER_LOGINS_CONTRACT)) {
-    const column = byName.get(name);
-    if (!column) {
-      findings.push(
-        errorFinding(`Table user_logins lacks column ${name} (${type}): it is not the user_logins this tool loads`),
-      );
-    } else if (column.type !== type) {
-      findings.push(errorFinding(
-        `Column user_logins.${name} is ${column.type}, and the contract says ${type}: restore it (ALTER TABLE user_logins ALTER COLUMN ${name} TYPE ${type})`,
-      ));
-    }
-  }
-  for (const column of columns) {
-    if (!(column.name in USER_LOGINS_CONTRACT) && column.required) {
-      findings.push(errorFinding(
-        `Column user_logins.${column.name} is NOT NULL without a default, so every insert would be refused: give it a default, or drop NOT NULL`,
-      ));
-    }
-  }
-  return findings;
+  return contractDrift(await readColumns(tx)).map(({ column, kind, text }) =>
+    errorFinding(
+      kind === "missing"
+        ? `Table ${text}: it is not the user_logins this tool loads`
+        : kind === "type"
+        ? `Column ${text}: restore it (ALTER TABLE user_logins ALTER COLUMN ${column} TYPE ${
+          USER_LOGINS_CONTRACT[column as keyof typeof USER_LOGINS_CONTRACT]
+        })`
+        : `Column ${text}, so every insert would be refused: give it a default, or drop NOT NULL`,
+    )
+  );
 }
 
 /**

@@ -101,7 +101,7 @@ function createState(settings: ConsumerSettings): ConsumerState {
       retries: 0,
       startedAt: Date.now(),
     },
-    ledger: createLedger(),
+    ledger: createLedger(settings.visibilityTimeoutSeconds * 1000),
     receiving: receiving.signal,
     abandoning: abandoning.signal,
     stopping: () => state.stopping,
@@ -182,7 +182,7 @@ function asFatal(error: unknown): Error {
   return new FatalError(`Unexpected failure: ${firstLineScrubbed(error)}`);
 }
 
-/** In drain mode: done when nothing is ours and the queue holds only what we left in it. */
+/** In drain mode: done when nothing is ours and the queue holds only what we left in it, still hidden. */
 async function watchDrain(state: ConsumerState): Promise<void> {
   const { context, writer, receiver, work } = state;
   const { ledger, settings } = context;
@@ -192,7 +192,9 @@ async function watchDrain(state: ConsumerState): Promise<void> {
     if (state.stopping || !idle() || Date.now() - receiver.lastEmptyAt > DRAIN_EMPTY_RECEIVE_MS) continue;
     try {
       const depth = await readQueueDepth(settings.sqs, settings.queueUrl, context.receiving);
-      if (depth.visible + depth.inFlight + depth.delayed <= ledger.leftInQueue && idle()) {
+      // What we left in the queue can only be in flight (hidden by our receive): anything
+      // visible or delayed may be loadable, and what SQS's redrive moved is not there at all.
+      if (depth.visible + depth.delayed === 0 && depth.inFlight <= ledger.leftInQueue && idle()) {
         settings.logger.debug("queue drained", { left_in_queue: ledger.leftInQueue });
         beginStop(state);
       }

@@ -33,7 +33,11 @@ export interface Ledger {
   leaveInQueue(entry: InFlight): boolean;
   /** The receipts of the messages left in the queue, forgotten as they are handed out. */
   takeLeftInQueue(): string[];
-  /** How many messages are left in the queue. */
+  /**
+   * How many messages left in the queue are still hidden by this consumer's receive. Once
+   * visible again, SQS counts them as visible, or its redrive policy has moved them out:
+   * either way they are no longer ours to discount.
+   */
   readonly leftInQueue: number;
   /** Resolves at the next change that may make room (a settle, or `wake`). */
   changed(): Promise<void>;
@@ -41,12 +45,25 @@ export interface Ledger {
   wake(): void;
 }
 
-export function createLedger(): Ledger {
+/** A message left in the queue is forgotten this long after it became visible (its receipt is stale by then). */
+const LEFT_FORGET_AFTER_MS = 60_000;
+/** At most this many messages left in the queue are remembered: a long run without a redrive policy stays bounded. */
+const LEFT_MAX = 100_000;
+
+/** A message left in the queue: its last receipt, and until when our receive hides it. */
+interface Left {
+  receiptHandle: string;
+  hiddenUntil: number;
+}
+
+/** @param visibilityTimeoutMs how long a receive hides a message, which is not heartbeated once left */
+export function createLedger(visibilityTimeoutMs: number): Ledger {
   const held = new Map<string, InFlight>();
   let bytes = 0;
   // Ids of invalid messages left in the queue, and the last receipt of each, so that a stop
-  // can hand them back; neither heartbeated nor counted in flight.
-  const left = new Map<string, string>();
+  // can hand them back; neither heartbeated nor counted in flight. In the order they were
+  // left, so the oldest are first to forget.
+  const left = new Map<string, Left>();
   // Every receive may be waiting at once: keep all their wake-ups, not the last.
   const waiters = new Set<() => void>();
 
@@ -55,6 +72,14 @@ export function createLedger(): Ledger {
       if (held.delete(entry.receiptHandle)) bytes -= entry.bytes;
     }
     wake();
+  }
+
+  /** Forget what became visible long ago, and the oldest past the cap. */
+  function forgetStale(now: number): void {
+    for (const [id, entry] of left) {
+      if (entry.hiddenUntil + LEFT_FORGET_AFTER_MS > now && left.size <= LEFT_MAX) break;
+      left.delete(id);
+    }
   }
 
   function wake(): void {
@@ -70,7 +95,11 @@ export function createLedger(): Ledger {
       return bytes;
     },
     get leftInQueue() {
-      return left.size;
+      const now = Date.now();
+      forgetStale(now);
+      let hidden = 0;
+      for (const entry of left.values()) if (entry.hiddenUntil > now) hidden++;
+      return hidden;
     },
     entries: () => [...held.values()],
     has: (entry) => held.has(entry.receiptHandle),
@@ -90,12 +119,15 @@ export function createLedger(): Ledger {
     leaveInQueue(entry) {
       const id = entry.message.MessageId ?? "";
       const isNew = !left.has(id);
-      left.set(id, entry.receiptHandle);
+      // Deleted first: set again, it moves to the end, as the newest.
+      left.delete(id);
+      left.set(id, { receiptHandle: entry.receiptHandle, hiddenUntil: entry.extendedAt + visibilityTimeoutMs });
+      forgetStale(Date.now());
       settle([entry]);
       return isNew;
     },
     takeLeftInQueue() {
-      const receipts = [...left.values()];
+      const receipts = [...left.values()].map((entry) => entry.receiptHandle);
       left.clear();
       return receipts;
     },

@@ -63,7 +63,10 @@ export interface ConsumerOptions {
   concurrency?: number;
   /** Bytes of message bodies held in flight at most; receiving waits while they would exceed it. */
   maxInFlightBytes?: number;
-  /** The queue's visibility timeout, for the heartbeat that keeps slow work invisible. */
+  /**
+   * The queue's visibility timeout: every receive asks for it explicitly, and the heartbeat
+   * keeps slow work invisible with it. Below 1 s, the consumer's own 30 s, with a warning.
+   */
   visibilityTimeoutSeconds?: number;
   /** Long-poll wait per receive. */
   waitTimeSeconds?: number;
@@ -118,6 +121,27 @@ export type ConsumerSettings = Required<Omit<ConsumerOptions, "dlqUrl">> & { dlq
  * message, which at 100 000 messages is several percent of the run. A long poll waits no
  * longer than a stop's grace (see `release` in acknowledge.ts).
  */
+/** The visibility a receive asks for when the queue's is too short to hold anything. */
+const OWN_VISIBILITY_SECONDS = 30;
+
+/**
+ * The visibility to receive with: the queue's, unless it is under 1 s, when every message
+ * would be visible again before its batch commits (each written and dead-lettered over and
+ * over, and a drain that never ends).
+ */
+function ownVisibility(queueSeconds: number | undefined, logger: Logger): number {
+  if (queueSeconds === undefined) return OWN_VISIBILITY_SECONDS;
+  if (queueSeconds >= 1) return queueSeconds;
+  logger.warn(
+    "the queue's visibility timeout is too short to hold a message while it is written: receiving with 30 s instead; set the queue's VisibilityTimeout",
+    {
+      queue_visibility_timeout_s: queueSeconds,
+      visibility_timeout_s: OWN_VISIBILITY_SECONDS,
+    },
+  );
+  return OWN_VISIBILITY_SECONDS;
+}
+
 export function resolveOptions(options: ConsumerOptions): ConsumerSettings {
   const drain = options.drain ?? false;
   const shutdownGraceMs = options.shutdownGraceMs ?? DEFAULT_STOP_GRACE_SECONDS * 1000;
@@ -129,7 +153,7 @@ export function resolveOptions(options: ConsumerOptions): ConsumerSettings {
     batchSize: options.batchSize ?? DEFAULT_BATCH_SIZE,
     concurrency: options.concurrency ?? DEFAULT_CONCURRENCY,
     maxInFlightBytes: options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_MB * 1024 * 1024,
-    visibilityTimeoutSeconds: options.visibilityTimeoutSeconds ?? 30,
+    visibilityTimeoutSeconds: ownVisibility(options.visibilityTimeoutSeconds, options.logger ?? SILENT_LOGGER),
     shutdownGraceMs,
     waitTimeSeconds: options.waitTimeSeconds ??
       (drain ? 0 : Math.max(1, Math.min(20, Math.floor(shutdownGraceMs / 1000)))),

@@ -114,10 +114,12 @@ async function startReceive(state: ReceiverState): Promise<AbortController | und
 }
 
 function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Message[]> {
-  const { sqs, queueUrl, waitTimeSeconds } = state.context.settings;
+  const { sqs, queueUrl, waitTimeSeconds, visibilityTimeoutSeconds } = state.context.settings;
   const command = new ReceiveMessageCommand({
     QueueUrl: queueUrl,
     MaxNumberOfMessages: SQS_MAX_BATCH,
+    // Always explicit: the heartbeat and the ledger reckon with this one, whatever the queue says.
+    VisibilityTimeout: visibilityTimeoutSeconds,
     WaitTimeSeconds: waitTimeSeconds,
     MessageSystemAttributeNames: ["SentTimestamp"],
   });

@@ -53,7 +53,13 @@ export async function retrying<T>(
       policy.onTransient?.(error);
       stats.retries++;
       observer.onRetry?.(policy.service);
-      logger.warn(policy.message, { reason: policy.describe(error), attempt: attempt + 1, ...policy.fields });
+      // `waiting_for` says which service the wait is on, for a reader and a log query alike.
+      logger.warn(policy.message, {
+        waiting_for: policy.service,
+        reason: policy.describe(error),
+        attempt: attempt + 1,
+        ...policy.fields,
+      });
       await sleep(backoffDelay(attempt), policy.signal);
     }
   }

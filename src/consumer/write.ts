@@ -14,7 +14,7 @@ import { describeDatabaseError } from "../errors.ts";
 import { type MaskedRecord, maskRecord } from "../masking.ts";
 import { classifyDatabaseError } from "../postgres-errors.ts";
 import { decodeMessage, type LoginRecord } from "../schema.ts";
-import { writeBatch, type WriteOutcome } from "../sink.ts";
+import { type CommitTrail, writeBatch, type WriteOutcome } from "../write-batch.ts";
 import { SQS_CALL_DEADLINE_MS } from "../sqs.ts";
 import { type Deadline, deadlineSignal, sleep } from "../timing.ts";
 import { deadLetter, deleteMessages, type Refused, release } from "./acknowledge.ts";
@@ -137,6 +137,8 @@ async function processBatch(state: WriterState, batch: readonly Pending[], deadl
   const { pool, strategy, logger, observer } = context.settings;
   const startedAt = Date.now();
   const masked = await mask(state, batch);
+  // Across retries: a COMMIT whose answer was lost is looked up, not written again.
+  const trail: CommitTrail = {};
   const outcome = await retrying(context, {
     service: "postgres",
     message: "Postgres unavailable, retrying the batch",
@@ -146,7 +148,10 @@ async function processBatch(state: WriterState, batch: readonly Pending[], deadl
     signal: deadline.signal,
     onTransient: () => writesFail(state),
   }, async () => {
-    const written = await withDatabaseCallLimits({ signal: deadline.signal }, () => writeBatch(pool, strategy, masked));
+    const written = await withDatabaseCallLimits(
+      { signal: deadline.signal },
+      () => writeBatch(pool, strategy, masked, trail),
+    );
     writesResume(state);
     return written;
   });
@@ -202,7 +207,9 @@ async function giveUp(state: WriterState, entries: readonly InFlight[], deadline
 function writesFail(state: WriterState): void {
   if (state.paused) return;
   state.paused = true;
-  state.context.settings.logger.warn("Postgres unavailable: receiving paused until it answers");
+  state.context.settings.logger.warn("Postgres unavailable: receiving paused until it answers", {
+    waiting_for: "postgres",
+  });
   state.context.track(probePostgres(state));
 }
 
