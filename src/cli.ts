@@ -31,7 +31,14 @@ import { loadStrategy } from "./masking.ts";
 import { classifyDatabaseError, describeStartupError } from "./postgres-errors.ts";
 import { createBatchSummary, createProgressLine, formatSummary, type ProgressLine } from "./progress.ts";
 import { ensureSchema } from "./sink.ts";
-import { createSqsClient, inspectQueue, NO_REDRIVE_POLICY, type QueueInfo, readQueueDepth } from "./sqs.ts";
+import {
+  createSqsClient,
+  inspectQueue,
+  NO_REDRIVE_POLICY,
+  type QueueInfo,
+  queueKindMismatch,
+  readQueueDepth,
+} from "./sqs.ts";
 import { sleep, withTimeout } from "./timing.ts";
 
 export const HELP = `Usage: sqs-login-masker [options]            consume
@@ -283,6 +290,8 @@ async function untilSettled<T>(start: StartUp, step: () => Promise<T>): Promise<
 }
 
 function warnWithoutRedrivePolicy(queue: QueueInfo, config: Config, logger: Logger): void {
+  const mismatch = config.dlqUrl ? queueKindMismatch(config.queueUrl, config.dlqUrl) : undefined;
+  if (mismatch) logger.warn(mismatch, { queue: redactUrl(config.queueUrl), dlq: redactUrl(config.dlqUrl!) });
   if (queue.redrivePolicy) return;
   logger.warn(NO_REDRIVE_POLICY, { queue: redactUrl(config.queueUrl) });
 }

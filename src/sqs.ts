@@ -208,3 +208,25 @@ export async function readQueueDepth(sqs: SQSClient, queueUrl: string, signal?: 
     delayed: Number(Attributes.ApproximateNumberOfMessagesDelayed ?? 0),
   };
 }
+
+/** Whether a queue is FIFO: only a FIFO queue's name ends in `.fifo`, and every one's does (SQS enforces both). */
+export function isFifoQueue(queueUrl: string): boolean {
+  try {
+    return new URL(queueUrl).pathname.endsWith(".fifo");
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What it means when a queue and its DLQ are of different kinds, in one line; undefined
+ * when they are of one kind. `check` counts it an error; the consumer warns and runs, since
+ * the tool's own dead-letter sends still work (a FIFO DLQ gets each entry's group).
+ */
+export function queueKindMismatch(queueUrl: string, dlqUrl: string): string | undefined {
+  const [queueFifo, dlqFifo] = [isFifoQueue(queueUrl), isFifoQueue(dlqUrl)];
+  if (queueFifo === dlqFifo) return undefined;
+  return queueFifo
+    ? "the queue is FIFO and the DLQ standard: SQS's redrive policy cannot move a FIFO queue's messages there, and the DLQ keeps no order; give the queue a FIFO DLQ"
+    : "the queue is standard and the DLQ FIFO: SQS's redrive policy cannot move a standard queue's messages there; give the queue a standard DLQ";
+}

@@ -116,7 +116,7 @@ describe("check", { timeout: 60_000 }, () => {
       const fifoDlq = await createQueue(f, `check-${id}-dlq.fifo`, { FifoQueue: "true" });
       const fifo = await check({ ...f.env, DLQ_URL: fifoDlq });
       expect(lines(fifo.stderr)).toContainEqual(
-        `error: --dlq-url ${fifoDlq}: the DLQ is FIFO and the queue standard: SQS moves a FIFO queue's messages only to a FIFO DLQ, and a standard queue's to a standard one; give the queue a DLQ of its own kind`,
+        `error: --dlq-url ${fifoDlq}: the queue is standard and the DLQ FIFO: SQS's redrive policy cannot move a standard queue's messages there; give the queue a standard DLQ`,
       );
       expect(fifo.code).toBe(1);
 

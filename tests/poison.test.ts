@@ -270,7 +270,7 @@ describe("the dead-letter entry", () => {
     const body = "y".repeat(SQS_MAX_BATCH_BYTES - fixedBytes - 30);
     const entry = fitDeadLetterEntry({ ...message, Body: body }, REASON, SQS_MAX_BATCH_BYTES)!;
     expect(entry.bytes).toBeLessThanOrEqual(SQS_MAX_BATCH_BYTES);
-    const reason = entry.entry.MessageAttributes.invalid_reason.StringValue;
+    const reason = entry.entry.MessageAttributes.invalid_reason!.StringValue!;
     expect(reason.length).toBeLessThan(REASON.length);
     expect(REASON.startsWith(reason.replace(/…$/, ""))).toBe(true);
   });
@@ -287,7 +287,7 @@ describe("the dead-letter entry", () => {
       const body = "y".repeat(SQS_MAX_BATCH_BYTES - fixedBytes - room);
       const fitted = fitDeadLetterEntry({ ...message, Body: body }, reason + "\u0000\uFFFF", SQS_MAX_BATCH_BYTES);
       if (!fitted) continue;
-      const value = fitted.entry.MessageAttributes.invalid_reason.StringValue;
+      const value = fitted.entry.MessageAttributes.invalid_reason!.StringValue!;
       expect(value).toMatch(SQS_BODY);
       expect(Buffer.byteLength(value)).toBeLessThanOrEqual(room);
       expect(fitted.bytes).toBeLessThanOrEqual(SQS_MAX_BATCH_BYTES);

@@ -8,7 +8,7 @@
  */
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { ConfigError, redactUrl } from "../errors.ts";
-import { inspectQueue, NO_REDRIVE_POLICY, type QueueInfo } from "../sqs.ts";
+import { inspectQueue, isFifoQueue, NO_REDRIVE_POLICY, type QueueInfo, queueKindMismatch } from "../sqs.ts";
 import { errorFinding, type Finding } from "./check-report.ts";
 
 /** Where the queues are: the source, and the DLQ if one is given. */
@@ -33,13 +33,6 @@ export async function checkQueues(sqs: SQSClient, urls: QueueUrls): Promise<Find
   return [...reached, ...unreachable];
 }
 
-/**
- * A FIFO queue's name ends in `.fifo`, and only a FIFO queue's may: SQS enforces both.
- */
-function isFifo(queueUrl: string): boolean {
-  return new URL(queueUrl).pathname.endsWith(".fifo");
-}
-
 /** What the attributes of reachable queues mean for the tool. */
 export function queueFindings(source: QueueInfo, dlq: QueueInfo | undefined, urls: QueueUrls): Finding[] {
   const queue = `--queue-url ${redactUrl(urls.queueUrl)}`;
@@ -49,7 +42,7 @@ export function queueFindings(source: QueueInfo, dlq: QueueInfo | undefined, url
     level: "ok",
     text: `${queue}: reachable, VisibilityTimeout ${source.visibilityTimeoutSeconds} s, ${
       redrive ? `RedrivePolicy after ${redrive.maxReceiveCount} receives` : "no RedrivePolicy"
-    }${isFifo(urls.queueUrl) ? ", FIFO" : ""}`,
+    }${isFifoQueue(urls.queueUrl) ? ", FIFO" : ""}`,
   });
   if (source.visibilityTimeoutSeconds === 0) {
     findings.push(errorFinding(
@@ -60,14 +53,8 @@ export function queueFindings(source: QueueInfo, dlq: QueueInfo | undefined, url
   if (!dlq || !urls.dlqUrl) return findings;
   const dlqName = `--dlq-url ${redactUrl(urls.dlqUrl)}`;
   findings.push({ level: "ok", text: `${dlqName}: reachable` });
-  if (isFifo(urls.queueUrl) !== isFifo(urls.dlqUrl)) {
-    const kind = (url: string) => (isFifo(url) ? "FIFO" : "standard");
-    findings.push(errorFinding(
-      `${dlqName}: the DLQ is ${kind(urls.dlqUrl)} and the queue ${
-        kind(urls.queueUrl)
-      }: SQS moves a FIFO queue's messages only to a FIFO DLQ, and a standard queue's to a standard one; give the queue a DLQ of its own kind`,
-    ));
-  }
+  const mismatch = queueKindMismatch(urls.queueUrl, urls.dlqUrl);
+  if (mismatch) findings.push(errorFinding(`${dlqName}: ${mismatch}`));
   if (redrive && dlq.arn && redrive.deadLetterTargetArn !== dlq.arn) {
     findings.push({
       level: "warning",

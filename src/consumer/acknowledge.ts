@@ -15,6 +15,7 @@ import { FatalError } from "../errors.ts";
 import {
   boundedSqsCall,
   describeSqsError,
+  isFifoQueue,
   isTransientSqsError,
   SQS_CALL_DEADLINE_MS,
   SQS_MAX_BATCH,
@@ -126,10 +127,10 @@ function fitting(
   context: ConsumerContext,
   items: readonly Refused[],
 ): Array<{ item: Refused; entry: DeadLetterEntry }> {
-  const { dlqMaxMessageBytes, logger } = context.settings;
+  const { dlqMaxMessageBytes, dlqUrl, logger } = context.settings;
   const fit: Array<{ item: Refused; entry: DeadLetterEntry }> = [];
   for (const item of items) {
-    const entry = fitDeadLetterEntry(item.entry.message, item.reason, dlqMaxMessageBytes);
+    const entry = fitDeadLetterEntry(item.entry.message, item.reason, dlqMaxMessageBytes, isFifoQueue(dlqUrl!));
     if (entry) {
       fit.push({ item, entry });
       continue;

@@ -121,7 +121,10 @@ function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Me
     // Always explicit: the heartbeat and the ledger reckon with this one, whatever the queue says.
     VisibilityTimeout: visibilityTimeoutSeconds,
     WaitTimeSeconds: waitTimeSeconds,
-    MessageSystemAttributeNames: ["SentTimestamp"],
+    // A FIFO queue's group and sequence number go with a dead-letter entry; standard queues
+    // have neither. The source's own attributes are kept on a dead-letter entry too.
+    MessageSystemAttributeNames: ["SentTimestamp", "MessageGroupId", "SequenceNumber"],
+    MessageAttributeNames: ["All"],
   });
   return boundedSqsCall(
     (options) => sqs.send(command, options).then(({ Messages = [] }) => Messages),

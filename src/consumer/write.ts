@@ -15,7 +15,7 @@ import { type MaskedRecord, maskRecord } from "../masking.ts";
 import { classifyDatabaseError } from "../postgres-errors.ts";
 import { decodeMessage, type LoginRecord } from "../schema.ts";
 import { type CommitTrail, writeBatch, type WriteOutcome } from "../write-batch.ts";
-import { SQS_CALL_DEADLINE_MS } from "../sqs.ts";
+import { isFifoQueue, SQS_CALL_DEADLINE_MS } from "../sqs.ts";
 import { type Deadline, deadlineSignal, sleep } from "../timing.ts";
 import { deadLetter, deleteMessages, type Refused, release } from "./acknowledge.ts";
 import type { ConsumerContext } from "./context.ts";
@@ -31,6 +31,8 @@ export const MAX_PARALLEL_WRITES = 2;
 interface Pending {
   entry: InFlight;
   record: LoginRecord;
+  /** Which receive it came in, counted from 1: a FIFO receive is never split across batches. */
+  receive: number;
 }
 
 export interface Writer {
@@ -53,10 +55,11 @@ interface WriterState {
   activeWrites: number;
   readonly writeWaiters: Array<() => void>;
   paused: boolean;
+  receives: number;
 }
 
 export function createWriter(context: ConsumerContext): Writer {
-  const state: WriterState = { context, pending: [], activeWrites: 0, writeWaiters: [], paused: false };
+  const state: WriterState = { context, pending: [], activeWrites: 0, writeWaiters: [], paused: false, receives: 0 };
   return {
     accept: (messages) => accept(state, messages),
     flush: () => flush(state),
@@ -73,11 +76,12 @@ export function createWriter(context: ConsumerContext): Writer {
 function accept(state: WriterState, messages: readonly Message[]): void {
   const { context } = state;
   const invalid: Refused[] = [];
+  const receive = ++state.receives;
   for (const message of messages) {
     const entry = context.ledger.receive(message);
     if (!entry) continue;
     const decoded = decodeMessage(message);
-    if (decoded.ok) state.pending.push({ entry, record: decoded.record });
+    if (decoded.ok) state.pending.push({ entry, record: decoded.record, receive });
     else invalid.push({ entry, reason: decoded.reason });
   }
   if (invalid.length > 0) context.track(deadLetter(context, invalid));
@@ -89,12 +93,12 @@ function accept(state: WriterState, messages: readonly Message[]): void {
 
 function flush(state: WriterState): void {
   const { context } = state;
-  const { batchSize, batchDeadlineMs } = context.settings;
+  const { batchDeadlineMs } = context.settings;
   clearTimeout(state.lingerTimer);
   state.lingerTimer = undefined;
   while (state.pending.length > 0) {
-    const batch = state.pending.slice(0, batchSize);
-    state.pending = state.pending.slice(batchSize);
+    const batch = state.pending.slice(0, batchEnd(state));
+    state.pending = state.pending.slice(batch.length);
     // The deadline counts from now: waiting for a writer is part of not committing in time.
     const deadline = deadlineSignal(batchDeadlineMs, context.abandoning);
     context.track((async () => {
@@ -107,6 +111,20 @@ function flush(state: WriterState): void {
       }
     })());
   }
+}
+
+/**
+ * Where the next batch ends: at the batch size, except on a FIFO queue, where it ends with
+ * the receive it reached (at most 9 more rows). SQS hands out a FIFO group's next messages
+ * only once its last ones are gone, so the messages of a group in flight all came in one
+ * receive, in order; kept in one transaction, they commit in that order.
+ */
+function batchEnd(state: WriterState): number {
+  const { batchSize, queueUrl } = state.context.settings;
+  let end = Math.min(batchSize, state.pending.length);
+  if (!isFifoQueue(queueUrl)) return end;
+  while (end < state.pending.length && state.pending[end]!.receive === state.pending[end - 1]!.receive) end++;
+  return end;
 }
 
 async function acquireWriter(state: WriterState): Promise<void> {
