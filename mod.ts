@@ -61,8 +61,8 @@ export { ensureMaskRecord } from "./src/mask-record.ts";
 
 // The SQS source, and the consumer that joins them
 export { createSqsClient } from "./src/sqs.ts";
-export { createConsumer } from "./src/consumer/consumer.ts";
-export type { Consumer, ConsumerObserver, ConsumerOptions, ConsumerStats } from "./src/consumer/options.ts";
+export { type ConsumerOptions, createConsumer } from "./src/pipeline.ts";
+export type { Consumer, ConsumerObserver, ConsumerStats } from "./src/consumer/options.ts";
 
 // Watching it run, and the command line
 export { createLogger, type Logger } from "./src/log.ts";

@@ -11,9 +11,9 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import { type DatabasePool, sql } from "slonik";
 import { type Config, formatSettingsHelp, parseConfig, VERSION } from "./config.ts";
 import type { MaskStrategy } from "./contract.ts";
-import { createConsumer } from "./consumer/consumer.ts";
+import { createConsumer } from "./pipeline.ts";
 import { backoffDelay } from "./consumer/retry.ts";
-import { MAX_PARALLEL_WRITES } from "./consumer/write.ts";
+import { MAX_PARALLEL_WRITES } from "./consumer/batches.ts";
 import { SUBCOMMANDS } from "./commands/registry.ts";
 import { createDatabasePool } from "./database.ts";
 import {

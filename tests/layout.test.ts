@@ -1,7 +1,8 @@
 /**
  * The shape of the code, held by tests: imports flow one way (no cycle; leaves import no
  * project file; strategies import the contract and leaves; only the masking loader and the
- * operator commands import strategies/; the consumer never imports configuration, the command line or metrics),
+ * operator commands import strategies/; the consumer is an SQS source that imports none of the
+ * login pipeline, its database, configuration, the command line or metrics),
  * mod.ts stays a door, and the lint gate's own rule catches a long function.
  */
 import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
@@ -25,8 +26,14 @@ const LEAVES = [
 const MASKING_LOADER = "src/masking.ts";
 /** The subcommands that work on what a strategy stored (recover, rotate, decrypt) use its private parts. */
 const OPERATOR_COMMANDS = "src/commands/";
-/** What the consumer must never depend on: it is a library, configured by whoever calls it. */
-const NOT_FOR_THE_CONSUMER = ["src/config.ts", "src/cli.ts", "src/metrics.ts", "src/health.ts", "src/progress.ts"];
+/**
+ * All the consumer may import: it is an SQS source, configured by whoever calls it, that
+ * hands batches to a handler (src/consumer/port.ts). Schema, masking, sink and database are
+ * the login pipeline's (src/pipeline.ts).
+ */
+const FOR_THE_CONSUMER = ["src/errors.ts", "src/log.ts", "src/timing.ts", "src/sqs.ts", "src/dead-letter.ts"];
+/** Packages the consumer may import: SQS's client, and the runtime's own. */
+const CONSUMER_PACKAGES = /^(@aws-sdk\/client-sqs|node:.*)$/;
 
 async function toolFiles(): Promise<string[]> {
   const files: string[] = [];
@@ -91,8 +98,8 @@ function brokenRules(graph: Map<string, string[]>): string[] {
       ) {
         fail("only the masking loader and the operator commands import strategies/");
       }
-      if (from.startsWith("src/consumer/") && NOT_FOR_THE_CONSUMER.includes(to)) {
-        fail("the consumer never imports config, CLI or metrics");
+      if (from.startsWith("src/consumer/") && !to.startsWith("src/consumer/") && !FOR_THE_CONSUMER.includes(to)) {
+        fail("the consumer is an SQS source: it imports no pipeline, database, config, CLI or metrics module");
       }
       if (
         (from.startsWith("src/") || from.startsWith("strategies/")) && (to === "mod.ts" || to.startsWith("scripts/"))
@@ -113,16 +120,29 @@ describe("imports flow one way", () => {
     expect(brokenRules(await importGraph())).toEqual([]);
   });
 
+  it("keeps the consumer off Slonik, pg and every package but SQS's client", async () => {
+    const outside: string[] = [];
+    for (const file of (await toolFiles()).filter((f) => f.startsWith("src/consumer/"))) {
+      const text = await readFile(join(ROOT, file), "utf8");
+      for (const [, name] of text.matchAll(/(?:from\s+|import\s*\(\s*)["']([^."'][^"']*)["']/g)) {
+        if (!CONSUMER_PACKAGES.test(name!)) outside.push(`${file} -> ${name}`);
+      }
+    }
+    expect(outside).toEqual([]);
+    expect(CONSUMER_PACKAGES.test("slonik")).toBe(false);
+  });
+
   it("would notice a broken rule and a cycle (the checks can fail)", () => {
     const graph = new Map([
       ["src/errors.ts", ["src/log.ts"]],
-      ["src/consumer/write.ts", ["src/metrics.ts"]],
+      ["src/consumer/batches.ts", ["src/metrics.ts"]],
+      ["src/consumer/source.ts", ["src/schema.ts"]],
       ["strategies/hmac.ts", ["mod.ts"]],
       ["src/sink.ts", ["strategies/vault.ts"]],
       ["src/a.ts", ["src/b.ts"]],
       ["src/b.ts", ["src/a.ts"]],
     ]);
-    expect(brokenRules(graph)).toHaveLength(5);
+    expect(brokenRules(graph)).toHaveLength(6);
     expect(findCycle(graph)).toEqual(["src/a.ts", "src/b.ts", "src/a.ts"]);
   });
 });

@@ -9,6 +9,7 @@ import {
   ChangeMessageVisibilityBatchCommand,
   DeleteMessageBatchCommand,
   SendMessageBatchCommand,
+  type SQSClient,
 } from "@aws-sdk/client-sqs";
 import { chunk, chunkByBytes, type DeadLetterEntry, fitDeadLetterEntry } from "../dead-letter.ts";
 import { FatalError } from "../errors.ts";
@@ -21,10 +22,11 @@ import {
   SQS_MAX_BATCH,
   type SqsCallOptions,
 } from "../sqs.ts";
+import type { Logger } from "../log.ts";
 import { sleep } from "../timing.ts";
-import type { ConsumerContext } from "./context.ts";
-import type { InFlight } from "./ledger.ts";
-import { backoffDelay, retrying } from "./retry.ts";
+import type { InFlight, Ledger } from "./ledger.ts";
+import type { ConsumerStats } from "./options.ts";
+import { backoffDelay, type Retrying } from "./retry.ts";
 
 /** A delete is tried this many times; a message not deleted by then comes back and finds its id processed. */
 const DELETE_ATTEMPTS = 5;
@@ -35,37 +37,73 @@ export interface Refused {
   reason: string;
 }
 
+/** What acknowledging reads: the queues, the ledger, the counters it keeps, and the stop's last signal. */
+export interface AcknowledgerDeps {
+  sqs: SQSClient;
+  queueUrl: string;
+  dlqUrl: string | undefined;
+  /** The DLQ's `MaximumMessageSize`: an entry that cannot fit is left to the queue's redrive policy. */
+  dlqMaxMessageBytes: number;
+  visibilityTimeoutSeconds: number;
+  ledger: Ledger;
+  stats: Pick<ConsumerStats, "deadLettered" | "leftInQueue" | "released">;
+  logger: Logger;
+  retrying: Retrying;
+  /** Aborted when a stop's grace ends: SQS calls still going are abandoned. */
+  abandoning: AbortSignal;
+}
+
+export interface Acknowledger {
+  /** Delete messages whose rows are committed, ten to a call, and stop holding them. */
+  deleteMessages(entries: readonly InFlight[]): Promise<void>;
+  /** Send invalid messages to the DLQ with their reason, then delete them from the queue. */
+  deadLetter(items: readonly Refused[]): Promise<void>;
+  /** Keep in-flight messages invisible while they wait. */
+  heartbeat(): Promise<void>;
+  /** Make messages visible again in `seconds` (not after their timeout), and stop holding them. */
+  release(entries: readonly InFlight[], deadlineMs: number, seconds?: number): Promise<void>;
+}
+
+export function createAcknowledger(deps: AcknowledgerDeps): Acknowledger {
+  return {
+    deleteMessages: (entries) => deleteMessages(deps, entries),
+    deadLetter: (items) => deadLetter(deps, items),
+    heartbeat: () => heartbeat(deps),
+    release: (entries, deadlineMs, seconds) => release(deps, entries, deadlineMs, seconds),
+  };
+}
+
 /** An SQS call until it succeeds, waiting out transient faults; undefined if abandoned at a stop. */
 function withSqsRetry<T>(
-  context: ConsumerContext,
+  deps: AcknowledgerDeps,
   what: string,
   call: (options: SqsCallOptions) => Promise<T>,
 ): Promise<T | undefined> {
-  return retrying(context, {
+  return deps.retrying({
     service: "sqs",
     message: `SQS ${what} failed, retrying`,
     isTransient: isTransientSqsError,
     describe: describeSqsError,
     fatal: (error) => new FatalError(`SQS ${what} failed: ${describeSqsError(error)}`),
-    signal: context.abandoning,
-  }, () => boundedSqsCall(call, SQS_CALL_DEADLINE_MS, context.abandoning));
+    signal: deps.abandoning,
+  }, () => boundedSqsCall(call, SQS_CALL_DEADLINE_MS, deps.abandoning));
 }
 
 /** Delete messages whose rows are committed, ten to a call, and stop holding them. */
-export async function deleteMessages(context: ConsumerContext, entries: readonly InFlight[]): Promise<void> {
-  const groups = await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => deleteGroup(context, group)));
-  context.ledger.settle(groups.flat());
+async function deleteMessages(deps: AcknowledgerDeps, entries: readonly InFlight[]): Promise<void> {
+  const groups = await Promise.all(chunk(entries, SQS_MAX_BATCH).map((group) => deleteGroup(deps, group)));
+  deps.ledger.settle(groups.flat());
 }
 
 /** Delete up to ten, trying again what failed; returns what needs holding no longer. */
-async function deleteGroup(context: ConsumerContext, group: readonly InFlight[]): Promise<InFlight[]> {
-  const { sqs, queueUrl, logger } = context.settings;
+async function deleteGroup(deps: AcknowledgerDeps, group: readonly InFlight[]): Promise<InFlight[]> {
+  const { sqs, queueUrl, logger } = deps;
   const done: InFlight[] = [];
   let remaining = group;
   for (let attempt = 0; remaining.length > 0 && attempt < DELETE_ATTEMPTS; attempt++) {
     const entries = remaining.map((entry, i) => ({ Id: String(i), ReceiptHandle: entry.receiptHandle }));
     const result = await withSqsRetry(
-      context,
+      deps,
       "delete",
       (options) => sqs.send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options),
     );
@@ -88,15 +126,15 @@ async function deleteGroup(context: ConsumerContext, group: readonly InFlight[])
       else done.push(entry);
     });
     remaining = retry;
-    if (remaining.length > 0) await sleep(backoffDelay(attempt), context.abandoning);
+    if (remaining.length > 0) await sleep(backoffDelay(attempt), deps.abandoning);
   }
   // Given up after every try: it comes back and finds its id processed.
   return [...done, ...remaining];
 }
 
 /** Leave an invalid message in the queue for its redrive policy: counted once, held no longer. */
-function leaveInQueue(context: ConsumerContext, entry: InFlight): void {
-  if (context.ledger.leaveInQueue(entry)) context.stats.leftInQueue++;
+function leaveInQueue(deps: AcknowledgerDeps, entry: InFlight): void {
+  if (deps.ledger.leaveInQueue(entry)) deps.stats.leftInQueue++;
 }
 
 /**
@@ -104,30 +142,30 @@ function leaveInQueue(context: ConsumerContext, entry: InFlight): void {
  * What cannot go to the DLQ (none set, too big for it, refused by it) is left in the queue
  * for its own redrive policy: counted, not heartbeated, handed back by a stop.
  */
-export async function deadLetter(context: ConsumerContext, items: readonly Refused[]): Promise<void> {
-  const { dlqUrl, logger } = context.settings;
+async function deadLetter(deps: AcknowledgerDeps, items: readonly Refused[]): Promise<void> {
+  const { dlqUrl, logger } = deps;
   if (items.length === 0) return;
   if (!dlqUrl) {
     for (const { entry, reason } of items) {
-      leaveInQueue(context, entry);
+      leaveInQueue(deps, entry);
       logger.warn("invalid message left in the queue (no --dlq-url)", { message_id: entry.message.MessageId, reason });
     }
     return;
   }
   const sent: InFlight[] = [];
-  for (const group of chunkByBytes(fitting(context, items), (f) => f.entry.bytes)) {
-    sent.push(...await sendToDeadLetterQueue(context, dlqUrl, group));
+  for (const group of chunkByBytes(fitting(deps, items), (f) => f.entry.bytes)) {
+    sent.push(...await sendToDeadLetterQueue(deps, dlqUrl, group));
   }
-  context.stats.deadLettered += sent.length;
-  await deleteMessages(context, sent);
+  deps.stats.deadLettered += sent.length;
+  await deleteMessages(deps, sent);
 }
 
 /** What can go to the DLQ, with its entry; what cannot is left in the queue. */
 function fitting(
-  context: ConsumerContext,
+  deps: AcknowledgerDeps,
   items: readonly Refused[],
 ): Array<{ item: Refused; entry: DeadLetterEntry }> {
-  const { dlqMaxMessageBytes, dlqUrl, logger } = context.settings;
+  const { dlqMaxMessageBytes, dlqUrl, logger } = deps;
   const fit: Array<{ item: Refused; entry: DeadLetterEntry }> = [];
   for (const item of items) {
     const entry = fitDeadLetterEntry(item.entry.message, item.reason, dlqMaxMessageBytes, isFifoQueue(dlqUrl!));
@@ -135,7 +173,7 @@ function fitting(
       fit.push({ item, entry });
       continue;
     }
-    leaveInQueue(context, item.entry);
+    leaveInQueue(deps, item.entry);
     logger.warn("invalid message too big for the DLQ left in the queue for its redrive policy", {
       message_id: item.entry.message.MessageId,
       reason: item.reason,
@@ -148,12 +186,12 @@ function fitting(
 
 /** One SendMessageBatch to the DLQ; returns what it took. What it refused is left in the queue. */
 async function sendToDeadLetterQueue(
-  context: ConsumerContext,
+  deps: AcknowledgerDeps,
   dlqUrl: string,
   group: ReadonlyArray<{ item: Refused; entry: DeadLetterEntry }>,
 ): Promise<InFlight[]> {
-  const { sqs, logger } = context.settings;
-  const result = await withSqsRetry(context, "send to DLQ", (options) =>
+  const { sqs, logger } = deps;
+  const result = await withSqsRetry(deps, "send to DLQ", (options) =>
     sqs.send(
       new SendMessageBatchCommand({
         QueueUrl: dlqUrl,
@@ -171,7 +209,7 @@ async function sendToDeadLetterQueue(
   }
   for (const f of result.Failed ?? []) {
     const { item } = group[Number(f.Id)]!;
-    leaveInQueue(context, item.entry);
+    leaveInQueue(deps, item.entry);
     logger.warn("DLQ refused a message; left in the queue for its redrive policy", {
       message_id: item.entry.message.MessageId,
       code: f.Code,
@@ -182,12 +220,12 @@ async function sendToDeadLetterQueue(
 
 /** Set the visibility timeout of up to 10 messages; entry ids are their indexes. */
 function changeVisibility(
-  context: ConsumerContext,
+  deps: AcknowledgerDeps,
   group: ReadonlyArray<{ receiptHandle: string }>,
   seconds: number,
   deadlineMs = SQS_CALL_DEADLINE_MS,
 ) {
-  const { sqs, queueUrl } = context.settings;
+  const { sqs, queueUrl } = deps;
   const entries = group.map((e, i) => ({ Id: String(i), ReceiptHandle: e.receiptHandle, VisibilityTimeout: seconds }));
   return boundedSqsCall(
     (options) => sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: queueUrl, Entries: entries }), options),
@@ -200,19 +238,19 @@ function changeVisibility(
  * is extended once half its timeout has passed, and the timer ticks every quarter, so the
  * extension lands by three quarters of the timeout at the latest.
  */
-export async function heartbeat(context: ConsumerContext): Promise<void> {
-  const { visibilityTimeoutSeconds, logger } = context.settings;
+async function heartbeat(deps: AcknowledgerDeps): Promise<void> {
+  const { visibilityTimeoutSeconds, logger } = deps;
   // With a timeout of 0 there is nothing to extend: "extending" to 0 would release.
   if (visibilityTimeoutSeconds <= 0) return;
   const halfTimeoutMs = (visibilityTimeoutSeconds * 1000) / 2;
-  const due = context.ledger.entries().filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
+  const due = deps.ledger.entries().filter((e) => Date.now() - e.extendedAt >= halfTimeoutMs);
   await Promise.all(
     chunk(due, SQS_MAX_BATCH).map(async (group) => {
       // The new timeout counts from when SQS gets the call, not from its answer: note the
       // earlier time, so the next extension is never late.
       const sentAt = Date.now();
       try {
-        const result = await changeVisibility(context, group, visibilityTimeoutSeconds);
+        const result = await changeVisibility(deps, group, visibilityTimeoutSeconds);
         const failedIds = new Set((result.Failed ?? []).map((f) => f.Id));
         group.forEach((e, i) => {
           if (!failedIds.has(String(i))) e.extendedAt = sentAt;
@@ -230,18 +268,18 @@ export async function heartbeat(context: ConsumerContext): Promise<void> {
 }
 
 /** Make messages visible again in `seconds` (not after their timeout), and stop holding them. */
-export async function release(
-  context: ConsumerContext,
+async function release(
+  deps: AcknowledgerDeps,
   entries: readonly InFlight[],
   deadlineMs: number,
   seconds = 0,
 ): Promise<void> {
-  const { logger } = context.settings;
-  const unfinished = entries.filter((e) => context.ledger.has(e));
+  const { logger } = deps;
+  const unfinished = entries.filter((e) => deps.ledger.has(e));
   await Promise.all(
     chunk(entries, SQS_MAX_BATCH).map(async (group) => {
       try {
-        const { Failed = [] } = await changeVisibility(context, group, seconds, deadlineMs);
+        const { Failed = [] } = await changeVisibility(deps, group, seconds, deadlineMs);
         // A stale receipt (the message was received again since) needs nothing from us.
         const failed = Failed.filter((f) => f.Code !== "ReceiptHandleIsInvalid");
         if (failed.length > 0) {
@@ -257,6 +295,6 @@ export async function release(
       }
     }),
   );
-  context.stats.released += unfinished.length;
-  context.ledger.settle(unfinished);
+  deps.stats.released += unfinished.length;
+  deps.ledger.settle(unfinished);
 }

@@ -1,14 +1,13 @@
 /**
- * What a consumer is given, what it reports, and its defaults: the consumer's public
- * surface, apart from `createConsumer` itself.
+ * What an SQS source is given, what it reports, and its defaults: its public surface,
+ * apart from `createSqsSource` itself.
  *
  * @module
  */
 import type { SQSClient } from "@aws-sdk/client-sqs";
-import type { DatabasePool } from "slonik";
-import type { MaskStrategy } from "../contract.ts";
 import { type Logger, SILENT_LOGGER } from "../log.ts";
 import { SQS_MAX_BATCH_BYTES } from "../sqs.ts";
+import type { BatchHandler } from "./port.ts";
 
 export const DEFAULT_BATCH_SIZE = 500;
 export const DEFAULT_CONCURRENCY = 16;
@@ -48,10 +47,9 @@ export interface ConsumerStats {
   finishedAt?: number;
 }
 
-export interface ConsumerOptions {
+/** How an SQS source receives and stops, whatever handles its batches. */
+export interface SourceOptions {
   sqs: SQSClient;
-  pool: DatabasePool;
-  strategy: MaskStrategy;
   queueUrl: string;
   dlqUrl?: string | undefined;
   /** The DLQ's `MaximumMessageSize`: an entry that cannot fit is left to the queue's redrive policy. */
@@ -79,6 +77,11 @@ export interface ConsumerOptions {
   observer?: ConsumerObserver;
 }
 
+/** An SQS source: where it receives from, and the handler its batches go to. */
+export interface SqsSourceOptions<T> extends SourceOptions {
+  handler: BatchHandler<T>;
+}
+
 /** What one written batch came to, for metrics and logs: counts and time, never data. */
 export interface BatchReport {
   /** Messages in the batch, duplicates included. */
@@ -86,14 +89,15 @@ export interface BatchReport {
   rows: number;
   duplicates: number;
   rejected: number;
-  /** From masking to commit. */
+  /** From preparing (masking) to commit. */
   ms: number;
 }
 
 /** Hooks the consumer calls as it works; each must be cheap and must not throw. */
 export interface ConsumerObserver {
   onBatch?(report: BatchReport): void;
-  onRetry?(service: "sqs" | "postgres"): void;
+  /** `service` is `sqs`, or the handler's (`postgres`). */
+  onRetry?(service: string): void;
 }
 
 export interface Consumer {
@@ -111,16 +115,9 @@ export interface Consumer {
   readonly inFlightBytes: number;
 }
 
-/** The options with every default applied: what the consumer's parts read. */
-export type ConsumerSettings = Required<Omit<ConsumerOptions, "dlqUrl">> & { dlqUrl: string | undefined };
+/** The options with every default applied. */
+export type SourceSettings = Required<Omit<SourceOptions, "dlqUrl">> & { dlqUrl: string | undefined };
 
-/**
- * Apply the defaults.
- *
- * Drain mode short-polls: a 1 s long poll made every run end a second after its last
- * message, which at 100 000 messages is several percent of the run. A long poll waits no
- * longer than a stop's grace (see `release` in acknowledge.ts).
- */
 /** The visibility a receive asks for when the queue's is too short to hold anything. */
 const OWN_VISIBILITY_SECONDS = 30;
 
@@ -142,11 +139,19 @@ function ownVisibility(queueSeconds: number | undefined, logger: Logger): number
   return OWN_VISIBILITY_SECONDS;
 }
 
-export function resolveOptions(options: ConsumerOptions): ConsumerSettings {
+/**
+ * Apply the defaults.
+ *
+ * Drain mode short-polls: a 1 s long poll made every run end a second after its last
+ * message, which at 100 000 messages is several percent of the run. A long poll waits no
+ * longer than a stop's grace (see `releaseAll` in source.ts).
+ */
+export function resolveOptions(options: SourceOptions): SourceSettings {
   const drain = options.drain ?? false;
   const shutdownGraceMs = options.shutdownGraceMs ?? DEFAULT_STOP_GRACE_SECONDS * 1000;
   return {
-    ...options,
+    sqs: options.sqs,
+    queueUrl: options.queueUrl,
     dlqUrl: options.dlqUrl,
     dlqMaxMessageBytes: options.dlqMaxMessageBytes ?? SQS_MAX_BATCH_BYTES,
     drain,

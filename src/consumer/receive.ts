@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { type Message, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { type Message, ReceiveMessageCommand, type SQSClient } from "@aws-sdk/client-sqs";
 import { FatalError } from "../errors.ts";
 import {
   boundedSqsCall,
@@ -17,8 +17,9 @@ import {
   SQS_MAX_BATCH_BYTES,
 } from "../sqs.ts";
 import { sleep } from "../timing.ts";
-import type { ConsumerContext } from "./context.ts";
-import { retrying } from "./retry.ts";
+import type { Ledger } from "./ledger.ts";
+import type { ConsumerStats } from "./options.ts";
+import type { Retrying } from "./retry.ts";
 
 /** A receive older than this on stop is parked in a long poll, not answering. */
 const RECEIVE_SETTLE_MS = 1_000;
@@ -42,10 +43,29 @@ export interface Receiver {
   readonly abortedPollsEndAt: number;
 }
 
+/** What receiving reads: the queue and how to ask it, the bounds, the ledger, and the stop. */
+export interface ReceiverDeps {
+  sqs: SQSClient;
+  queueUrl: string;
+  waitTimeSeconds: number;
+  visibilityTimeoutSeconds: number;
+  batchSize: number;
+  concurrency: number;
+  maxInFlightBytes: number;
+  ledger: Ledger;
+  stats: Pick<ConsumerStats, "received">;
+  retrying: Retrying;
+  /** Aborted when a stop begins: receives and their waits end. */
+  receiving: AbortSignal;
+  stopping(): boolean;
+  /** Takes the messages of a receive that answered before the stop. */
+  deliver(messages: readonly Message[]): void;
+  /** Whether receiving should wait (the handler's writes are failing). */
+  paused(): boolean;
+}
+
 interface ReceiverState {
-  readonly context: ConsumerContext;
-  readonly deliver: (messages: readonly Message[]) => void;
-  readonly paused: () => boolean;
+  readonly deps: ReceiverDeps;
   /** Backpressure: receive no more while this many messages await their commit and delete. */
   readonly maxInFlight: number;
   /** Each receive in flight: when it started, and the timer that aborts it on stop. */
@@ -57,20 +77,10 @@ interface ReceiverState {
   abortedPollsEndAt: number;
 }
 
-/**
- * @param deliver takes the messages of a receive that answered before the stop
- * @param paused whether receiving should wait (Postgres takes no writes)
- */
-export function createReceiver(
-  context: ConsumerContext,
-  deliver: (messages: readonly Message[]) => void,
-  paused: () => boolean,
-): Receiver {
-  const { batchSize, concurrency } = context.settings;
+export function createReceiver(deps: ReceiverDeps): Receiver {
+  const { batchSize, concurrency } = deps;
   const state: ReceiverState = {
-    context,
-    deliver,
-    paused,
+    deps,
     maxInFlight: Math.max(batchSize * 3, concurrency * SQS_MAX_BATCH * 2),
     active: new Map(),
     // Until the first receive answers, assume the largest (ten bodies of SQS's largest size),
@@ -94,27 +104,27 @@ export function createReceiver(
 
 /** Whether one more receive fits: its ten messages and its bytes, beside those held and those on the way. */
 function roomForReceive(state: ReceiverState): boolean {
-  const { ledger, settings } = state.context;
-  if (state.paused()) return false;
+  const { ledger, maxInFlightBytes, paused } = state.deps;
+  if (paused()) return false;
   const coming = state.active.size + 1;
   // One receive at a time always fits, whatever the bounds: the run must move.
   if (coming === 1 && ledger.size === 0) return true;
   return ledger.size + coming * SQS_MAX_BATCH <= state.maxInFlight &&
-    ledger.bytes + coming * state.bytesEstimate <= settings.maxInFlightBytes;
+    ledger.bytes + coming * state.bytesEstimate <= maxInFlightBytes;
 }
 
 /** Wait for room, then count the receive in before anyone else looks. */
 async function startReceive(state: ReceiverState): Promise<AbortController | undefined> {
-  const { context } = state;
-  while (!context.stopping() && !roomForReceive(state)) await context.ledger.changed();
-  if (context.stopping()) return undefined;
+  const { stopping, ledger } = state.deps;
+  while (!stopping() && !roomForReceive(state)) await ledger.changed();
+  if (stopping()) return undefined;
   const receive = new AbortController();
   state.active.set(receive, { startedAt: Date.now() });
   return receive;
 }
 
 function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Message[]> {
-  const { sqs, queueUrl, waitTimeSeconds, visibilityTimeoutSeconds } = state.context.settings;
+  const { sqs, queueUrl, waitTimeSeconds, visibilityTimeoutSeconds } = state.deps;
   const command = new ReceiveMessageCommand({
     QueueUrl: queueUrl,
     MaxNumberOfMessages: SQS_MAX_BATCH,
@@ -134,7 +144,7 @@ function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Me
 }
 
 function noteAnswer(state: ReceiverState, messages: readonly Message[]): void {
-  state.context.stats.received += messages.length;
+  state.deps.stats.received += messages.length;
   let bytes = 0;
   for (const message of messages) bytes += message.Body?.length ?? 0;
   state.bytesEstimate = state.answered++ === 0 ? bytes : Math.max(bytes, state.bytesEstimate * RECEIVE_ESTIMATE_DECAY);
@@ -142,18 +152,18 @@ function noteAnswer(state: ReceiverState, messages: readonly Message[]): void {
 
 /** Receive until a stop, one receive at a time, handing what comes on. */
 async function poll(state: ReceiverState): Promise<void> {
-  const { context } = state;
-  while (!context.stopping()) {
+  const { deps } = state;
+  while (!deps.stopping()) {
     const receive = await startReceive(state);
     if (!receive) return;
     try {
-      const messages = await retrying(context, {
+      const messages = await deps.retrying({
         service: "sqs",
         message: "SQS receive failed, retrying",
         isTransient: isTransientSqsError,
         describe: describeSqsError,
         fatal: (error) => new FatalError(`SQS receive failed: ${describeSqsError(error)}`),
-        signal: context.receiving,
+        signal: deps.receiving,
       }, () => receiveOnce(state, receive));
       if (!messages) return;
       noteAnswer(state, messages);
@@ -162,21 +172,21 @@ async function poll(state: ReceiverState): Promise<void> {
       // A pending abort timer would hold the process open after the run.
       clearTimeout(state.active.get(receive)?.abortTimer);
       state.active.delete(receive);
-      context.ledger.wake();
+      deps.ledger.wake();
     }
   }
 }
 
 /** Deliver what a receive brought; after a stop, only hold it, to be handed back. */
 async function handOn(state: ReceiverState, messages: readonly Message[]): Promise<void> {
-  const { context } = state;
+  const { deps } = state;
   if (messages.length === 0) {
     state.lastEmptyAt = Date.now();
-    if (context.settings.waitTimeSeconds === 0) await sleep(EMPTY_SHORT_POLL_PAUSE_MS, context.receiving);
-  } else if (context.stopping()) {
-    for (const message of messages) context.ledger.receive(message);
+    if (deps.waitTimeSeconds === 0) await sleep(EMPTY_SHORT_POLL_PAUSE_MS, deps.receiving);
+  } else if (deps.stopping()) {
+    for (const message of messages) deps.ledger.receive(message);
   } else {
-    state.deliver(messages);
+    deps.deliver(messages);
   }
 }
 
@@ -185,7 +195,7 @@ async function handOn(state: ReceiverState, messages: readonly Message[]): Promi
  * whole timeout, as if lost: young ones get to answer.
  */
 function abortParked(state: ReceiverState): void {
-  const { waitTimeSeconds } = state.context.settings;
+  const { waitTimeSeconds } = state.deps;
   for (const [receive, active] of state.active) {
     state.abortedPollsEndAt = Math.max(state.abortedPollsEndAt, active.startedAt + waitTimeSeconds * 1000);
     const wait = RECEIVE_SETTLE_MS - (Date.now() - active.startedAt);

@@ -4,8 +4,9 @@
  *
  * @module
  */
+import type { Logger } from "../log.ts";
 import { sleep } from "../timing.ts";
-import type { ConsumerContext } from "./context.ts";
+import type { ConsumerObserver, ConsumerStats } from "./options.ts";
 
 const BACKOFF_START_MS = 200;
 const BACKOFF_MAX_MS = 5_000;
@@ -18,7 +19,8 @@ export function backoffDelay(attempt: number): number {
 
 /** How `retrying` tells a transient fault from a fatal one, and what it says of each. */
 export interface RetryPolicy {
-  service: "sqs" | "postgres";
+  /** The service called, as logs (`waiting_for`) and metrics name it. */
+  service: string;
   /** The warning logged at each retry. */
   message: string;
   /** Fields logged beside the reason and the attempt. */
@@ -38,30 +40,34 @@ export interface RetryPolicy {
  *
  * @returns the call's result, or undefined once `policy.signal` has aborted
  */
-export async function retrying<T>(
-  context: ConsumerContext,
-  policy: RetryPolicy,
-  call: () => Promise<T>,
-): Promise<T | undefined> {
-  const { stats, settings: { logger, observer } } = context;
-  for (let attempt = 0; !policy.signal.aborted; attempt++) {
-    try {
-      return await call();
-    } catch (error) {
-      if (policy.signal.aborted) return undefined;
-      if (!policy.isTransient(error)) throw policy.fatal?.(error) ?? error;
-      policy.onTransient?.(error);
-      stats.retries++;
-      observer.onRetry?.(policy.service);
-      // `waiting_for` says which service the wait is on, for a reader and a log query alike.
-      logger.warn(policy.message, {
-        waiting_for: policy.service,
-        reason: policy.describe(error),
-        attempt: attempt + 1,
-        ...policy.fields,
-      });
-      await sleep(backoffDelay(attempt), policy.signal);
+export type Retrying = <T>(policy: RetryPolicy, call: () => Promise<T>) => Promise<T | undefined>;
+
+/** The retry loop, counting into `stats.retries` and telling `observer` and `logger` of each retry. */
+export function createRetrying(
+  stats: Pick<ConsumerStats, "retries">,
+  logger: Logger,
+  observer: ConsumerObserver,
+): Retrying {
+  return async (policy, call) => {
+    for (let attempt = 0; !policy.signal.aborted; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (policy.signal.aborted) return undefined;
+        if (!policy.isTransient(error)) throw policy.fatal?.(error) ?? error;
+        policy.onTransient?.(error);
+        stats.retries++;
+        observer.onRetry?.(policy.service);
+        // `waiting_for` says which service the wait is on, for a reader and a log query alike.
+        logger.warn(policy.message, {
+          waiting_for: policy.service,
+          reason: policy.describe(error),
+          attempt: attempt + 1,
+          ...policy.fields,
+        });
+        await sleep(backoffDelay(attempt), policy.signal);
+      }
     }
-  }
-  return undefined;
+    return undefined;
+  };
 }

@@ -1,28 +1,27 @@
 /**
- * The consumer: receive, write, acknowledge, and stop cleanly. Receives run in parallel
- * and wait for room; valid messages are batched into one transaction each, invalid ones
- * dead-lettered; committed messages are deleted in batches of 10; a heartbeat keeps slow
- * work invisible. A stop receives no more, gives what is in flight its grace, then abandons
- * what is left (its connections closed, so open transactions roll back) and hands it back.
+ * The SQS source: receive, hold, batch, acknowledge, and stop cleanly, handing each batch
+ * to a `BatchHandler` (port.ts) to write. Receives run in parallel and wait for room;
+ * valid messages are batched, invalid ones dead-lettered; what is done is deleted in
+ * batches of 10; a heartbeat keeps slow work invisible. A stop receives no more, gives what
+ * is in flight its grace, then abandons what is left and hands it back.
  *
  * @module
  */
-import { describeDatabaseError, errorCode, FatalError, firstLineScrubbed } from "../errors.ts";
-import { classifyDatabaseError } from "../postgres-errors.ts";
-import { describeSqsError, readQueueDepth } from "../sqs.ts";
+import { FatalError, firstLineScrubbed } from "../errors.ts";
+import { describeSqsError, isFifoQueue, readQueueDepth } from "../sqs.ts";
 import { sleep, waitAtMost } from "../timing.ts";
-import { heartbeat, release } from "./acknowledge.ts";
-import type { ConsumerContext } from "./context.ts";
-import { createLedger, type InFlight } from "./ledger.ts";
+import { type Acknowledger, createAcknowledger } from "./acknowledge.ts";
+import { type Batcher, createBatcher } from "./batches.ts";
+import { createLedger, type InFlight, type Ledger } from "./ledger.ts";
 import {
   type Consumer,
-  type ConsumerOptions,
-  type ConsumerSettings,
   type ConsumerStats,
   resolveOptions,
+  type SourceSettings,
+  type SqsSourceOptions,
 } from "./options.ts";
 import { createReceiver, type Receiver } from "./receive.ts";
-import { createWriter, type Writer } from "./write.ts";
+import { createRetrying } from "./retry.ts";
 
 const HEARTBEAT_MIN_MS = 100;
 /** How often drain mode looks whether it is done; the run ends at most this late. */
@@ -36,10 +35,13 @@ const ABANDON_WAIT_MS = 2_000;
 /** Releasing at the end of a stop: one short try, then the messages return after their timeout. */
 const RELEASE_DEADLINE_MS = 2_000;
 
-/** A consumer's parts, and the state of its stop. */
-interface ConsumerState {
-  readonly context: ConsumerContext;
-  readonly writer: Writer;
+/** A source's parts, and the state of its stop. */
+interface SourceState {
+  readonly settings: SourceSettings;
+  readonly stats: ConsumerStats;
+  readonly ledger: Ledger;
+  readonly acknowledger: Acknowledger;
+  readonly batcher: Batcher;
   readonly receiver: Receiver;
   readonly work: Set<Promise<void>>;
   readonly receiving: AbortController;
@@ -51,18 +53,19 @@ interface ConsumerState {
 }
 
 /**
- * Create a consumer. Every call to SQS and Postgres has a deadline, what is held in flight
- * is bounded in messages and bytes, and a stop ends within its grace whatever blocks.
+ * Create an SQS source over a handler. Every SQS call has a deadline, every write the
+ * batch's, what is held in flight is bounded in messages and bytes, and a stop ends within
+ * its grace whatever blocks.
  *
  * @example
  * ```ts
- * const consumer = createConsumer({ sqs, pool, strategy, queueUrl, dlqUrl, drain: true });
- * const stats = await consumer.run();
+ * const source = createSqsSource({ sqs, queueUrl, dlqUrl, handler, drain: true });
+ * const stats = await source.run();
  * ```
  */
-export function createConsumer(options: ConsumerOptions): Consumer {
-  const state = createState(resolveOptions(options));
-  const { settings, stats, ledger } = state.context;
+export function createSqsSource<T>(options: SqsSourceOptions<T>): Consumer {
+  const state = createState(resolveOptions(options), options.handler);
+  const { settings, stats, ledger } = state;
   return {
     run: () => run(state),
     stats,
@@ -85,36 +88,68 @@ export function createConsumer(options: ConsumerOptions): Consumer {
   };
 }
 
-function createState(settings: ConsumerSettings): ConsumerState {
+function createState<T>(settings: SourceSettings, handler: SqsSourceOptions<T>["handler"]): SourceState {
+  const { sqs, queueUrl, logger, observer } = settings;
   const receiving = new AbortController();
   const abandoning = new AbortController();
   const work = new Set<Promise<void>>();
-  const context: ConsumerContext = {
-    settings,
-    stats: {
-      received: 0,
-      loaded: 0,
-      duplicates: 0,
-      deadLettered: 0,
-      leftInQueue: 0,
-      released: 0,
-      retries: 0,
-      startedAt: Date.now(),
-    },
-    ledger: createLedger(settings.visibilityTimeoutSeconds * 1000),
+  const stats: ConsumerStats = {
+    received: 0,
+    loaded: 0,
+    duplicates: 0,
+    deadLettered: 0,
+    leftInQueue: 0,
+    released: 0,
+    retries: 0,
+    startedAt: Date.now(),
+  };
+  const ledger = createLedger(settings.visibilityTimeoutSeconds * 1000);
+  const retrying = createRetrying(stats, logger, observer);
+  const stopping = () => state.stopping;
+  const track = (promise: Promise<void>) => {
+    const tracked = promise.catch((error) => fail(state, error)).finally(() => work.delete(tracked));
+    work.add(tracked);
+  };
+  const acknowledger = createAcknowledger({
+    ...settings,
+    ledger,
+    stats,
+    retrying,
+    abandoning: abandoning.signal,
+  });
+  const batcher = createBatcher({
+    handler,
+    batchSize: settings.batchSize,
+    batchDeadlineMs: settings.batchDeadlineMs,
+    fifo: isFifoQueue(queueUrl),
+    ledger,
+    stats,
+    logger,
+    observer,
+    retrying,
+    acknowledger,
     receiving: receiving.signal,
     abandoning: abandoning.signal,
-    stopping: () => state.stopping,
-    track(promise) {
-      const tracked = promise.catch((error) => fail(state, error)).finally(() => work.delete(tracked));
-      work.add(tracked);
-    },
-  };
-  const writer = createWriter(context);
-  const receiver = createReceiver(context, writer.accept, () => writer.paused);
-  const state: ConsumerState = {
-    context,
-    writer,
+    stopping,
+    track,
+  });
+  const receiver = createReceiver({
+    ...settings,
+    sqs,
+    ledger,
+    stats,
+    retrying,
+    receiving: receiving.signal,
+    stopping,
+    deliver: batcher.accept,
+    paused: () => batcher.paused,
+  });
+  const state: SourceState = {
+    settings,
+    stats,
+    ledger,
+    acknowledger,
+    batcher,
     receiver,
     work,
     receiving,
@@ -125,10 +160,10 @@ function createState(settings: ConsumerSettings): ConsumerState {
   return state;
 }
 
-function fail(state: ConsumerState, error: unknown): void {
+function fail(state: SourceState, error: unknown): void {
   if (!state.fatal) {
     state.fatal = asFatal(error);
-    state.context.settings.logger.error("stopping after a failure that waiting cannot fix", {
+    state.settings.logger.error("stopping after a failure that waiting cannot fix", {
       reason: state.fatal.message,
     });
   }
@@ -136,23 +171,22 @@ function fail(state: ConsumerState, error: unknown): void {
 }
 
 /** Stop receiving; what is in flight has the grace from now to finish. */
-function beginStop(state: ConsumerState): void {
+function beginStop(state: SourceState): void {
   if (state.stopping) return;
   state.stopping = true;
-  state.stopDeadline = Date.now() + state.context.settings.shutdownGraceMs;
+  state.stopDeadline = Date.now() + state.settings.shutdownGraceMs;
   state.receiving.abort();
   state.receiver.abortParked();
-  state.context.ledger.wake();
+  state.ledger.wake();
 }
 
 /** Run until drained or stopped; resolves with the final counters. */
-async function run(state: ConsumerState): Promise<ConsumerStats> {
-  const { context, writer, receiver } = state;
-  const { settings, stats } = context;
+async function run(state: SourceState): Promise<ConsumerStats> {
+  const { settings, stats, batcher, receiver, acknowledger } = state;
   // A quarter of the timeout: with a 1 s floor, a 2 s queue timeout let extensions land
   // at the very moment messages became visible again.
   const heartbeatMs = Math.max(HEARTBEAT_MIN_MS, (settings.visibilityTimeoutSeconds * 1000) / 4);
-  const heartbeatTimer = setInterval(() => void heartbeat(context), heartbeatMs);
+  const heartbeatTimer = setInterval(() => void acknowledger.heartbeat(), heartbeatMs);
   try {
     const pollers = Array.from(
       { length: settings.concurrency },
@@ -160,38 +194,37 @@ async function run(state: ConsumerState): Promise<ConsumerStats> {
     );
     if (settings.drain) void watchDrain(state);
     await Promise.all(pollers);
-    writer.flush();
+    batcher.flush();
     await finishInFlight(state);
     await releaseAll(state);
   } finally {
     clearInterval(heartbeatTimer);
-    writer.dispose();
+    batcher.dispose();
     stats.finishedAt = Date.now();
   }
   if (state.fatal) throw state.fatal;
   return stats;
 }
 
-/** A failure that stops the consumer, as one line that quotes no data. */
+/**
+ * A failure that stops the source, as one line that quotes no data. The handler's and
+ * SQS's failures arrive as their own (`fatal` of each); anything else was not expected.
+ */
 function asFatal(error: unknown): Error {
   if (error instanceof FatalError) return error;
-  if (classifyDatabaseError(error) === "fatal" && errorCode(error) !== undefined) {
-    return new FatalError(`Postgres refused the write: ${describeDatabaseError(error)}`);
-  }
-  // Scrubbed like a database error: an unexpected error may quote a value.
+  // Scrubbed: an unexpected error may quote a value.
   return new FatalError(`Unexpected failure: ${firstLineScrubbed(error)}`);
 }
 
 /** In drain mode: done when nothing is ours and the queue holds only what we left in it, still hidden. */
-async function watchDrain(state: ConsumerState): Promise<void> {
-  const { context, writer, receiver, work } = state;
-  const { ledger, settings } = context;
-  const idle = () => ledger.size === 0 && writer.pending === 0 && work.size === 0;
+async function watchDrain(state: SourceState): Promise<void> {
+  const { batcher, receiver, work, ledger, settings } = state;
+  const idle = () => ledger.size === 0 && batcher.pending === 0 && work.size === 0;
   while (!state.stopping) {
-    await sleep(DRAIN_CHECK_MS, context.receiving);
+    await sleep(DRAIN_CHECK_MS, state.receiving.signal);
     if (state.stopping || !idle() || Date.now() - receiver.lastEmptyAt > DRAIN_EMPTY_RECEIVE_MS) continue;
     try {
-      const depth = await readQueueDepth(settings.sqs, settings.queueUrl, context.receiving);
+      const depth = await readQueueDepth(settings.sqs, settings.queueUrl, state.receiving.signal);
       // What we left in the queue can only be in flight (hidden by our receive): anything
       // visible or delayed may be loadable, and what SQS's redrive moved is not there at all.
       if (depth.visible + depth.delayed === 0 && depth.inFlight <= ledger.leftInQueue && idle()) {
@@ -209,8 +242,8 @@ async function watchDrain(state: ConsumerState): Promise<void> {
  * then abandon it (calls aborted, connections closed, so open transactions roll back) and
  * give it a moment to unwind. What is left is released by `releaseAll`.
  */
-async function finishInFlight(state: ConsumerState): Promise<void> {
-  const { work, context: { settings, ledger } } = state;
+async function finishInFlight(state: SourceState): Promise<void> {
+  const { work, settings, ledger } = state;
   const settled = (async () => {
     while (work.size > 0) await Promise.all([...work]);
   })();
@@ -238,9 +271,8 @@ async function finishInFlight(state: ConsumerState): Promise<void> {
  * would go there and stay invisible for a whole timeout. So it becomes visible when
  * the last of those polls has ended; after a full grace (polls wait no longer) that is now.
  */
-async function releaseAll(state: ConsumerState): Promise<void> {
-  const { context, receiver } = state;
-  const { ledger, settings } = context;
+async function releaseAll(state: SourceState): Promise<void> {
+  const { receiver, ledger, settings, acknowledger } = state;
   const entries = ledger.entries();
   // A receipt of a message left in the queue may be stale by now (received again since): harmless.
   const left = ledger.takeLeftInQueue().map((receiptHandle) => ({ receiptHandle }) as InFlight);
@@ -254,5 +286,5 @@ async function releaseAll(state: ConsumerState): Promise<void> {
       visible_in_s: visibleIn,
     });
   }
-  await release(context, [...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
+  await acknowledger.release([...entries, ...left], RELEASE_DEADLINE_MS, visibleIn);
 }
