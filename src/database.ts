@@ -9,6 +9,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { createPool, type DatabasePool, type DriverClient, type DriverFactory } from "slonik";
 import { createPgDriverFactory } from "@slonik/pg-driver";
+import { TransientDatabaseError } from "./postgres-errors.ts";
 import { withTimeout } from "./timing.ts";
 import { resultParserInterceptor } from "./typed-sql.ts";
 
@@ -47,7 +48,7 @@ export function withDatabaseCallLimits<T>(limits: DatabaseCallLimits, work: () =
 }
 
 /** A database call given up on: no answer by its deadline, or its work was abandoned. */
-export class DatabaseCallAbandonedError extends Error {
+export class DatabaseCallAbandonedError extends TransientDatabaseError {
   override name = "DatabaseCallAbandonedError";
 }
 

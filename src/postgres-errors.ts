@@ -6,6 +6,16 @@
  * @module
  */
 import {
+  BackendTerminatedError,
+  BackendTerminatedUnexpectedlyError,
+  ConnectionError,
+  IdleTransactionTimeoutError,
+  InvalidInputError,
+  SchemaValidationError,
+  StatementCancelledError,
+  StatementTimeoutError,
+} from "slonik";
+import {
   ConfigError,
   describeDatabaseError,
   errorChain,
@@ -29,23 +39,32 @@ export type DatabaseFatalCause = "login" | "no-database" | "permission" | "no-ta
  */
 const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "57014", "40", "55P03", "58", "25006"];
 const ROW_CODE_PREFIXES = ["22", "23", "54"];
-/** Slonik's and our own names for a connection lost or a call given up on. */
-const TRANSIENT_ERROR_NAMES = new Set([
-  "ConnectionError",
-  "BackendTerminatedError",
-  "BackendTerminatedUnexpectedlyError",
-  "StatementTimeoutError",
-  "IdleTransactionTimeoutError",
-  "DatabaseCallAbandonedError",
-  "CommitOutcomeUnknownError",
-]);
 /**
- * Errors of the pg client with no code: a connection lost (or a client whose connection
- * failed), or one that got no answer in its connect timeout ("timeout expired": a hung
- * server, or a half-open path to it).
+ * A database call of ours that may go through if made again: given up at its deadline, or
+ * a COMMIT whose outcome Postgres has not settled yet.
  */
-const TRANSIENT_MESSAGE =
-  /connection terminated|timeout exceeded when trying to connect|^timeout expired$|connection error and is not queryable|connect ECONNREFUSED|Connection refused/i;
+export class TransientDatabaseError extends Error {}
+
+/** Slonik's errors for a connection lost or refused, a statement timed out or cancelled. */
+const TRANSIENT_SLONIK_ERRORS = [
+  ConnectionError,
+  BackendTerminatedError,
+  BackendTerminatedUnexpectedlyError,
+  StatementTimeoutError,
+  StatementCancelledError,
+  IdleTransactionTimeoutError,
+];
+/**
+ * The pg client's own errors, which have neither code nor class, and which Slonik passes on
+ * as they are: its connect timeout (a hung server, or a half-open path to it), a query on a
+ * client whose connection already failed, a connection closed under it outside a query.
+ * Their text is pg's, not a server's.
+ */
+const PG_CLIENT_TRANSIENT_MESSAGES = [
+  "timeout expired",
+  "Client has encountered a connection error and is not queryable",
+  "Connection terminated",
+];
 
 /**
  * What a database error means.
@@ -59,9 +78,12 @@ export function classifyDatabaseError(error: unknown): DatabaseErrorKind {
     const code = typeof e.code === "string" ? e.code : undefined;
     if (code && TRANSIENT_CODE_PREFIXES.some((p) => code.startsWith(p))) return "transient";
     if (code && ROW_CODE_PREFIXES.some((p) => code.startsWith(p))) return "row";
-    if (TRANSIENT_ERROR_NAMES.has(e.name)) return "transient";
-    if (e.name === "InvalidInputError") return "row";
-    if (TRANSIENT_MESSAGE.test(e.message)) return "transient";
+    if (e instanceof TransientDatabaseError || TRANSIENT_SLONIK_ERRORS.some((type) => e instanceof type)) {
+      return "transient";
+    }
+    // Slonik's for 22P02, made without the code.
+    if (e instanceof InvalidInputError) return "row";
+    if (code === undefined && PG_CLIENT_TRANSIENT_MESSAGES.some((m) => e.message.startsWith(m))) return "transient";
   }
   return "fatal";
 }
@@ -98,7 +120,7 @@ export function describeConnectionError(error: unknown, databaseUrl: string): st
   const chain = errorChain(error);
   const where = redactUrl(databaseUrl);
   const text = describeDatabaseError(error);
-  if (chain.some((e) => e.name === "SchemaValidationError")) return `Unexpected row shape: ${text}`;
+  if (chain.some((e) => e instanceof SchemaValidationError)) return `Unexpected row shape: ${text}`;
   const parameter = (error as { name?: string; issues?: QueryParameterIssue[] })?.name === "ZodError"
     ? (error as { issues: QueryParameterIssue[] }).issues[0]
     : undefined;

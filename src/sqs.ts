@@ -5,8 +5,17 @@
  *
  * @module
  */
-import { GetQueueAttributesCommand, SQSClient, type SQSClientConfig } from "@aws-sdk/client-sqs";
-import { ConfigError, errorChain, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
+import {
+  GetQueueAttributesCommand,
+  KmsThrottled,
+  OverLimit,
+  QueueDoesNotExist,
+  RequestThrottled,
+  SQSClient,
+  type SQSClientConfig,
+  SQSServiceException,
+} from "@aws-sdk/client-sqs";
+import { ConfigError, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
 import { type Logger, SILENT_LOGGER } from "./log.ts";
 import { verifyBodiesOnPlainHttp } from "./sqs-body-check.ts";
 import { deadlineSignal } from "./timing.ts";
@@ -43,8 +52,8 @@ export function createSqsClient(logger: Logger = SILENT_LOGGER): SQSClient {
 }
 
 /** An SQS call given up at its deadline: transient, waited out like any network fault. */
-class SqsDeadlineError extends Error {
-  override name = "TimeoutError";
+export class SqsDeadlineError extends Error {
+  override name = "SqsDeadlineError";
 }
 
 /** What an SQS call is handed: the SDK's per-call options. */
@@ -54,7 +63,7 @@ export interface SqsCallOptions {
 
 /**
  * Make one SQS call with a deadline: past it the request is aborted (its socket destroyed)
- * and a `TimeoutError` thrown. `signal` abandons it sooner (a stop), rethrowing the abort.
+ * and an `SqsDeadlineError` thrown. `signal` abandons it sooner (a stop), rethrowing the abort.
  * One timer per call, which covers the SDK's own retries and the response's body too
  * (the SDK's `requestTimeout` would add timers of its own per attempt, and end at the
  * response's headers).
@@ -143,37 +152,95 @@ function parseRedrivePolicy(raw: string | undefined): QueueInfo["redrivePolicy"]
   }
 }
 
+/**
+ * The error's code as SQS's model names it (`OverLimit`, `QueueDoesNotExist`). SQS speaks
+ * JSON but stays compatible with its old query protocol: it sends the old code too
+ * (`AWS.SimpleQueueService.OverLimit`, in `x-amzn-query-error`), and the SDK then hands
+ * out a plain `SQSServiceException` named by the old code, not the modelled class. The
+ * model's name is in the body's `__type`, whichever the SDK chose.
+ */
+export function sqsErrorCode(error: unknown): string | undefined {
+  if (!(error instanceof SQSServiceException)) return undefined;
+  const type = (error as { __type?: unknown }).__type;
+  if (typeof type === "string" && type.includes("#")) return type.slice(type.lastIndexOf("#") + 1);
+  return error.name.replace(/^AWS\.SimpleQueueService\./, "");
+}
+
+/** Codes worth waiting out: SQS's own (its in-flight limit passes as messages are deleted), and AWS's common ones. */
+const TRANSIENT_CODES = new Set([
+  "OverLimit",
+  "RequestThrottled",
+  "KmsThrottled",
+  "ThrottlingException",
+  "Throttling",
+  "TooManyRequestsException",
+  "RequestTimeout",
+  "RequestTimeoutException",
+  "ServiceUnavailable",
+  "InternalError",
+  "InternalFailure",
+]);
+/** AWS's common codes for credentials refused, and the SDK's credential chain finding none. */
+const CREDENTIAL_CODES = new Set([
+  "CredentialsProviderError",
+  "InvalidClientTokenId",
+  "UnrecognizedClientException",
+  "SignatureDoesNotMatch",
+  "IncompleteSignature",
+  "MissingAuthenticationToken",
+  "ExpiredToken",
+]);
+const ACCESS_DENIED_CODES = new Set(["AccessDenied", "AccessDeniedException", "InvalidSecurity", "KmsAccessDenied"]);
+const NO_QUEUE_CODES = new Set(["QueueDoesNotExist", "NonExistentQueue"]);
+
+/** What an SQS error means: wait it out and call again, or stop. */
+export type SqsErrorKind = "transient" | "fatal";
+
+/**
+ * What an SQS error means, by class and code, never its message: transient for a network
+ * fault, throttling, a server fault or 5xx, the in-flight limit, no answer by the deadline.
+ */
+export function classifySqsError(error: unknown): SqsErrorKind {
+  if (error instanceof SqsDeadlineError) return "transient";
+  if (error instanceof OverLimit || error instanceof RequestThrottled || error instanceof KmsThrottled) {
+    return "transient";
+  }
+  if (error instanceof SQSServiceException) {
+    const status = error.$metadata.httpStatusCode ?? 0;
+    const transient = error.$fault === "server" || error.$retryable !== undefined || status === 429 ||
+      status >= 500 || TRANSIENT_CODES.has(sqsErrorCode(error)!);
+    return transient ? "transient" : "fatal";
+  }
+  // Node's own: refused, reset ("socket hang up"), unreachable, no name.
+  return networkErrorCode(error) !== undefined ? "transient" : "fatal";
+}
+
+/** Whether an SQS error is worth waiting out (see `classifySqsError`). */
+export function isTransientSqsError(error: unknown): boolean {
+  return classifySqsError(error) === "transient";
+}
+
 /** An SQS error as one line with what to check. */
 export function describeSqsError(error: unknown): string {
-  const e = error as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
-  const name = e?.name ?? "";
+  const name = (error as Error | undefined)?.name ?? "";
+  const code = sqsErrorCode(error) ?? name;
   const networkCode = networkErrorCode(error);
-  if (/NonExistentQueue|QueueDoesNotExist/.test(name)) return "queue does not exist (check the URL and region)";
-  if (/CredentialsProviderError|InvalidClientTokenId|UnrecognizedClient|SignatureDoesNotMatch/.test(name)) {
+  if (error instanceof QueueDoesNotExist || NO_QUEUE_CODES.has(code)) {
+    return "queue does not exist (check the URL and region)";
+  }
+  if (CREDENTIAL_CODES.has(code)) {
     return `AWS credentials rejected or missing (${name}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`;
   }
-  if (/AccessDenied/.test(name)) return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
+  if (ACCESS_DENIED_CODES.has(code)) {
+    return `access denied (${name}): the IAM identity needs sqs permissions on this queue`;
+  }
   if (networkCode) {
     const endpoint = process.env.AWS_ENDPOINT_URL;
     return `endpoint unreachable (${networkCode}): is the SQS endpoint up? (AWS_ENDPOINT_URL=${
       endpoint ? redactUrl(endpoint) : "unset"
     })`;
   }
-  return `${name || "error"}: ${firstLineScrubbed(e?.message ?? error)}`;
-}
-
-/**
- * Whether an SQS error is worth waiting out (network, throttling, 5xx, no answer by the
- * deadline). `OverLimit` (403) is the queue's in-flight limit: it passes as messages are deleted.
- */
-export function isTransientSqsError(error: unknown): boolean {
-  const e = error as Error & { $metadata?: { httpStatusCode?: number }; $retryable?: unknown };
-  const status = e?.$metadata?.httpStatusCode;
-  if (status !== undefined && (status >= 500 || status === 429)) return true;
-  if (e?.$retryable) return true;
-  if (/Throttl|OverLimit|RequestTimeout|TimeoutError|ServiceUnavailable|InternalError/.test(e?.name ?? "")) return true;
-  return networkErrorCode(error) !== undefined ||
-    errorChain(error).some((x) => /socket hang up|ECONNREFUSED/.test(x.message));
+  return `${name || "error"}: ${firstLineScrubbed((error as Error | undefined)?.message ?? error)}`;
 }
 
 /** How many messages a queue holds, by state. */

@@ -10,7 +10,7 @@ import { type DatabasePool, sql } from "slonik";
 import type { MaskStrategy } from "./contract.ts";
 import { describeDatabaseError, redactValues } from "./errors.ts";
 import type { MaskedRecord } from "./masking.ts";
-import { classifyDatabaseError } from "./postgres-errors.ts";
+import { classifyDatabaseError, TransientDatabaseError } from "./postgres-errors.ts";
 import { type InsertedRows, insertRows } from "./sink.ts";
 import { isTableFaultCode, probeRefusedAlike, tableFault } from "./table-check.ts";
 
@@ -33,7 +33,7 @@ export interface CommitTrail {
 }
 
 /** The outcome of a commit not yet known: the connection dropped while Postgres was still at it. */
-class CommitOutcomeUnknownError extends Error {
+class CommitOutcomeUnknownError extends TransientDatabaseError {
   override name = "CommitOutcomeUnknownError";
 }
 
