@@ -1,10 +1,11 @@
 /**
  * The tool's error kinds, its exit codes, and what may be said of an error: its first line
- * with quoted text elided, raw values redacted, URLs without their secrets. A leaf: it
- * imports no file of the project.
+ * with quoted text elided, raw values redacted, URLs without their secrets, and how a
+ * command ends on a failure. A leaf: it imports no file of the project.
  *
  * @module
  */
+import process from "node:process";
 
 /** Exit code for a usage or configuration error (wrong flag, missing key). */
 export const EXIT_USAGE = 2;
@@ -21,6 +22,27 @@ export class ConfigError extends Error {
 /** A failure the tool cannot recover from by waiting: the message says what to do about it. */
 export class FatalError extends Error {
   override name = "FatalError";
+}
+
+/** How `failed` says a failure, and which exit code it ends with. */
+export interface FailureReport {
+  /** The one line after `error: `; by default the error's message (a ConfigError's says the fix). */
+  describe?(error: unknown): string;
+  /** A usage error whatever its kind: it happened while reading the arguments. */
+  usage?: boolean;
+}
+
+/**
+ * How every command ends on a failure: one line on stderr, `error: ` and what `describe`
+ * says, and the exit code of its kind: 2 for a usage error (a `ConfigError`, or any error
+ * while reading the arguments), else 1.
+ *
+ * @returns the exit code
+ */
+export function failed(error: unknown, report: FailureReport = {}): number {
+  const line = report.describe?.(error) ?? (error instanceof Error ? error.message : String(error));
+  process.stderr.write(`error: ${line}\n`);
+  return report.usage || error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
 }
 
 /** An error with the `code` Node (`ECONNREFUSED`) and Postgres (SQLSTATE `23505`) give theirs. */

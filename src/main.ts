@@ -5,11 +5,10 @@
  *
  * @module
  */
-import process from "node:process";
 import { consumeCommand } from "./cli.ts";
 import { SUBCOMMANDS } from "./commands/registry.ts";
 import { takeEnvFiles, withEnvFiles } from "./env-file.ts";
-import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "./errors.ts";
+import { ConfigError, failed } from "./errors.ts";
 import { unsupportedNode } from "./runtime.ts";
 
 /**
@@ -22,10 +21,7 @@ import { unsupportedNode } from "./runtime.ts";
  */
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
   const tooOld = unsupportedNode();
-  if (tooOld) {
-    process.stderr.write(`error: ${tooOld}\n`);
-    return EXIT_FAILURE;
-  }
+  if (tooOld) return failed(new Error(tooOld));
   let args: string[];
   try {
     const taken = takeEnvFiles(argv);
@@ -33,8 +29,7 @@ export async function main(argv: readonly string[], env: Record<string, string |
     env = withEnvFiles(taken.paths, env);
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`error: ${error.message}\n`);
-    return EXIT_USAGE;
+    return failed(error);
   }
   const [first, ...rest] = args;
   // The bare command takes no positional argument: a first word that is no flag names a subcommand.
@@ -45,10 +40,11 @@ export async function main(argv: readonly string[], env: Record<string, string |
     const what = /^[a-z][a-z0-9-]{0,31}$/.test(first)
       ? `Unknown command "${first}"`
       : "The first argument is no command";
-    process.stderr.write(
-      `error: ${what}: use one of ${Object.keys(SUBCOMMANDS).join(", ")}, or no command to consume; run with --help\n`,
+    return failed(
+      new ConfigError(
+        `${what}: use one of ${Object.keys(SUBCOMMANDS).join(", ")}, or no command to consume; run with --help`,
+      ),
     );
-    return EXIT_USAGE;
   }
   return await (await subcommand.load()).main(rest, env);
 }

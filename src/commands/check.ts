@@ -9,7 +9,7 @@
 import process from "node:process";
 import { type Config, parseConfig } from "../config.ts";
 import type { MaskStrategy } from "../contract.ts";
-import { EXIT_USAGE } from "../errors.ts";
+import { failed } from "../errors.ts";
 import { loadStrategy } from "../masking.ts";
 import { createSqsClient } from "../sqs.ts";
 import { checkDatabase } from "./check-database.ts";
@@ -49,8 +49,7 @@ export async function main(argv: readonly string[], env: Record<string, string |
     }
     strategy = await loadStrategy(config.strategy, { env });
   } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n`);
-    return EXIT_USAGE;
+    return failed(error, { usage: true });
   }
   const sqs = createSqsClient();
   try {

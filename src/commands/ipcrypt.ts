@@ -18,7 +18,7 @@
 import { parseArgs } from "node:util";
 import type { DatabasePool } from "slonik";
 import { createDatabasePool } from "../database.ts";
-import { ConfigError, EXIT_FAILURE, EXIT_USAGE } from "../errors.ts";
+import { ConfigError, failed } from "../errors.ts";
 import { readMaskRecord } from "../mask-record.ts";
 import { describeStartupError } from "../postgres-errors.ts";
 import { AddressError } from "../ip.ts";
@@ -195,15 +195,13 @@ export async function main(argv: readonly string[], env: Record<string, string |
     return 0;
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`error: ${error.message} (run with --help)\n`);
-      return EXIT_USAGE;
+      return failed(error, {
+        usage: true,
+        describe: () => `${error.message} (run with --help)`,
+      });
     }
-    if (error instanceof IpcryptKeyError || error instanceof AddressError || error instanceof ConfigError) {
-      process.stderr.write(`error: ${error.message}\n`);
-      return EXIT_USAGE;
-    }
+    if (error instanceof IpcryptKeyError || error instanceof AddressError) return failed(error, { usage: true });
     const databaseUrl = typeof request === "object" ? request.databaseUrl ?? "" : "";
-    process.stderr.write(`error: ${describeStartupError(error, databaseUrl)}\n`);
-    return EXIT_FAILURE;
+    return failed(error, { describe: (e) => describeStartupError(e, databaseUrl) });
   }
 }

@@ -9,7 +9,7 @@
 import { parseArgs, type ParseArgsOptionsConfig } from "node:util";
 import type { DatabasePool } from "slonik";
 import { createDatabasePool } from "../database.ts";
-import { ConfigError, describeDatabaseError, EXIT_FAILURE, EXIT_USAGE, redactUrl } from "../errors.ts";
+import { ConfigError, describeDatabaseError, failed, redactUrl } from "../errors.ts";
 import { classifyDatabaseError, describeStartupError, fatalDatabaseCause } from "../postgres-errors.ts";
 
 /** A vault operation that could not be done as asked; the message says why and names no value. */
@@ -109,8 +109,7 @@ export async function runVaultCommand(
   try {
     args = parse(argv, env);
   } catch (error) {
-    process.stderr.write(`error: ${(error as Error).message}\n`);
-    return EXIT_USAGE;
+    return failed(error, { usage: true });
   }
   if (args.help) {
     process.stdout.write(help);
@@ -122,8 +121,7 @@ export async function runVaultCommand(
     await run(pool, args);
     return 0;
   } catch (error) {
-    process.stderr.write(`error: ${describeVaultError(error, args.databaseUrl)}\n`);
-    return error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
+    return failed(error, { describe: (e) => describeVaultError(e, args.databaseUrl) });
   } finally {
     await pool?.end().catch(() => {});
   }

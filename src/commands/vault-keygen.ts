@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import process from "node:process";
 import { generateRecoveryKeyPair } from "../../strategies/_vault-crypto.ts";
 import { parseFlags } from "../config.ts";
-import { ConfigError, EXIT_USAGE } from "../errors.ts";
+import { ConfigError, failed } from "../errors.ts";
 
 export const HELP = `Usage: sqs-login-masker vault-keygen [--recovery-only]
        (from a checkout: npx tsx mod.ts vault-keygen)
@@ -55,7 +55,6 @@ export function main(argv: readonly string[]): number {
     return 0;
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`error: ${error.message}\n`);
-    return EXIT_USAGE;
+    return failed(error);
   }
 }

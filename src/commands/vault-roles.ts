@@ -6,7 +6,7 @@
 import process from "node:process";
 import { VAULT_ROLES_SQL } from "../../strategies/_vault-roles.ts";
 import { parseFlags } from "../config.ts";
-import { ConfigError, EXIT_USAGE } from "../errors.ts";
+import { ConfigError, failed } from "../errors.ts";
 
 export const HELP = `Usage: sqs-login-masker vault-roles > vault-roles.sql
        (from a checkout: npx tsx mod.ts vault-roles; the same text is scripts/vault-roles.sql)
@@ -30,7 +30,6 @@ export function main(argv: readonly string[]): number {
     return 0;
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    process.stderr.write(`error: ${error.message}\n`);
-    return EXIT_USAGE;
+    return failed(error);
   }
 }
