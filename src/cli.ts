@@ -65,7 +65,7 @@ Exit codes: 0 done or stopped cleanly, 1 runtime failure, 2 usage or configurati
 after its visibility timeout).
 `;
 
-// Shared with the subcommands, which must not import the command line.
+// Tests check the bare command's start-up line through it here; src/ imports it from src/postgres-errors.ts.
 export { describeStartupError };
 
 /** Young-generation size at which the command line stops V8 from growing it further. */

@@ -33,15 +33,16 @@ export interface FailureReport {
 }
 
 /**
- * How every command ends on a failure: one line on stderr, `error: ` and what `describe`
- * says, and the exit code of its kind: 2 for a usage error (a `ConfigError`, or any error
- * while reading the arguments), else 1.
+ * How every command ends on a failure: one line on stderr, `error: ` and the first line of
+ * what `describe` says, and the exit code of its kind: 2 for a usage error (a `ConfigError`,
+ * or any error while reading the arguments), else 1.
  *
  * @returns the exit code
  */
 export function failed(error: unknown, report: FailureReport = {}): number {
-  const line = report.describe?.(error) ?? (error instanceof Error ? error.message : String(error));
-  process.stderr.write(`error: ${line}\n`);
+  const text = report.describe?.(error) ?? (error instanceof Error ? error.message : String(error));
+  // One line, whatever threw: what a message says past its first line is detail (a stack, a dump).
+  process.stderr.write(`error: ${text.split("\n")[0]}\n`);
   return report.usage || error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
 }
 

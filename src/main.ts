@@ -20,17 +20,22 @@ import { unsupportedNode } from "./runtime.ts";
  * @returns the exit code: 0 done, 1 runtime failure, 2 usage or configuration error
  */
 export async function main(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
-  const tooOld = unsupportedNode();
-  if (tooOld) return failed(new Error(tooOld));
-  let args: string[];
   try {
-    const taken = takeEnvFiles(argv);
-    args = taken.argv;
-    env = withEnvFiles(taken.paths, env);
+    return await dispatch(argv, env);
   } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
+    // Each command ends its own failures in its own words; what escapes one (an env file
+    // that cannot be read, a command that fails to load) still ends as one line, not a stack.
     return failed(error);
   }
+}
+
+/** Read the env files, then run the command the first argument names, or consume. */
+async function dispatch(argv: readonly string[], env: Record<string, string | undefined>): Promise<number> {
+  const tooOld = unsupportedNode();
+  if (tooOld) throw new Error(tooOld);
+  const taken = takeEnvFiles(argv);
+  const args = taken.argv;
+  env = withEnvFiles(taken.paths, env);
   const [first, ...rest] = args;
   // The bare command takes no positional argument: a first word that is no flag names a subcommand.
   if (first === undefined || first.startsWith("-")) return await consumeCommand(args, env);
@@ -40,10 +45,8 @@ export async function main(argv: readonly string[], env: Record<string, string |
     const what = /^[a-z][a-z0-9-]{0,31}$/.test(first)
       ? `Unknown command "${first}"`
       : "The first argument is no command";
-    return failed(
-      new ConfigError(
-        `${what}: use one of ${Object.keys(SUBCOMMANDS).join(", ")}, or no command to consume; run with --help`,
-      ),
+    throw new ConfigError(
+      `${what}: use one of ${Object.keys(SUBCOMMANDS).join(", ")}, or no command to consume; run with --help`,
     );
   }
   return await (await subcommand.load()).main(rest, env);

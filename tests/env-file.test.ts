@@ -7,9 +7,11 @@ import { execFileSync } from "node:child_process";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import process from "node:process";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { ConfigError } from "../mod.ts";
 import { takeEnvFiles, withEnvFiles } from "../src/env-file.ts";
+import { main } from "../src/main.ts";
 import { createFixture, ROOT, runTool } from "./helpers.ts";
 
 let dir = "";
@@ -86,6 +88,21 @@ describe("--env-file", () => {
     const bare = await runTool(["--drain", "--env-file"], {});
     expect(bare.stderr).toBe("error: --env-file needs a path: --env-file .env\n");
     expect(bare.code).toBe(2);
+  });
+
+  it("a file that cannot be read for another reason: still one line, exit 1, no stack", async () => {
+    const underAFile = join(await envFile("plain.env", ["A=1"]), "x.env");
+    const written: string[] = [];
+    const spy = vi.spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+      written.push(String(chunk));
+      return true;
+    });
+    try {
+      expect(await main(["--env-file", underAFile, "--version"], {})).toBe(1);
+    } finally {
+      spy.mockRestore();
+    }
+    expect(written).toEqual([expect.stringMatching(/^error: ENOTDIR\b[^\n]*\n$/)]);
   });
 
   it("gives check every setting, the AWS SDK's region, endpoint and credentials too", async () => {

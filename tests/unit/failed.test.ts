@@ -29,6 +29,13 @@ describe("failed", () => {
     expect(written).toEqual(["error: Cannot reach Postgres at …\n"]);
   });
 
+  it("says only the first line of a message that has more (a stack, a dump)", () => {
+    capture();
+    expect(failed(new Error("connect failed\n    at Socket.connect (node:net)\n"))).toBe(EXIT_FAILURE);
+    expect(failed(new FatalError("x"), { describe: () => "first\nsecond" })).toBe(EXIT_FAILURE);
+    expect(written).toEqual(["error: connect failed\n", "error: first\n"]);
+  });
+
   it("exits 2 for any error while reading the arguments", () => {
     capture();
     expect(failed(new Error("a user's strategy module threw"), { usage: true })).toBe(EXIT_USAGE);
