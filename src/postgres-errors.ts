@@ -8,9 +8,7 @@
 import {
   BackendTerminatedError,
   BackendTerminatedUnexpectedlyError,
-  ConnectionError,
   IdleTransactionTimeoutError,
-  InvalidInputError,
   SchemaValidationError,
   StatementCancelledError,
   StatementTimeoutError,
@@ -35,9 +33,12 @@ export type DatabaseFatalCause = "login" | "no-database" | "permission" | "no-ta
  * Faults that pass: a connection lost, the server short of resources or shutting down,
  * contention (a lock not granted, `55P03`; a statement cancelled, `57014`, by an operator or
  * by the statement deadline while a lock is held past it), a read-only server during a
- * failover (`25006`).
+ * failover (`25006`), our transaction ended by the server's idle timeout (`25P03`: written
+ * again on a fresh connection).
  */
-const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "57014", "40", "55P03", "58", "25006"];
+const TRANSIENT_CODE_PREFIXES = ["08", "53", "57P", "57014", "40", "55P03", "58", "25006", "25P03"];
+/** A SQLSTATE: five digits or capitals. Node's own codes (`ECONNREFUSED`) are not one. */
+const SQLSTATE = /^[0-9A-Z]{5}$/;
 const ROW_CODE_PREFIXES = ["22", "23", "54"];
 /**
  * A database call of ours that may go through if made again: given up at its deadline, or
@@ -45,9 +46,12 @@ const ROW_CODE_PREFIXES = ["22", "23", "54"];
  */
 export class TransientDatabaseError extends Error {}
 
-/** Slonik's errors for a connection lost or refused, a statement timed out or cancelled. */
+/**
+ * Slonik's errors for a connection lost, a statement timed out or cancelled, where no
+ * SQLSTATE came with them. Not `ConnectionError`: Slonik wraps every failure to connect in
+ * it, a refused login as much as a lost connection, so its cause decides.
+ */
 const TRANSIENT_SLONIK_ERRORS = [
-  ConnectionError,
   BackendTerminatedError,
   BackendTerminatedUnexpectedlyError,
   StatementTimeoutError,
@@ -74,18 +78,21 @@ const PG_CLIENT_TRANSIENT_MESSAGES = [
  */
 export function classifyDatabaseError(error: unknown): DatabaseErrorKind {
   if (networkErrorCode(error)) return "transient";
-  for (const e of errorChain(error)) {
-    const code = typeof e.code === "string" ? e.code : undefined;
-    if (code && TRANSIENT_CODE_PREFIXES.some((p) => code.startsWith(p))) return "transient";
-    if (code && ROW_CODE_PREFIXES.some((p) => code.startsWith(p))) return "row";
-    if (e instanceof TransientDatabaseError || TRANSIENT_SLONIK_ERRORS.some((type) => e instanceof type)) {
-      return "transient";
-    }
-    // Slonik's for 22P02, made without the code.
-    if (e instanceof InvalidInputError) return "row";
-    if (code === undefined && PG_CLIENT_TRANSIENT_MESSAGES.some((m) => e.message.startsWith(m))) return "transient";
+  const chain = errorChain(error);
+  // What the server said decides, wherever along the chain: a class wraps it.
+  const sqlstate = chain.map((e) => e.code).find((code) => typeof code === "string" && SQLSTATE.test(code));
+  if (sqlstate !== undefined) {
+    if (TRANSIENT_CODE_PREFIXES.some((p) => sqlstate.startsWith(p))) return "transient";
+    if (ROW_CODE_PREFIXES.some((p) => sqlstate.startsWith(p))) return "row";
+    return "fatal";
   }
-  return "fatal";
+  const transient = chain.some((e) =>
+    e instanceof TransientDatabaseError || TRANSIENT_SLONIK_ERRORS.some((type) => e instanceof type) ||
+    PG_CLIENT_TRANSIENT_MESSAGES.some((m) => e.message.startsWith(m))
+  );
+  // Anything else stops, Slonik's InvalidInputError among them: it drops the 22P02 that
+  // the table check compares, so a column whose type changed would send every row to the DLQ.
+  return transient ? "transient" : "fatal";
 }
 
 /** What a fatal error is about, by its SQLSTATE: the login, the database, a grant, a table. */

@@ -205,10 +205,12 @@ export function classifySqsError(error: unknown): SqsErrorKind {
   if (error instanceof OverLimit || error instanceof RequestThrottled || error instanceof KmsThrottled) {
     return "transient";
   }
+  // On any error that has it: a proxy's 502 page the SDK could not parse is no SQSServiceException.
+  const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode ?? 0;
+  if (status === 429 || status >= 500) return "transient";
   if (error instanceof SQSServiceException) {
-    const status = error.$metadata.httpStatusCode ?? 0;
-    const transient = error.$fault === "server" || error.$retryable !== undefined || status === 429 ||
-      status >= 500 || TRANSIENT_CODES.has(sqsErrorCode(error)!);
+    const transient = error.$fault === "server" || error.$retryable !== undefined ||
+      TRANSIENT_CODES.has(sqsErrorCode(error)!);
     return transient ? "transient" : "fatal";
   }
   // Node's own: refused, reset ("socket hang up"), unreachable, no name.

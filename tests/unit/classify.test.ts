@@ -3,7 +3,9 @@
  * for SQS; Slonik's classes, our own and SQLSTATEs for Postgres. Built from real instances,
  * no service needed. A name or a message that merely looks right is not enough.
  */
+import { existsSync } from "node:fs";
 import { createServer } from "node:http";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import {
   InvalidSecurity,
@@ -17,6 +19,7 @@ import {
 import {
   BackendTerminatedUnexpectedlyError,
   ConnectionError,
+  IdleTransactionTimeoutError,
   InvalidInputError,
   StatementCancelledError,
   StatementTimeoutError,
@@ -24,6 +27,7 @@ import {
 import { describe, expect, it } from "vitest";
 import { DatabaseCallAbandonedError } from "../../src/database.ts";
 import { classifyDatabaseError } from "../../src/postgres-errors.ts";
+import { ROOT } from "../helpers.ts";
 import { boundedSqsCall, classifySqsError, describeSqsError, SqsDeadlineError } from "../../src/sqs.ts";
 
 const metadata = (httpStatusCode: number) => ({ $metadata: { httpStatusCode } });
@@ -61,6 +65,10 @@ describe("classifySqsError", () => {
     expect(error).toBeInstanceOf(SqsDeadlineError);
     expect((error as Error).name).toBe("SqsDeadlineError");
     expect(classifySqsError(error)).toBe("transient");
+  });
+
+  it("waits out a 5xx the SDK could not even parse (a proxy's error page)", () => {
+    expect(classifySqsError(Object.assign(new SyntaxError("Unexpected token '<'"), metadata(502)))).toBe("transient");
   });
 
   it("waits out a network fault by Node's code, and does not take a look-alike name for a class", () => {
@@ -121,19 +129,33 @@ describe("classifySqsError on what the SDK makes of SQS's answers", () => {
 });
 
 describe("classifyDatabaseError", () => {
-  it("waits out Slonik's connection, termination and statement errors, by class whatever their name", () => {
-    class RenamedConnectionError extends ConnectionError {
+  it("waits out Slonik's termination and statement errors by class, whatever their name", () => {
+    class Renamed extends BackendTerminatedUnexpectedlyError {
       override name = "SomethingElse";
     }
-    expect(classifyDatabaseError(new RenamedConnectionError("refused"))).toBe("transient");
-    expect(classifyDatabaseError(new BackendTerminatedUnexpectedlyError(new Error("gone")))).toBe("transient");
+    expect(classifyDatabaseError(new Renamed(new Error("gone")))).toBe("transient");
     expect(
       classifyDatabaseError(
         new StatementTimeoutError(pgError("57014", "canceling statement due to statement timeout")),
       ),
     )
       .toBe("transient");
-    expect(classifyDatabaseError(new StatementCancelledError(new Error("cancelled")))).toBe("transient");
+    expect(
+      classifyDatabaseError(new StatementCancelledError(pgError("57014", "canceling statement due to user request"))),
+    )
+      .toBe("transient");
+    expect(classifyDatabaseError(new IdleTransactionTimeoutError(pgError("25P03", "idle-in-transaction timeout"))))
+      .toBe("transient");
+  });
+
+  it("judges Slonik's ConnectionError by its cause: a lost connect waits, a refused login stops", () => {
+    const wrap = (cause: Error) => new ConnectionError(cause.message, { cause });
+    expect(classifyDatabaseError(wrap(Object.assign(new Error("connect ECONNREFUSED"), { code: "ECONNREFUSED" }))))
+      .toBe("transient");
+    expect(classifyDatabaseError(wrap(new Error("timeout expired")))).toBe("transient");
+    expect(classifyDatabaseError(wrap(pgError("28P01", "password authentication failed")))).toBe("fatal");
+    expect(classifyDatabaseError(wrap(new Error("SASL: client password must be a string")))).toBe("fatal");
+    expect(classifyDatabaseError(new ConnectionError("no cause"))).toBe("fatal");
   });
 
   it("waits out our own calls given up on, by class", () => {
@@ -145,16 +167,27 @@ describe("classifyDatabaseError", () => {
     expect(classifyDatabaseError(pgError("25006"))).toBe("transient");
     expect(classifyDatabaseError(pgError("40001"))).toBe("transient");
     expect(classifyDatabaseError(pgError("23514"))).toBe("row");
-    expect(classifyDatabaseError(new InvalidInputError("invalid input syntax"))).toBe("row");
     expect(classifyDatabaseError(pgError("42501"))).toBe("fatal");
     expect(classifyDatabaseError(pgError("42703"))).toBe("fatal");
   });
 
+  it("stops on Slonik's InvalidInputError: it drops the 22P02 the table check compares", () => {
+    expect(classifyDatabaseError(new InvalidInputError("invalid input syntax for type integer"))).toBe("fatal");
+  });
+
   it("does not take a look-alike name or a server's words for a transient fault", () => {
-    expect(classifyDatabaseError(Object.assign(new Error("refused"), { name: "ConnectionError" }))).toBe("fatal");
+    expect(classifyDatabaseError(Object.assign(new Error("refused"), { name: "BackendTerminatedError" }))).toBe(
+      "fatal",
+    );
     // A server's message quoting pg's words still has its code, which decides.
     expect(classifyDatabaseError(pgError("42501", "Connection terminated by policy"))).toBe("fatal");
     // pg's own, with no code: a connection that closed under the client.
     expect(classifyDatabaseError(new Error("Connection terminated unexpectedly"))).toBe("transient");
+  });
+
+  it("holds one copy of Slonik's error classes, which its pg driver throws: instanceof depends on it", () => {
+    for (const nested of ["slonik", "@slonik/pg-driver"]) {
+      expect(existsSync(join(ROOT, "node_modules", nested, "node_modules", "@slonik", "errors"))).toBe(false);
+    }
   });
 });
