@@ -46,6 +46,16 @@ export function failed(error: unknown, report: FailureReport = {}): number {
   return report.usage || error instanceof ConfigError ? EXIT_USAGE : EXIT_FAILURE;
 }
 
+/**
+ * A failure that stops a run, as one line that quotes no data: a `FatalError` as it is
+ * (its message says what to do), anything else as an unexpected failure, scrubbed (it may
+ * quote a value).
+ */
+export function asFatalError(error: unknown): FatalError {
+  if (error instanceof FatalError) return error;
+  return new FatalError(`Unexpected failure: ${firstLineScrubbed(error)}`);
+}
+
 /** An error with the `code` Node (`ECONNREFUSED`) and Postgres (SQLSTATE `23505`) give theirs. */
 export type CodedError = Error & { code?: string };
 

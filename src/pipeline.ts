@@ -12,7 +12,7 @@ import type { BatchHandler } from "./consumer/port.ts";
 import type { Consumer, SourceOptions } from "./consumer/options.ts";
 import { createSqsSource } from "./consumer/source.ts";
 import { withDatabaseCallLimits } from "./database.ts";
-import { describeDatabaseError, errorCode, FatalError, firstLineScrubbed } from "./errors.ts";
+import { asFatalError, describeDatabaseError, errorCode, FatalError } from "./errors.ts";
 import { type MaskedRecord, maskRecord } from "./masking.ts";
 import { classifyDatabaseError } from "./postgres-errors.ts";
 import { decodeMessage, type LoginRecord } from "./schema.ts";
@@ -40,10 +40,10 @@ export function createLoginHandler({ pool, strategy }: LoginSink): BatchHandler<
       const masked = await maskAll(strategy, records);
       // Across retries: a COMMIT whose answer was lost is looked up, not written again.
       const trail: CommitTrail = {};
+      const indexOf = new Map(masked.map((m, i) => [m, i]));
       return {
         async write(signal) {
           const outcome = await withDatabaseCallLimits({ signal }, () => writeBatch(pool, strategy, masked, trail));
-          const indexOf = new Map(masked.map((m, i) => [m, i]));
           return {
             loaded: outcome.inserted,
             duplicates: outcome.duplicates,
@@ -76,12 +76,10 @@ async function maskAll(strategy: MaskStrategy, records: readonly LoginRecord[]):
 
 /** A write that waiting cannot fix, as one line that quotes no data. */
 function fatalWriteError(error: unknown): Error {
-  if (error instanceof FatalError) return error;
-  if (classifyDatabaseError(error) === "fatal" && errorCode(error) !== undefined) {
+  if (!(error instanceof FatalError) && classifyDatabaseError(error) === "fatal" && errorCode(error) !== undefined) {
     return new FatalError(`Postgres refused the write: ${describeDatabaseError(error)}`);
   }
-  // Scrubbed like a database error: an unexpected error may quote a value.
-  return new FatalError(`Unexpected failure: ${firstLineScrubbed(error)}`);
+  return asFatalError(error);
 }
 
 /**

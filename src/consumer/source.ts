@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { FatalError, firstLineScrubbed } from "../errors.ts";
+import { asFatalError } from "../errors.ts";
 import { describeSqsError, isFifoQueue, readQueueDepth } from "../sqs.ts";
 import { sleep, waitAtMost } from "../timing.ts";
 import { type Acknowledger, createAcknowledger } from "./acknowledge.ts";
@@ -162,7 +162,8 @@ function createState<T>(settings: SourceSettings, handler: SqsSourceOptions<T>["
 
 function fail(state: SourceState, error: unknown): void {
   if (!state.fatal) {
-    state.fatal = asFatal(error);
+    // The handler's and SQS's failures arrive as their own (`fatal` of each); anything else was not expected.
+    state.fatal = asFatalError(error);
     state.settings.logger.error("stopping after a failure that waiting cannot fix", {
       reason: state.fatal.message,
     });
@@ -204,16 +205,6 @@ async function run(state: SourceState): Promise<ConsumerStats> {
   }
   if (state.fatal) throw state.fatal;
   return stats;
-}
-
-/**
- * A failure that stops the source, as one line that quotes no data. The handler's and
- * SQS's failures arrive as their own (`fatal` of each); anything else was not expected.
- */
-function asFatal(error: unknown): Error {
-  if (error instanceof FatalError) return error;
-  // Scrubbed: an unexpected error may quote a value.
-  return new FatalError(`Unexpected failure: ${firstLineScrubbed(error)}`);
 }
 
 /** In drain mode: done when nothing is ours and the queue holds only what we left in it, still hidden. */
