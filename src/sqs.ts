@@ -5,16 +5,7 @@
  *
  * @module
  */
-import {
-  GetQueueAttributesCommand,
-  KmsThrottled,
-  OverLimit,
-  QueueDoesNotExist,
-  RequestThrottled,
-  SQSClient,
-  type SQSClientConfig,
-  SQSServiceException,
-} from "@aws-sdk/client-sqs";
+import { GetQueueAttributesCommand, SQSClient, type SQSClientConfig, SQSServiceException } from "@aws-sdk/client-sqs";
 import { ConfigError, FatalError, firstLineScrubbed, networkErrorCode, redactUrl } from "./errors.ts";
 import { type Logger, SILENT_LOGGER } from "./log.ts";
 import { verifyBodiesOnPlainHttp } from "./sqs-body-check.ts";
@@ -202,13 +193,12 @@ export type SqsErrorKind = "transient" | "fatal";
  */
 export function classifySqsError(error: unknown): SqsErrorKind {
   if (error instanceof SqsDeadlineError) return "transient";
-  if (error instanceof OverLimit || error instanceof RequestThrottled || error instanceof KmsThrottled) {
-    return "transient";
-  }
   // On any error that has it: a proxy's 502 page the SDK could not parse is no SQSServiceException.
   const status = (error as { $metadata?: { httpStatusCode?: number } } | undefined)?.$metadata?.httpStatusCode ?? 0;
   if (status === 429 || status >= 500) return "transient";
   if (error instanceof SQSServiceException) {
+    // The modelled classes (`OverLimit`, `RequestThrottled`, …) and the plain exception the
+    // SDK makes of a query-compatible answer alike: `sqsErrorCode` names both.
     const transient = error.$fault === "server" || error.$retryable !== undefined ||
       TRANSIENT_CODES.has(sqsErrorCode(error)!);
     return transient ? "transient" : "fatal";
@@ -227,9 +217,7 @@ export function describeSqsError(error: unknown): string {
   const name = (error as Error | undefined)?.name ?? "";
   const code = sqsErrorCode(error) ?? name;
   const networkCode = networkErrorCode(error);
-  if (error instanceof QueueDoesNotExist || NO_QUEUE_CODES.has(code)) {
-    return "queue does not exist (check the URL and region)";
-  }
+  if (NO_QUEUE_CODES.has(code)) return "queue does not exist (check the URL and region)";
   if (CREDENTIAL_CODES.has(code)) {
     return `AWS credentials rejected or missing (${name}): set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE`;
   }
