@@ -89,7 +89,7 @@ export function createSqsSource<T>(options: SqsSourceOptions<T>): Consumer {
 }
 
 function createState<T>(settings: SourceSettings, handler: SqsSourceOptions<T>["handler"]): SourceState {
-  const { sqs, queueUrl, logger, observer } = settings;
+  const { queueUrl, logger, observer } = settings;
   const receiving = new AbortController();
   const abandoning = new AbortController();
   const work = new Set<Promise<void>>();
@@ -135,7 +135,6 @@ function createState<T>(settings: SourceSettings, handler: SqsSourceOptions<T>["
   });
   const receiver = createReceiver({
     ...settings,
-    sqs,
     ledger,
     stats,
     retrying,
