@@ -18,6 +18,7 @@
  *
  * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
+ *   It runs as its own process (`bench/ceiling.ts`), timed and measured as the tool is.
  * - `tool`: `mod.ts --drain` as a child process (`node mod.ts`: Node strips the types), timed
  *   from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
  * - `large`: the tool again (`hmac`), on bodies of nearly SQS's 1 MiB limit (valid logins
@@ -32,12 +33,12 @@ import { availableParallelism, cpus } from "node:os";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { runScript } from "./_command.ts";
 import { emulatorClient, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
-import { runBaseline, runCeiling } from "./bench/clients.ts";
+import { runBaseline } from "./bench/clients.ts";
 import { cpuBetween, type CpuSplit, markCpu, round } from "./bench/cpu.ts";
 import { type BenchOptions, HELP, LARGE_BODY_BYTES, parseOptions, type Phase } from "./bench/options.ts";
 import { countRows, queueDepth, type Stage, stage, startEmulatorProcess } from "./bench/stage.ts";
 import { startLatencyProxy } from "./bench/latency-proxy.ts";
-import { runTool } from "./bench/tool.ts";
+import { runCeiling, runTool } from "./bench/tool.ts";
 
 export type { BenchOptions } from "./bench/options.ts";
 export type { CpuSplit } from "./bench/cpu.ts";
@@ -155,19 +156,34 @@ function addRatios(results: PhaseResult[]): void {
   }
 }
 
-async function ceilingPhase(services: Services, options: BenchOptions, round: number): Promise<PhaseResult> {
+async function ceilingPhase(services: Services, options: BenchOptions, roundNumber: number): Promise<PhaseResult> {
+  const { emulator, postgres, sqs } = services;
   log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
-  return await measureBareClient(
-    services,
-    { phase: "ceiling", n: options.n, round },
-    options,
-    (s) => runCeiling(services.sqsEndpoint, s.queueUrl, options.n, options.ceilingConcurrency),
-  );
+  const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
+  const before = await markCpu(emulator.pid);
+  const run = await runCeiling(services.sqsEndpoint, s.queueUrl, options.n, options.ceilingConcurrency);
+  const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
+  const done = run.code === 0 ? (JSON.parse(run.stdout) as { done: number }).done : 0;
+  const result: PhaseResult = {
+    phase: "ceiling",
+    n: options.n,
+    round: roundNumber,
+    status: run.code === 0 ? "ok" : "failed",
+    ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
+    done,
+    leftInQueue: await queueDepth(sqs, s.queueUrl),
+    seconds: round(run.seconds, 2),
+    rate: round(done / run.seconds),
+    ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
+    ...(cpu && { cpu }),
+  };
+  await s.drop();
+  return result;
 }
 
 async function baselinePhase(services: Services, options: BenchOptions): Promise<PhaseResult> {
   log(options, `baseline: one message, one connection, one insert, one delete at a time, on ${options.baselineN}`);
-  return await measureBareClient(
+  return await measureInProcess(
     services,
     { phase: "baseline", n: options.baselineN, round: 1 },
     options,
@@ -176,7 +192,7 @@ async function baselinePhase(services: Services, options: BenchOptions): Promise
 }
 
 /** Stage a queue, drain it with a client that runs in this process, and measure it. */
-async function measureBareClient(
+async function measureInProcess(
   { emulator, postgres, sqs }: Services,
   phase: { phase: Phase; n: number; round: number },
   options: BenchOptions,

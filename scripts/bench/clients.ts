@@ -1,54 +1,13 @@
 /**
- * The two bare consumers the tool is measured against: the ceiling (receive 10, delete 10,
- * nothing else) and the baseline (one message, one connection, one insert at a time).
+ * The baseline the tool is measured against: one message, one connection, one insert at a
+ * time. (The ceiling runs as its own process: `ceiling.ts`.)
  *
  * @module
  */
-import { DeleteMessageBatchCommand, DeleteMessageCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
+import { DeleteMessageCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs";
 import { hmacSha256Hex } from "../../strategies/hmac.ts";
 import { emulatorClient } from "../embedded.ts";
 import { BENCH_HMAC_KEY } from "./options.ts";
-import { queueDepth } from "./stage.ts";
-
-/** The fastest drain: receive 10, delete 10, `concurrency` loops, nothing else. */
-export async function runCeiling(
-  endpoint: string,
-  queueUrl: string,
-  n: number,
-  concurrency: number,
-): Promise<{ done: number; seconds: number }> {
-  const sqs = emulatorClient(endpoint);
-  let done = 0;
-  const started = performance.now();
-  async function loop(): Promise<void> {
-    while (done < n) {
-      const { Messages = [] } = await sqs.send(
-        new ReceiveMessageCommand({
-          QueueUrl: queueUrl,
-          MaxNumberOfMessages: 10,
-          WaitTimeSeconds: 0,
-          MessageSystemAttributeNames: ["SentTimestamp"],
-        }),
-      );
-      if (Messages.length === 0) {
-        // Others may still hold the last messages; stop once nothing is left anywhere.
-        if (await queueDepth(sqs, queueUrl) === 0) return;
-        continue;
-      }
-      const result = await sqs.send(
-        new DeleteMessageBatchCommand({
-          QueueUrl: queueUrl,
-          Entries: Messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })),
-        }),
-      );
-      done += Messages.length - (result.Failed?.length ?? 0);
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, loop));
-  const seconds = (performance.now() - started) / 1000;
-  sqs.destroy();
-  return { done, seconds };
-}
 
 /** The little of `pg` the baseline uses (the package ships no types of its own). */
 interface PgClient {

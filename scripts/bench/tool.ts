@@ -1,14 +1,16 @@
 /**
- * The tool as a child process, run the way a user runs it, timed from spawn to exit.
+ * The tool and the bare client as child processes, the tool run the way a user runs it, both
+ * timed from spawn to exit.
  *
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { emulatorEnv } from "../embedded.ts";
 import { readPeakRssMb } from "./cpu.ts";
 import { toolKeys } from "./options.ts";
 
-export interface ToolRun {
+export interface ChildRun {
   code: number | null;
   seconds: number;
   stdout: string;
@@ -17,8 +19,7 @@ export interface ToolRun {
 }
 
 /**
- * Run `node mod.ts --drain` as the image does and time it from spawn to exit. VmHWM only
- * grows, so polling it every 50 ms misses at most the growth of the last 50 ms.
+ * Run `node mod.ts --drain` as the image does and time it from spawn to exit.
  */
 export async function runTool(
   endpoint: string,
@@ -28,29 +29,47 @@ export async function runTool(
   messages: number,
   extra: string[],
   toolDir: string,
-): Promise<ToolRun> {
+): Promise<ChildRun> {
+  // Node's own type stripping, as a checkout runs it: tsx would add ~0.9 s of start-up to
+  // every phase (docs/benchmark.md).
+  return await runMeasured(["mod.ts", "--drain", "--strategy", strategy, "--log-level", "warn", ...extra], {
+    cwd: toolDir,
+    env: { ...emulatorEnv(endpoint), QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, ...toolKeys(strategy) },
+    messages,
+  });
+}
+
+/** Run the bare client (`ceiling.ts`) the same way: its own process, spawn to exit. */
+export async function runCeiling(
+  endpoint: string,
+  queueUrl: string,
+  messages: number,
+  concurrency: number,
+): Promise<ChildRun> {
+  const script = fileURLToPath(new URL("./ceiling.ts", import.meta.url));
+  return await runMeasured([script, queueUrl, String(messages), String(concurrency)], {
+    cwd: process.cwd(),
+    env: emulatorEnv(endpoint),
+    messages,
+  });
+}
+
+/**
+ * Spawn `node <args>` with `BENCH_NODE_OPTIONS` (a profiler, say) and time it from spawn to
+ * exit. VmHWM only grows, so polling it every 50 ms misses at most the growth of the last
+ * 50 ms.
+ */
+async function runMeasured(
+  args: string[],
+  { cwd, env, messages }: { cwd: string; env: Record<string, string>; messages: number },
+): Promise<ChildRun> {
   const started = performance.now();
   const child: ChildProcess = spawn(process.execPath, [
     ...(process.env.BENCH_NODE_OPTIONS?.split(" ").filter(Boolean) ?? []),
-    // Node's own type stripping, as the image runs it: tsx would add ~0.9 s of start-up
-    // to every phase (docs/benchmark.md).
-    "mod.ts",
-    "--drain",
-    "--strategy",
-    strategy,
-    "--log-level",
-    "warn",
-    ...extra,
+    ...args,
   ], {
-    cwd: toolDir,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      ...emulatorEnv(endpoint),
-      QUEUE_URL: queueUrl,
-      DATABASE_URL: databaseUrl,
-      ...toolKeys(strategy),
-    },
+    cwd,
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
   let stdout = "";
@@ -62,7 +81,7 @@ export async function runTool(
     const mb = await readPeakRssMb(child.pid!);
     if (mb !== undefined) peakRssMb = Math.max(peakRssMb ?? 0, mb);
   }, 50);
-  // A tool that never stops must fail the bench, not hang it: allow 30 s plus 100 msg/s.
+  // A child that never stops must fail the bench, not hang it: allow 30 s plus 100 msg/s.
   const limitMs = 30_000 + (messages / 100) * 1000;
   const watchdog = setTimeout(() => {
     stderr += `\nbench: no exit after ${limitMs / 1000} s, killed`;
