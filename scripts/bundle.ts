@@ -9,19 +9,24 @@
  * @module
  */
 import { mkdir, stat } from "node:fs/promises";
+import { dirname, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import { build } from "esbuild";
 import { runScript } from "./_command.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 export const BUNDLE = "dist/sqs-login-masker.mjs";
 
-async function main(): Promise<number> {
-  await mkdir(`${ROOT}dist`, { recursive: true });
+/** `--out FILE` puts the bundle elsewhere (a test's own folder, the bench's scratch). */
+async function main(argv: string[]): Promise<number> {
+  const { values } = parseArgs({ args: argv, options: { out: { type: "string" } } });
+  const outfile = resolve(values.out ?? `${ROOT}${BUNDLE}`);
+  await mkdir(dirname(outfile), { recursive: true });
   const result = await build({
     absWorkingDir: ROOT,
     entryPoints: ["mod.ts"],
-    outfile: BUNDLE,
+    outfile,
     bundle: true,
     format: "esm",
     platform: "node",
@@ -38,9 +43,9 @@ async function main(): Promise<number> {
     },
   });
   if (result.errors.length > 0) return 1;
-  const { size } = await stat(`${ROOT}${BUNDLE}`);
-  process.stdout.write(`${BUNDLE}: ${(size / 1024 / 1024).toFixed(1)} MiB\n`);
+  const { size } = await stat(outfile);
+  process.stdout.write(`${relative(process.cwd(), outfile)}: ${(size / 1024 / 1024).toFixed(1)} MiB\n`);
   return 0;
 }
 
-if (import.meta.main) process.exitCode = await runScript(main);
+if (import.meta.main) process.exitCode = await runScript(() => main(process.argv.slice(2)));

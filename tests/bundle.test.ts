@@ -3,7 +3,7 @@
  * Node 24 and under Deno, with every subcommand, a user's strategy by path, and a drain on
  * the real emulator and Postgres; on an older Node, one line and exit 1.
  */
-import { copyFile, readFile, writeFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { ensureSchema } from "../mod.ts";
@@ -18,7 +18,6 @@ import {
   olderNode,
   queueDepth,
   receiveAll,
-  ROOT,
   runCommand,
 } from "./helpers.ts";
 
@@ -36,11 +35,11 @@ function runBundle(runtime: "node" | "deno", args: readonly string[], env: Recor
 }
 
 beforeAll(async () => {
-  const build = await runCommand(process.execPath, ["scripts/bundle.ts"], {});
+  // Straight into the test's own folder: the package test empties dist/ when it packs.
+  dir = await emptyTempDir();
+  const build = await runCommand(process.execPath, ["scripts/bundle.ts", "--out", join(dir, BUNDLE)], {});
   expect(build.stderr).toBe("");
   expect(build.code).toBe(0);
-  dir = await emptyTempDir();
-  await copyFile(join(ROOT, "dist", BUNDLE), join(dir, BUNDLE));
 }, 120_000);
 
 describe("the single-file build", { timeout: 120_000 }, () => {
