@@ -19,8 +19,8 @@
  * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
  *   It runs as its own process (`bench/ceiling.ts`), timed and measured as the tool is.
- * - `tool`: `mod.ts --drain` as a child process (`node mod.ts`: Node strips the types), timed
- *   from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
+ * - `tool`: `mod.ts --drain` as a child process (`node mod.ts`: Node strips the types; or
+ *   with `--entry bundle` the single file the image runs), timed from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
  * - `large`: the tool again (`hmac`), on bodies of nearly SQS's 1 MiB limit (valid logins
  *   padded with a field the tool ignores): what bounds its memory is `--max-in-flight-mb`,
  *   not the number of messages, and its peak RSS says whether that holds.
@@ -29,6 +29,10 @@
  *
  * @module
  */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { availableParallelism, cpus } from "node:os";
 import type { SQSClient } from "@aws-sdk/client-sqs";
 import { runScript } from "./_command.ts";
@@ -95,6 +99,8 @@ interface Services {
   sqsEndpoint: string;
   postgres: PostgresServer;
   sqs: SQSClient;
+  /** What `node` runs in each tool checkout: `mod.ts`, or the single file built for this run. */
+  entryFiles: Map<string, string>;
 }
 
 /**
@@ -112,9 +118,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     sqsEndpoint: proxy?.endpoint ?? emulator.endpoint,
     postgres,
     sqs: emulatorClient(emulator.endpoint),
+    entryFiles: new Map(),
   };
   const results: PhaseResult[] = [];
   try {
+    for (const dir of options.toolDirs) {
+      services.entryFiles.set(dir, options.entry === "bundle" ? await buildBundle(dir, options) : "mod.ts");
+    }
     for (let round = 1; round <= options.repeat; round++) {
       if (options.phases.includes("ceiling")) results.push(await ceilingPhase(services, options, round));
       if (!options.phases.includes("tool")) continue;
@@ -138,6 +148,19 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     options: shown,
     results,
   };
+}
+
+/**
+ * `npm run bundle` in a checkout, so its tool phases run the file the image runs; into the
+ * checkout's scratch folder, or its dist/ where its bundle script takes no `--out`.
+ */
+async function buildBundle(dir: string, options: BenchOptions): Promise<string> {
+  log(options, `building the single file in ${dir}`);
+  const out = join(dir, ".scratch", "bench", "sqs-login-masker.mjs");
+  await rm(out, { force: true });
+  const run = spawnSync(process.execPath, ["scripts/bundle.ts", "--out", out], { cwd: dir, encoding: "utf8" });
+  if (run.status !== 0) throw new Error(`npm run bundle failed in ${dir}: ${(run.stderr || run.stdout).trim()}`);
+  return existsSync(out) ? out : join(dir, "dist", "sqs-login-masker.mjs");
 }
 
 /** Each tool phase's rate and CPU per message beside its round's ceiling, and its rate beside the baseline's. */
@@ -225,7 +248,12 @@ async function toolPhase(
   const { emulator, postgres, sqs } = services;
   const s = await stage(emulator, sqs, postgres, strategy, options.n, options.corpus);
   const shown = options.toolDirs.length > 1 ? toolDir : undefined;
-  log(options, `tool: mod.ts --drain --strategy ${strategy} on ${options.n}${shown ? ` from ${shown}` : ""}`);
+  log(
+    options,
+    `tool: ${services.entryFiles.get(toolDir)} --drain --strategy ${strategy} on ${options.n}${
+      shown ? ` from ${shown}` : ""
+    }`,
+  );
   const phase = { phase: "tool" as const, strategy, n: options.n, round, ...(shown && { toolDir: shown }) };
   const result = await measureTool(services, s, phase, toolDir, options);
   await s.drop();
@@ -235,7 +263,12 @@ async function toolPhase(
 async function largePhase(services: Services, options: BenchOptions): Promise<PhaseResult> {
   const { emulator, postgres, sqs } = services;
   const s = await stage(emulator, sqs, postgres, "large", options.largeN, options.corpus, LARGE_BODY_BYTES);
-  log(options, `large: mod.ts --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`);
+  log(
+    options,
+    `large: ${
+      services.entryFiles.get(options.toolDirs[0]!)
+    } --drain --strategy hmac on ${options.largeN} bodies of ${LARGE_BODY_BYTES} bytes`,
+  );
   const phase = { phase: "large" as const, strategy: "hmac", n: options.largeN, round: 1 };
   const result = await measureTool(services, s, phase, options.toolDirs[0]!, options);
   await s.drop();
@@ -244,14 +277,23 @@ async function largePhase(services: Services, options: BenchOptions): Promise<Ph
 
 /** Run the tool on a staged queue: its time, rows, what it left, its peak memory and the CPU split. */
 async function measureTool(
-  { emulator, sqs, sqsEndpoint }: Services,
+  { emulator, sqs, sqsEndpoint, entryFiles }: Services,
   s: Stage,
   phase: { phase: Phase; strategy: string; n: number; round: number; toolDir?: string },
   toolDir: string,
   options: BenchOptions,
 ): Promise<PhaseResult> {
   const before = await markCpu(emulator.pid);
-  const run = await runTool(sqsEndpoint, s.queueUrl, s.databaseUrl, phase.strategy, phase.n, options.toolArgs, toolDir);
+  const run = await runTool(
+    sqsEndpoint,
+    s.queueUrl,
+    s.databaseUrl,
+    phase.strategy,
+    phase.n,
+    options.toolArgs,
+    toolDir,
+    entryFiles.get(toolDir)!,
+  );
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
   const base = { ...phase, seconds: round(run.seconds, 2) };
   if (run.code !== 0 && /not available/i.test(run.stderr)) {
@@ -281,7 +323,8 @@ async function measureTool(
 export function formatTable(report: BenchReport): string {
   const lines = [
     `machine: ${report.machine.nproc} cores (${report.machine.cpu}), node ${report.machine.node}; corpus: ${report.options.corpus}` +
-    (report.options.latencyMs > 0 ? `; SQS round trip +${report.options.latencyMs} ms` : ""),
+    (report.options.latencyMs > 0 ? `; SQS round trip +${report.options.latencyMs} ms` : "") +
+    (report.options.entry === "bundle" ? "; the tool runs as the single file" : ""),
     "",
     "| round | phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | CPU/msg ÷ ceiling's | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
     "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -47,6 +47,9 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
     expect(r.rate).toBeGreaterThan(0);
   };
   drained(byName("ceiling"), N);
+  // The bare client is a child too, measured as the tool is.
+  expect(byName("ceiling").peakRssMb).toBeGreaterThan(0);
+  expect(byName("ceiling").cpu?.consumer).toBeGreaterThan(0.1);
   drained(byName("baseline"), BASELINE_N);
   // Bodies of nearly 1 MiB: drained too, with the peak RSS the bound is judged by.
   drained(byName("large", "hmac"), LARGE_N);
@@ -65,6 +68,22 @@ it("runs every phase at a small N and reports each as drained, as JSON", async (
     expect(r.cpu).toEqual({ consumer: expect.any(Number), emulator: expect.any(Number), postgres: expect.any(Number) });
     expect(Math.min(r.cpu!.consumer, r.cpu!.emulator, r.cpu!.postgres)).toBeGreaterThanOrEqual(0);
   }
+}, 90_000);
+
+it("runs the tool as the single file the image runs with --entry bundle, and refuses an unknown entry", async () => {
+  const run = await runTool(
+    ["--n", "50", "--phases", "tool", "--strategies", "hmac", "--entry", "bundle", "--json"],
+    { DATABASE_URL: inject("postgresUrl") },
+    "scripts/bench.ts",
+  );
+  expect(run.code).toBe(0);
+  const report = JSON.parse(run.stdout) as BenchReport;
+  expect(report.options.entry).toBe("bundle");
+  expect(report.results).toEqual([expect.objectContaining({ phase: "tool", status: "ok", done: 50, leftInQueue: 0 })]);
+
+  const wrong = await runTool(["--entry", "docker"], {}, "scripts/bench.ts");
+  expect(wrong.code).toBe(2);
+  expect(wrong.stderr.trim()).toBe('error: --entry takes source or bundle, got "docker"');
 }, 90_000);
 
 it("sends a corpus that repeats as docs/benchmark.md says: the same users, devices and addresses again and again", () => {

@@ -35,6 +35,9 @@ export const CORPORA = ["logins", "unique"] as const;
 export type Corpus = (typeof CORPORA)[number];
 /** Logins per user, on average, in the `logins` corpus. */
 export const LOGINS_PER_USER = 10;
+/** How the tool phases start the tool: as a checkout runs it, or as the image does. */
+export const ENTRIES = ["source", "bundle"] as const;
+export type Entry = (typeof ENTRIES)[number];
 
 /** What one bench run is asked to do. */
 export interface BenchOptions {
@@ -54,6 +57,8 @@ export interface BenchOptions {
    * (each strategy's phase runs once per checkout, their order alternating each round).
    */
   toolDirs: string[];
+  /** `source`: \`node mod.ts\` (Node strips the types); `bundle`: the single file the image runs, built first in each checkout. */
+  entry: Entry;
   /** Rounds of the tool phases: paired runs within one bench process. */
   repeat: number;
   /** Round trip added to every SQS call of the ceiling and the tool, as a remote queue would (0: none). */
@@ -65,7 +70,7 @@ export interface BenchOptions {
 
 const DEFAULT_STRATEGIES = "hmac,sha256,vault,ipcrypt,ipcrypt-pfx";
 
-export const HELP = `Usage: npx tsx scripts/bench.ts [options]      (or: npm run bench -- [options])
+export const HELP = `Usage: node scripts/bench.ts [options]      (or: npm run bench -- [options])
 
 How fast the tool drains a backlog, beside the fastest bare SQS client (the ceiling) and a
 message-at-a-time consumer (the baseline), on the same emulator (its own process) and
@@ -80,6 +85,9 @@ Postgres (embedded, or the server DATABASE_URL names).
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
   --tool-dir DIR[,DIR]      run the mod.ts of other checkouts (with their node_modules) on
                             the same corpus and services: before/after in paired runs
+  --entry source|bundle     how the tool starts: node mod.ts, as a checkout runs it
+                            (default), or the single file the image runs (npm run bundle,
+                            built in each --tool-dir first)
   --repeat N                rounds of the tool phases (default 1); with two --tool-dir,
                             their order alternates each round (A B, B A, ...)
   --latency-ms N            add N ms of round trip to every SQS call of the ceiling and the
@@ -106,6 +114,7 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     "ceiling-concurrency": { type: "string" },
     "tool-args": { type: "string" },
     "tool-dir": { type: "string" },
+    entry: { type: "string" },
     repeat: { type: "string" },
     "latency-ms": { type: "string" },
     corpus: { type: "string" },
@@ -122,6 +131,10 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
   if (!(CORPORA as readonly string[]).includes(corpus)) {
     throw new ConfigError(`--corpus takes ${CORPORA.join(" or ")}, got "${corpus}"`);
   }
+  const entry = flag("entry") ?? "source";
+  if (!(ENTRIES as readonly string[]).includes(entry)) {
+    throw new ConfigError(`--entry takes source or bundle, got "${entry}"`);
+  }
   const strategies = (flag("strategies") ?? DEFAULT_STRATEGIES).split(",").filter(Boolean);
   // As the tool will load them, with the keys it will get: a bad name fails now, not mid-run.
   for (const strategy of strategies) await loadStrategy(strategy, { env: toolKeys(strategy) });
@@ -135,6 +148,7 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
     toolDirs: (flag("tool-dir") ?? ROOT).split(",").filter(Boolean).map(checkToolDir),
+    entry: entry as Entry,
     repeat: parseCount(flag("repeat"), "--repeat", 1, 1, 100),
     latencyMs: parseCount(flag("latency-ms"), "--latency-ms", 0, 0, 1_000),
     corpus: corpus as Corpus,

@@ -18,9 +18,7 @@ export interface ChildRun {
   peakRssMb: number | undefined;
 }
 
-/**
- * Run `node mod.ts --drain` as the image does and time it from spawn to exit.
- */
+/** Run the tool (`node mod.ts`, or the single file) with `--drain` and time it from spawn to exit. */
 export async function runTool(
   endpoint: string,
   queueUrl: string,
@@ -29,10 +27,10 @@ export async function runTool(
   messages: number,
   extra: string[],
   toolDir: string,
+  /** `mod.ts` (Node strips the types; tsx would add ~0.9 s of start-up), or a bundle's path. */
+  entryFile: string,
 ): Promise<ChildRun> {
-  // Node's own type stripping, as a checkout runs it: tsx would add ~0.9 s of start-up to
-  // every phase (docs/benchmark.md).
-  return await runMeasured(["mod.ts", "--drain", "--strategy", strategy, "--log-level", "warn", ...extra], {
+  return await runMeasured([entryFile, "--drain", "--strategy", strategy, "--log-level", "warn", ...extra], {
     cwd: toolDir,
     env: { ...emulatorEnv(endpoint), QUEUE_URL: queueUrl, DATABASE_URL: databaseUrl, ...toolKeys(strategy) },
     messages,
