@@ -19,6 +19,8 @@
  * - `ceiling`: a bare SDK client receiving 10 at a time with several receives in flight and
  *   deleting in batches of 10; no parsing, no database. The fastest anyone drains this queue.
  *   It runs as its own process (`bench/ceiling.ts`), timed and measured as the tool is.
+ * - `sqs-consumer`: the usual Node consumer (bbc/sqs-consumer), 4 instances by default, one
+ *   insert through a pool and one delete per message; its own process too.
  * - `tool`: `mod.ts --drain` as a child process (`node mod.ts`: Node strips the types; or
  *   with `--entry bundle` the single file the image runs), timed from spawn to exit, with its peak RSS (VmHWM) read from /proc while it runs.
  * - `large`: the tool again (`hmac`), on bodies of nearly SQS's 1 MiB limit (valid logins
@@ -42,7 +44,7 @@ import { cpuBetween, type CpuSplit, markCpu, round } from "./bench/cpu.ts";
 import { type BenchOptions, HELP, LARGE_BODY_BYTES, parseOptions, type Phase } from "./bench/options.ts";
 import { countRows, queueDepth, type Stage, stage, startEmulatorProcess } from "./bench/stage.ts";
 import { startLatencyProxy } from "./bench/latency-proxy.ts";
-import { runCeiling, runTool } from "./bench/tool.ts";
+import { type ChildRun, runCeiling, runSqsConsumer, runTool } from "./bench/tool.ts";
 
 export type { BenchOptions } from "./bench/options.ts";
 export type { CpuSplit } from "./bench/cpu.ts";
@@ -71,6 +73,8 @@ export interface PhaseResult {
   /** The tool's CPU per message over the bare client's, in the same round. */
   cpuToCeiling?: number;
   toBaseline?: number;
+  /** The tool's rate over sqs-consumer's, in the same round. */
+  toSqsConsumer?: number;
   /** Which round of `--repeat` (from 1). */
   round: number;
   /** The checkout the tool ran from, when `--tool-dir` names more than one. */
@@ -127,6 +131,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     }
     for (let round = 1; round <= options.repeat; round++) {
       if (options.phases.includes("ceiling")) results.push(await ceilingPhase(services, options, round));
+      if (options.phases.includes("sqs-consumer")) results.push(await sqsConsumerPhase(services, options, round));
       if (!options.phases.includes("tool")) continue;
       // A B, then B A: drift over a run weighs on both checkouts alike.
       const dirs = round % 2 === 1 ? options.toolDirs : [...options.toolDirs].reverse();
@@ -175,22 +180,46 @@ function addRatios(results: PhaseResult[]): void {
       const [tool, bare] = [cpuPerMessage(r), cpuPerMessage(ceiling)];
       if (tool !== undefined && bare) r.cpuToCeiling = round(tool / bare, 2);
     }
+    const sqsConsumer = results.find((c) => c.phase === "sqs-consumer" && c.status === "ok" && c.round === r.round);
+    if (sqsConsumer) r.toSqsConsumer = round(r.rate / sqsConsumer.rate, 1);
     if (baseline) r.toBaseline = round(r.rate / baseline.rate, 1);
   }
 }
 
 async function ceilingPhase(services: Services, options: BenchOptions, roundNumber: number): Promise<PhaseResult> {
-  const { emulator, postgres, sqs } = services;
   log(options, `ceiling: draining ${options.n} with a bare client, ${options.ceilingConcurrency} receives in flight`);
-  const s = await stage(emulator, sqs, postgres, "ceiling", options.n, options.corpus);
+  return await measureChild(
+    services,
+    { phase: "ceiling", n: options.n, round: roundNumber },
+    options,
+    (s) => runCeiling(services.sqsEndpoint, s.queueUrl, options.n, options.ceilingConcurrency),
+  );
+}
+
+async function sqsConsumerPhase(services: Services, options: BenchOptions, roundNumber: number): Promise<PhaseResult> {
+  log(options, `sqs-consumer: ${options.sqsConsumerInstances} instances, one insert and one delete per message`);
+  return await measureChild(
+    services,
+    { phase: "sqs-consumer", n: options.n, round: roundNumber },
+    options,
+    (s) => runSqsConsumer(services.sqsEndpoint, s.queueUrl, s.databaseUrl, options.n, options.sqsConsumerInstances),
+  );
+}
+
+/** Stage a queue, drain it with a consumer of ours that prints `{"done": N}`, and measure it. */
+async function measureChild(
+  { emulator, postgres, sqs }: Services,
+  phase: { phase: Phase; n: number; round: number },
+  options: BenchOptions,
+  drain: (s: Stage) => Promise<ChildRun>,
+): Promise<PhaseResult> {
+  const s = await stage(emulator, sqs, postgres, phase.phase, phase.n, options.corpus);
   const before = await markCpu(emulator.pid);
-  const run = await runCeiling(services.sqsEndpoint, s.queueUrl, options.n, options.ceilingConcurrency);
+  const run = await drain(s);
   const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
   const done = run.code === 0 ? (JSON.parse(run.stdout) as { done: number }).done : 0;
   const result: PhaseResult = {
-    phase: "ceiling",
-    n: options.n,
-    round: roundNumber,
+    ...phase,
     status: run.code === 0 ? "ok" : "failed",
     ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
     done,
@@ -326,8 +355,8 @@ export function formatTable(report: BenchReport): string {
     (report.options.latencyMs > 0 ? `; SQS round trip +${report.options.latencyMs} ms` : "") +
     (report.options.entry === "bundle" ? "; the tool runs as the single file" : ""),
     "",
-    "| round | phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | CPU/msg ÷ ceiling's | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
-    "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| round | phase | strategy | messages | done | left | seconds | msg/s | tool/ceiling | CPU/msg ÷ ceiling's | tool/sqs-consumer | tool/baseline | peak RSS MB | CPU s: consumer / emulator / postgres |",
+    "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of report.results) {
     const cells = [
@@ -341,6 +370,7 @@ export function formatTable(report: BenchReport): string {
       r.status === "ok" ? r.rate : r.status,
       r.toCeiling ?? "",
       r.cpuToCeiling ?? "",
+      r.toSqsConsumer ?? "",
       r.toBaseline ?? "",
       r.peakRssMb ?? "",
       r.cpu ? `${r.cpu.consumer} / ${r.cpu.emulator} / ${r.cpu.postgres}` : "",

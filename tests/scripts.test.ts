@@ -96,12 +96,13 @@ describe("scripts/produce.ts", () => {
 describe("scripts/bench.ts", () => {
   it.each([
     [["--n", "abc"], 'error: --n must be a whole number from 1 to 100000000, got "abc"'],
-    [["--phases", "tool,nap"], 'error: --phases takes ceiling, tool, large, baseline, got "nap"'],
+    [["--phases", "tool,nap"], 'error: --phases takes ceiling, sqs-consumer, tool, large, baseline, got "nap"'],
     [
       ["--strategies", "md5"],
       `error: Unknown strategy "md5": use one of ${STRATEGY_NAMES.join(", ")}, or a path to your own module`,
     ],
     [["--tool-dir", "docs"], "error: --tool-dir docs has no mod.ts: give a checkout with its dependencies installed"],
+    [["--entry", "docker"], 'error: --entry takes source or bundle, got "docker"'],
   ])("a bad value %j: exit 2, one line, before anything starts", async (args, message) => {
     const { code, stderr } = await run("bench", args);
     expect(stderr).toBe(message + "\n");

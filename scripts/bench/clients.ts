@@ -8,13 +8,7 @@ import { DeleteMessageCommand, ReceiveMessageCommand } from "@aws-sdk/client-sqs
 import { hmacSha256Hex } from "../../strategies/hmac.ts";
 import { emulatorClient } from "../embedded.ts";
 import { BENCH_HMAC_KEY } from "./options.ts";
-
-/** The little of `pg` the baseline uses (the package ships no types of its own). */
-interface PgClient {
-  connect(): Promise<void>;
-  query(text: string, values: unknown[]): Promise<unknown>;
-  end(): Promise<void>;
-}
+import { loadPg, PER_MESSAGE_INSERT, PER_MESSAGE_TABLE, perMessageRow } from "./per-message.ts";
 
 /**
  * The way a first version works: receive one, connect with the plain driver, insert,
@@ -26,23 +20,14 @@ export async function runBaseline(
   databaseUrl: string,
   n: number,
 ): Promise<{ done: number; seconds: number }> {
-  const driver = "pg"; // a variable, so the type checker does not look for types pg lacks
-  const { default: pg } = await import(driver) as {
-    default: { Client: new (options: { connectionString: string }) => PgClient };
-  };
+  const pg = await loadPg();
   const connect = async () => {
     const client = new pg.Client({ connectionString: databaseUrl });
     await client.connect();
     return client;
   };
   const setup = await connect();
-  await setup.query(
-    `
-    CREATE TABLE IF NOT EXISTS user_logins(
-      user_id varchar(128), device_type varchar(32), masked_ip varchar(256),
-      masked_device_id varchar(256), locale varchar(32), app_version integer, create_date date)`,
-    [],
-  );
+  await setup.query(PER_MESSAGE_TABLE, []);
   await setup.end();
   const sqs = emulatorClient(endpoint);
   const key = new TextEncoder().encode(BENCH_HMAC_KEY);
@@ -59,19 +44,10 @@ export async function runBaseline(
     );
     const message = Messages[0];
     if (!message) break;
-    const body = JSON.parse(message.Body!);
-    const [major, minor, patch] = String(body.app_version).split(".").map(Number) as [number, number, number];
+    const row = perMessageRow(message, (value) => hmacSha256Hex(key, value));
     const client = await connect();
     try {
-      await client.query("INSERT INTO user_logins VALUES ($1, $2, $3, $4, $5, $6, $7)", [
-        body.user_id,
-        body.device_type,
-        hmacSha256Hex(key, body.ip),
-        hmacSha256Hex(key, body.device_id),
-        body.locale ?? null,
-        major * 10_000 + minor * 100 + patch,
-        new Date(Number(message.Attributes!.SentTimestamp)).toISOString().slice(0, 10),
-      ]);
+      await client.query(PER_MESSAGE_INSERT, row);
     } finally {
       await client.end();
     }

@@ -27,7 +27,7 @@ export function toolKeys(strategy: string): Record<string, string> {
     MASK_IPCRYPT_KEY: randomBytes(strategy === "ipcrypt" ? 16 : 32).toString("hex"),
   };
 }
-export const PHASES = ["ceiling", "tool", "large", "baseline"] as const;
+export const PHASES = ["ceiling", "sqs-consumer", "tool", "large", "baseline"] as const;
 /** A `large` phase body: SQS's 1 MiB limit less room for the JSON around the padding. */
 export const LARGE_BODY_BYTES = 1_040_000;
 export type Phase = (typeof PHASES)[number];
@@ -50,6 +50,8 @@ export interface BenchOptions {
   strategies: string[];
   /** Receives in flight for the ceiling client. */
   ceilingConcurrency: number;
+  /** sqs-consumer instances on the queue in the `sqs-consumer` phase. */
+  sqsConsumerInstances: number;
   /** Extra flags passed to the tool, e.g. `--batch-size 200`. */
   toolArgs: string[];
   /**
@@ -70,7 +72,7 @@ export interface BenchOptions {
 
 const DEFAULT_STRATEGIES = "hmac,sha256,vault,ipcrypt,ipcrypt-pfx";
 
-export const HELP = `Usage: node scripts/bench.ts [options]      (or: npm run bench -- [options])
+export const HELP = `Usage: npx tsx scripts/bench.ts [options]      (or: npm run bench -- [options])
 
 How fast the tool drains a backlog, beside the fastest bare SQS client (the ceiling) and a
 message-at-a-time consumer (the baseline), on the same emulator (its own process) and
@@ -79,9 +81,11 @@ Postgres (embedded, or the server DATABASE_URL names).
   --n N                     messages per phase (default 100000)
   --baseline-n N            messages for the slow baseline (default: --n, at most 1000)
   --large-n N               messages of nearly 1 MiB for the large phase (default 300)
-  --phases LIST             which of ceiling,tool,large,baseline to run (default: all)
+  --phases LIST             which of ceiling,sqs-consumer,tool,large,baseline to run
+                            (default: all)
   --strategies LIST         strategies for the tool phase (default ${DEFAULT_STRATEGIES})
   --ceiling-concurrency N   receives in flight for the ceiling client (default 16)
+  --sqs-consumer-instances N  sqs-consumer instances in the sqs-consumer phase (default 4)
   --tool-args="FLAGS"       extra flags for the tool, e.g. --tool-args="--batch-size 200"
   --tool-dir DIR[,DIR]      run the mod.ts of other checkouts (with their node_modules) on
                             the same corpus and services: before/after in paired runs
@@ -112,6 +116,7 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     phases: { type: "string" },
     strategies: { type: "string" },
     "ceiling-concurrency": { type: "string" },
+    "sqs-consumer-instances": { type: "string" },
     "tool-args": { type: "string" },
     "tool-dir": { type: "string" },
     entry: { type: "string" },
@@ -146,6 +151,7 @@ export async function parseOptions(argv: readonly string[]): Promise<BenchOption
     phases: phases as Phase[],
     strategies,
     ceilingConcurrency: parseCount(flag("ceiling-concurrency"), "--ceiling-concurrency", 16, 1, 256),
+    sqsConsumerInstances: parseCount(flag("sqs-consumer-instances"), "--sqs-consumer-instances", 4, 1, 64),
     toolArgs: (flag("tool-args") ?? "").split(" ").filter(Boolean),
     toolDirs: (flag("tool-dir") ?? ROOT).split(",").filter(Boolean).map(checkToolDir),
     entry: entry as Entry,

@@ -1,6 +1,6 @@
 /**
- * The tool and the bare client as child processes, the tool run the way a user runs it, both
- * timed from spawn to exit.
+ * The tool, the bare client and sqs-consumer as child processes, the tool run the way a user
+ * runs it, all timed from spawn to exit.
  *
  * @module
  */
@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { emulatorEnv } from "../embedded.ts";
 import { readPeakRssMb } from "./cpu.ts";
-import { toolKeys } from "./options.ts";
+import { BENCH_HMAC_KEY, toolKeys } from "./options.ts";
 
 export interface ChildRun {
   code: number | null;
@@ -48,6 +48,22 @@ export async function runCeiling(
   return await runMeasured([script, queueUrl, String(messages), String(concurrency)], {
     cwd: process.cwd(),
     env: emulatorEnv(endpoint),
+    messages,
+  });
+}
+
+/** Run sqs-consumer (`sqs-consumer.ts`) the same way: its own process, spawn to exit. */
+export async function runSqsConsumer(
+  endpoint: string,
+  queueUrl: string,
+  databaseUrl: string,
+  messages: number,
+  instances: number,
+): Promise<ChildRun> {
+  const script = fileURLToPath(new URL("./sqs-consumer.ts", import.meta.url));
+  return await runMeasured([script, queueUrl, String(messages), String(instances), databaseUrl], {
+    cwd: process.cwd(),
+    env: { ...emulatorEnv(endpoint), MASK_HMAC_KEY: BENCH_HMAC_KEY },
     messages,
   });
 }
