@@ -40,7 +40,8 @@ import type { SQSClient } from "@aws-sdk/client-sqs";
 import { runScript } from "./_command.ts";
 import { emulatorClient, type PostgresServer, type SqsEmulator, startBoth, usePostgres } from "./embedded.ts";
 import { runBaseline } from "./bench/clients.ts";
-import { cpuBetween, type CpuSplit, markCpu, round } from "./bench/cpu.ts";
+import { cpuBetween, type CpuSplit, markCpu, postmasterOf, round } from "./bench/cpu.ts";
+import { loadPg } from "./bench/per-message.ts";
 import { type BenchOptions, HELP, LARGE_BODY_BYTES, parseOptions, type Phase } from "./bench/options.ts";
 import { countRows, queueDepth, type Stage, stage, startEmulatorProcess } from "./bench/stage.ts";
 import { startLatencyProxy } from "./bench/latency-proxy.ts";
@@ -103,6 +104,8 @@ interface Services {
   sqsEndpoint: string;
   postgres: PostgresServer;
   sqs: SQSClient;
+  /** The bench's Postgres server process, whose CPU is counted (undefined: not on this machine). */
+  postmaster: number | undefined;
   /** What `node` runs in each tool checkout: `mod.ts`, or the single file built for this run. */
   entryFiles: Map<string, string>;
 }
@@ -122,6 +125,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     sqsEndpoint: proxy?.endpoint ?? emulator.endpoint,
     postgres,
     sqs: emulatorClient(emulator.endpoint),
+    postmaster: await findPostmaster(postgres.url),
     entryFiles: new Map(),
   };
   const results: PhaseResult[] = [];
@@ -155,6 +159,19 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     options: shown,
     results,
   };
+}
+
+/** The server process behind `url`, asked through a backend of its own. */
+async function findPostmaster(url: string): Promise<number | undefined> {
+  const pg = await loadPg();
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const { rows } = await client.query("SELECT pg_backend_pid() AS pid", []) as { rows: Array<{ pid: number }> };
+    return await postmasterOf(rows[0]!.pid);
+  } finally {
+    await client.end();
+  }
 }
 
 /**
@@ -210,15 +227,15 @@ async function sqsConsumerPhase(services: Services, options: BenchOptions, round
 
 /** Stage a queue, drain it with a consumer of ours that prints `{"done": N}`, and measure it. */
 async function measureChild(
-  { emulator, postgres, sqs }: Services,
+  { emulator, postgres, sqs, postmaster }: Services,
   phase: { phase: Phase; n: number; round: number },
   options: BenchOptions,
   drain: (s: Stage) => Promise<ChildRun>,
 ): Promise<PhaseResult> {
   const s = await stage(emulator, sqs, postgres, phase.phase, phase.n, options.corpus);
-  const before = await markCpu(emulator.pid);
+  const before = await markCpu(emulator.pid, postmaster);
   const run = await drain(s);
-  const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
+  const cpu = cpuBetween(before, await markCpu(emulator.pid, postmaster), "child");
   const done = run.code === 0 ? (JSON.parse(run.stdout) as { done: number }).done : 0;
   const result: PhaseResult = {
     ...phase,
@@ -247,15 +264,15 @@ async function baselinePhase(services: Services, options: BenchOptions): Promise
 
 /** Stage a queue, drain it with a client that runs in this process, and measure it. */
 async function measureInProcess(
-  { emulator, postgres, sqs }: Services,
+  { emulator, postgres, sqs, postmaster }: Services,
   phase: { phase: Phase; n: number; round: number },
   options: BenchOptions,
   drain: (s: Stage) => Promise<{ done: number; seconds: number }>,
 ): Promise<PhaseResult> {
   const s = await stage(emulator, sqs, postgres, phase.phase, phase.n, options.corpus);
-  const before = await markCpu(emulator.pid);
+  const before = await markCpu(emulator.pid, postmaster);
   const { done, seconds } = await drain(s);
-  const cpu = cpuBetween(before, await markCpu(emulator.pid), "own");
+  const cpu = cpuBetween(before, await markCpu(emulator.pid, postmaster), "own");
   const leftInQueue = await queueDepth(sqs, s.queueUrl);
   await s.drop();
   return {
@@ -308,13 +325,13 @@ async function largePhase(services: Services, options: BenchOptions): Promise<Ph
 
 /** Run the tool on a staged queue: its time, rows, what it left, its peak memory and the CPU split. */
 async function measureTool(
-  { emulator, sqs, sqsEndpoint, entryFiles }: Services,
+  { emulator, sqs, sqsEndpoint, entryFiles, postmaster }: Services,
   s: Stage,
   phase: { phase: Phase; strategy: string; n: number; round: number; toolDir?: string },
   toolDir: string,
   options: BenchOptions,
 ): Promise<PhaseResult> {
-  const before = await markCpu(emulator.pid);
+  const before = await markCpu(emulator.pid, postmaster);
   const run = await runTool(
     sqsEndpoint,
     s.queueUrl,
@@ -325,7 +342,7 @@ async function measureTool(
     toolDir,
     entryFiles.get(toolDir)!,
   );
-  const cpu = cpuBetween(before, await markCpu(emulator.pid), "child");
+  const cpu = cpuBetween(before, await markCpu(emulator.pid, postmaster), "child");
   const base = { ...phase, seconds: round(run.seconds, 2) };
   if (run.code !== 0 && /not available/i.test(run.stderr)) {
     return {

@@ -1,6 +1,6 @@
 /**
  * Where the cores went, from Linux's /proc: CPU seconds of the bench, its reaped children
- * (the tool), the emulator and every Postgres process, and a process's peak RSS.
+ * (the tool), the emulator and the bench's Postgres server, and a process's peak RSS.
  *
  * @module
  */
@@ -17,31 +17,54 @@ export interface CpuSplit {
 /** Linux's USER_HZ: /proc counts CPU time in these ticks. */
 const CLOCK_TICKS_PER_SECOND = 100;
 
-/** CPU seconds a process has used itself, and those of its children it has waited for. */
-async function readCpuSeconds(pid: number | "self"): Promise<{ own: number; reaped: number } | undefined> {
+/** CPU seconds a process has used itself, those of its children it has waited for, and its parent. */
+async function readCpuSeconds(
+  pid: number | "self",
+): Promise<{ own: number; reaped: number; parent: number } | undefined> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, "utf8");
-    // The fields after the command name, which is in parentheses and may hold spaces:
-    // utime, stime, cutime and cstime are fields 14 to 17, so indexes 11 to 14 here.
+    // The fields after the command name, which is in parentheses and may hold spaces: the
+    // parent is field 4 (index 1 here); utime, stime, cutime and cstime are fields 14 to 17.
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ").map(Number);
     const [utime = 0, stime = 0, cutime = 0, cstime = 0] = fields.slice(11, 15);
-    return { own: (utime + stime) / CLOCK_TICKS_PER_SECOND, reaped: (cutime + cstime) / CLOCK_TICKS_PER_SECOND };
+    return {
+      own: (utime + stime) / CLOCK_TICKS_PER_SECOND,
+      reaped: (cutime + cstime) / CLOCK_TICKS_PER_SECOND,
+      parent: fields[1] ?? 0,
+    };
   } catch {
     return undefined; // gone, or no /proc on this system
   }
 }
 
+const isPostgres = async (pid: number) =>
+  (await readFile(`/proc/${pid}/comm`, "utf8").catch(() => "")).trim() === "postgres";
+
 /**
- * Every Postgres process's CPU seconds. A backend that exits is reaped by its postmaster,
- * so counting the postmaster's reaped children keeps a closed connection's time in the sum.
+ * The server process a Postgres backend belongs to (its parent), if it runs on this machine:
+ * a server elsewhere may report a pid that is some other process here.
  */
-async function postgresCpuSeconds(): Promise<number> {
+export async function postmasterOf(backendPid: number): Promise<number | undefined> {
+  const backend = await readCpuSeconds(backendPid);
+  if (!backend || !(await isPostgres(backendPid)) || !(await isPostgres(backend.parent))) return undefined;
+  return backend.parent;
+}
+
+/**
+ * The CPU seconds of the bench's Postgres server: its postmaster and every process it
+ * started. A backend that exits is reaped by the postmaster, so counting the postmaster's
+ * reaped children keeps a closed connection's time in the sum. Another server on the
+ * machine (a test suite's, starting and stopping beside the bench) is not counted; without
+ * a postmaster (a server elsewhere) every local `postgres` process is.
+ */
+async function postgresCpuSeconds(postmaster: number | undefined): Promise<number> {
   let total = 0;
   for (const entry of await readdir("/proc").catch(() => [])) {
     if (!/^\d+$/.test(entry)) continue;
-    const comm = await readFile(`/proc/${entry}/comm`, "utf8").catch(() => "");
-    const cpu = comm.trim() === "postgres" ? await readCpuSeconds(Number(entry)) : undefined;
-    if (cpu) total += cpu.own + cpu.reaped;
+    const pid = Number(entry);
+    const cpu = await isPostgres(pid) ? await readCpuSeconds(pid) : undefined;
+    if (!cpu || (postmaster !== undefined && pid !== postmaster && cpu.parent !== postmaster)) continue;
+    total += cpu.own + (pid === postmaster || postmaster === undefined ? cpu.reaped : 0);
   }
   return total;
 }
@@ -54,10 +77,15 @@ export interface CpuMark {
   postgres: number;
 }
 
-export async function markCpu(emulatorPid: number): Promise<CpuMark | undefined> {
+export async function markCpu(emulatorPid: number, postmaster: number | undefined): Promise<CpuMark | undefined> {
   const [self, emulator] = await Promise.all([readCpuSeconds("self"), readCpuSeconds(emulatorPid)]);
   if (!self || !emulator) return undefined;
-  return { own: self.own, reapedChildren: self.reaped, emulator: emulator.own, postgres: await postgresCpuSeconds() };
+  return {
+    own: self.own,
+    reapedChildren: self.reaped,
+    emulator: emulator.own,
+    postgres: await postgresCpuSeconds(postmaster),
+  };
 }
 
 /**
