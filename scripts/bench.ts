@@ -45,7 +45,7 @@ import { loadPg } from "./bench/per-message.ts";
 import { type BenchOptions, HELP, LARGE_BODY_BYTES, parseOptions, type Phase } from "./bench/options.ts";
 import { countRows, queueDepth, type Stage, stage, startEmulatorProcess } from "./bench/stage.ts";
 import { startLatencyProxy } from "./bench/latency-proxy.ts";
-import { type ChildRun, runCeiling, runSqsConsumer, runTool } from "./bench/tool.ts";
+import { type ChildRun, runCeiling, runSqsConsumer, runTool } from "./bench/children.ts";
 
 export type { BenchOptions } from "./bench/options.ts";
 export type { CpuSplit } from "./bench/cpu.ts";
