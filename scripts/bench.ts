@@ -87,6 +87,18 @@ export interface BenchReport {
   machine: { nproc: number; cpu: string; node: string };
   options: Omit<BenchOptions, "json">;
   results: PhaseResult[];
+  /** With `--repeat` above 1: each strategy's (and checkout's) ratios, the median over its rounds. */
+  medians: RatioMedian[];
+}
+
+/** The median of a tool's ratios over the rounds: single rounds here move by a fifth. */
+export interface RatioMedian {
+  strategy: string;
+  toolDir?: string;
+  rounds: number;
+  toCeiling?: number;
+  cpuToCeiling?: number;
+  toSqsConsumer?: number;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -158,6 +170,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? "unknown", node: process.version },
     options: shown,
     results,
+    medians: options.repeat > 1 ? medianRatios(results) : [],
   };
 }
 
@@ -203,6 +216,35 @@ function addRatios(results: PhaseResult[]): void {
     if (sqsConsumer) r.toSqsConsumer = round(r.rate / sqsConsumer.rate, 1);
     if (baseline) r.toBaseline = round(r.rate / baseline.rate, 1);
   }
+}
+
+/** Each strategy's (and checkout's) ratios over its rounds, the median of each. */
+export function medianRatios(results: PhaseResult[]): RatioMedian[] {
+  const groups = new Map<string, PhaseResult[]>();
+  for (const r of results) {
+    if (r.phase !== "tool" || r.status !== "ok") continue;
+    const key = `${r.strategy}\0${r.toolDir ?? ""}`;
+    groups.set(key, [...groups.get(key) ?? [], r]);
+  }
+  return [...groups.values()].map((rounds) => {
+    const median = (pick: (r: PhaseResult) => number | undefined) => {
+      const values = rounds.map(pick).filter((v): v is number => v !== undefined).sort((a, b) => a - b);
+      if (values.length === 0) return undefined;
+      const middle = values.length >> 1;
+      return round(values.length % 2 ? values[middle]! : (values[middle - 1]! + values[middle]!) / 2, 2);
+    };
+    const [first] = rounds as [PhaseResult];
+    const medians: RatioMedian = {
+      strategy: first.strategy!,
+      ...(first.toolDir && { toolDir: first.toolDir }),
+      rounds: rounds.length,
+    };
+    for (const key of ["toCeiling", "cpuToCeiling", "toSqsConsumer"] as const) {
+      const value = median((r) => r[key]);
+      if (value !== undefined) medians[key] = value;
+    }
+    return medians;
+  });
 }
 
 async function ceilingPhase(services: Services, options: BenchOptions, roundNumber: number): Promise<PhaseResult> {
@@ -396,6 +438,24 @@ export function formatTable(report: BenchReport): string {
     ];
     lines.push(`| ${cells.join(" | ")} |`);
     if (r.note) lines.push(`|  |  | ${r.note.replace(/\|/g, "/")} |`);
+  }
+  if (report.medians.length > 0) {
+    lines.push(
+      "",
+      "| checkout | strategy | rounds | median tool/ceiling | median CPU/msg ÷ ceiling's | median tool/sqs-consumer |",
+    );
+    lines.push("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (const m of report.medians) {
+      const cells = [
+        m.toolDir ?? "",
+        m.strategy,
+        m.rounds,
+        m.toCeiling ?? "",
+        m.cpuToCeiling ?? "",
+        m.toSqsConsumer ?? "",
+      ];
+      lines.push(`| ${cells.join(" | ")} |`);
+    }
   }
   return lines.join("\n");
 }

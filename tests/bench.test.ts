@@ -5,7 +5,7 @@
  * are not bugs.
  */
 import { expect, inject, it } from "vitest";
-import type { BenchReport, PhaseResult } from "../scripts/bench.ts";
+import { type BenchReport, medianRatios, type PhaseResult } from "../scripts/bench.ts";
 import { createLoginStream } from "../scripts/produce.ts";
 import { runTool } from "./helpers.ts";
 
@@ -83,6 +83,32 @@ it("runs the tool as the single file the image runs with --entry bundle", async 
   expect(report.options.entry).toBe("bundle");
   expect(report.results).toEqual([expect.objectContaining({ phase: "tool", status: "ok", done: 50, leftInQueue: 0 })]);
 }, 90_000);
+
+it("gives each strategy's and checkout's median ratios over its rounds", () => {
+  const tool = (round: number, strategy: string, toCeiling: number, cpuToCeiling: number, toolDir?: string) =>
+    ({
+      phase: "tool",
+      strategy,
+      round,
+      status: "ok",
+      toCeiling,
+      cpuToCeiling,
+      ...(toolDir && { toolDir }),
+    }) as PhaseResult;
+  const results = [
+    { phase: "ceiling", round: 1, status: "ok" } as PhaseResult,
+    tool(1, "hmac", 0.8, 1.2, "a"),
+    tool(1, "hmac", 0.7, 1.4, "b"),
+    tool(2, "hmac", 0.6, 1.3, "a"),
+    tool(2, "hmac", 0.9, 1.1, "b"),
+    tool(3, "hmac", 0.9, 1.25, "a"),
+    { ...tool(3, "hmac", 0.1, 9, "b"), status: "failed" } as PhaseResult,
+  ];
+  expect(medianRatios(results)).toEqual([
+    { strategy: "hmac", toolDir: "a", rounds: 3, toCeiling: 0.8, cpuToCeiling: 1.25 },
+    { strategy: "hmac", toolDir: "b", rounds: 2, toCeiling: 0.8, cpuToCeiling: 1.25 },
+  ]);
+});
 
 it("sends a corpus that repeats as docs/benchmark.md says: the same users, devices and addresses again and again", () => {
   const logins = 20_000;
