@@ -6,11 +6,12 @@
  * @module
  */
 
-/** Wait `ms`, or less if `signal` aborts first. */
+/** Wait `ms` (none if it is negative: a deadline already past), or less if `signal` aborts first. */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
-    const timer = setTimeout(done, ms);
+    // Node warns of a negative delay (TimeoutNegativeWarning) on stderr, then waits 1 ms anyway.
+    const timer = setTimeout(done, Math.max(0, ms));
     function done() {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
