@@ -125,6 +125,9 @@ async function startReceive(state: ReceiverState): Promise<AbortController | und
 
 function receiveOnce(state: ReceiverState, receive: AbortController): Promise<Message[]> {
   const { sqs, queueUrl, waitTimeSeconds, visibilityTimeoutSeconds } = state.deps;
+  // Each attempt is a long poll of its own in SQS: a retried one, sent seconds after the
+  // first, also ends that much later, and a stop's release must wait for it.
+  state.active.get(receive)!.startedAt = Date.now();
   const command = new ReceiveMessageCommand({
     QueueUrl: queueUrl,
     MaxNumberOfMessages: SQS_MAX_BATCH,

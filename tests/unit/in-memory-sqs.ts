@@ -54,6 +54,12 @@ const abortError = () => Object.assign(new Error("The operation was aborted"), {
 
 export class InMemorySqs {
   readonly calls: Call[] = [];
+  /**
+   * As real SQS: a long poll the client aborts lives on until its wait ends, and takes what
+   * becomes visible meanwhile, for nobody (those messages stay invisible for a timeout).
+   * Off, an abort ends the poll.
+   */
+  pollsOutliveAborts = false;
   private readonly queues = new Map<string, Stored[]>();
   private readonly waiters = new Set<() => void>();
   private readonly faults: Array<{ name: string; error: Error }> = [];
@@ -106,7 +112,14 @@ export class InMemorySqs {
     const fault = this.faults.findIndex((f) => f.name === name);
     if (fault >= 0) throw this.faults.splice(fault, 1)[0]!.error;
     if (options.abortSignal?.aborted) throw abortError();
-    if (command instanceof ReceiveMessageCommand) return await this.receive(command, options.abortSignal);
+    if (command instanceof ReceiveMessageCommand) {
+      if (!this.pollsOutliveAborts) return await this.receive(command, options.abortSignal);
+      const poll = this.receive(command); // on, whatever the client does
+      const aborted = new Promise<never>((_, reject) =>
+        options.abortSignal?.addEventListener("abort", () => reject(abortError()), { once: true })
+      );
+      return await Promise.race([poll, aborted]);
+    }
     if (command instanceof DeleteMessageBatchCommand) return this.deleteBatch(command);
     if (command instanceof ChangeMessageVisibilityBatchCommand) return this.changeVisibility(command);
     if (command instanceof SendMessageBatchCommand) return this.sendBatch(command);

@@ -194,6 +194,42 @@ describe("holding and stopping", () => {
     expect(s.sqs.view(s.queueUrl).visible()).toBe(10);
   });
 
+  it("hands messages back only once every long poll it aborted has ended in SQS, a retried one too", async () => {
+    const s = setup();
+    s.sqs.pollsOutliveAborts = true;
+    enqueueAll(s, ids(10));
+    s.handler.hang = true;
+    // One poller: it takes the ten, parks in a 2 s long poll that comes back empty, and then
+    // its next receive fails five times (3.1-6.2 s of backoff, more than the second allowed
+    // for a poll's lag) before the sixth attempt parks in a long poll, which outlives the stop.
+    s.handler.onPrepare = () => {
+      for (let i = 0; i < 5; i++) {
+        s.sqs.failNext(
+          "ReceiveMessageCommand",
+          new RequestThrottled({ message: "Rate exceeded", $metadata: { httpStatusCode: 400 } }),
+        );
+      }
+    };
+    const consumer = source(s, {
+      drain: false,
+      concurrency: 1,
+      waitTimeSeconds: 2,
+      visibilityTimeoutSeconds: 60,
+      shutdownGraceMs: 300,
+    });
+    const running = consumer.run();
+    while (callsOf(s, "ReceiveMessageCommand").length < 8) await new Promise((r) => setTimeout(r, 20));
+    consumer.stop();
+    expect(await running).toMatchObject({ loaded: 0, released: 10 });
+    // Visible again once that poll is over (its 2 s, a second's margin, slack), not taken by
+    // it for a whole 60 s timeout.
+    const deadline = Date.now() + 2_000 + 1_000 + 3_000;
+    while (s.sqs.view(s.queueUrl).visible() < 10 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(s.sqs.view(s.queueUrl).visible()).toBe(10);
+  }, 40_000);
+
   it("holds bodies within the byte bound: receives wait for room", async () => {
     const s = setup();
     const body = (id: string) => JSON.stringify({ id, pad: "x".repeat(10_000) });
