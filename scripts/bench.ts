@@ -279,19 +279,30 @@ async function measureChild(
   const run = await drain(s);
   const cpu = cpuBetween(before, await markCpu(emulator.pid, postmaster), "child");
   const done = run.code === 0 ? (JSON.parse(run.stdout) as { done: number }).done : 0;
-  const result: PhaseResult = {
+  const result = childResult(phase, run, done, await queueDepth(sqs, s.queueUrl), cpu);
+  await s.drop();
+  return result;
+}
+
+/** A child's phase as the report gives it: ok or failed by its exit code, its rate from `done`. */
+function childResult<P extends { phase: Phase; n: number; round: number }>(
+  phase: P,
+  run: ChildRun,
+  done: number,
+  leftInQueue: number,
+  cpu: CpuSplit | undefined,
+): PhaseResult {
+  return {
     ...phase,
     status: run.code === 0 ? "ok" : "failed",
     ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
     done,
-    leftInQueue: await queueDepth(sqs, s.queueUrl),
+    leftInQueue,
     seconds: round(run.seconds, 2),
     rate: round(done / run.seconds),
     ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
     ...(cpu && { cpu }),
   };
-  await s.drop();
-  return result;
 }
 
 async function baselinePhase(services: Services, options: BenchOptions): Promise<PhaseResult> {
@@ -385,10 +396,10 @@ async function measureTool(
     entryFiles.get(toolDir)!,
   );
   const cpu = cpuBetween(before, await markCpu(emulator.pid, postmaster), "child");
-  const base = { ...phase, seconds: round(run.seconds, 2) };
   if (run.code !== 0 && /not available/i.test(run.stderr)) {
     return {
-      ...base,
+      ...phase,
+      seconds: round(run.seconds, 2),
       status: "skipped",
       note: run.stderr.trim().split("\n")[0]!,
       done: 0,
@@ -396,17 +407,7 @@ async function measureTool(
       rate: 0,
     };
   }
-  const done = await countRows(s.databaseUrl);
-  return {
-    ...base,
-    status: run.code === 0 ? "ok" : "failed",
-    ...(run.code === 0 ? {} : { note: `exit ${run.code}: ${run.stderr.trim().split("\n").at(-1)}` }),
-    done,
-    leftInQueue: await queueDepth(sqs, s.queueUrl),
-    rate: round(done / run.seconds),
-    ...(run.peakRssMb === undefined ? {} : { peakRssMb: round(run.peakRssMb, 1) }),
-    ...(cpu && { cpu }),
-  };
+  return childResult(phase, run, await countRows(s.databaseUrl), await queueDepth(sqs, s.queueUrl), cpu);
 }
 
 /** The report as a Markdown table. */
